@@ -1,0 +1,185 @@
+/* The emulated Filter Manager: both sides of communication ports, no Python inside.
+ *
+ * Kernel side (what a minifilter calls): fsim_create_port / fsim_send / fsim_close_client /
+ * fsim_close_server, with ConnectNotify / DisconnectNotify / MessageNotify callbacks.
+ * User side (what a service calls): SimFilter* with the names and argument meanings of fltuser.h,
+ * returning the HRESULTs listed in shared/FLTMGR.md.
+ *
+ * Two transports behind the same API: "inproc" (both sides in this process) and "socket" (the
+ * kernel side in another process, over AF_UNIX SOCK_SEQPACKET sockets in a per-user runtime
+ * directory). SimFilterConnectCommunicationPort finds the port by name in this process first,
+ * then on the socket transport.
+ *
+ * Everything is thread-safe: many kernel-side senders and many user-side getters/repliers at once.
+ */
+#ifndef FLTSIM_H
+#define FLTSIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../common/fp_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- wire structs (x64 layout, natural alignment) ---- */
+typedef struct FP_MESSAGE_HEADER {
+    uint32_t ReplyLength; /* bytes accepted in the reply INCLUDING the 16-byte reply header; 0 = none */
+    uint32_t _pad;
+    uint64_t MessageId;
+} FP_MESSAGE_HEADER;
+
+typedef struct FP_REPLY_HEADER {
+    int32_t  Status;      /* handed to the sender beside the call's own NTSTATUS (emulator's choice) */
+    uint32_t _pad;
+    uint64_t MessageId;
+} FP_REPLY_HEADER;
+
+#define FSIM_MAX_NAME        200u        /* bytes of a port name, NUL excluded (emulator's choice) */
+#define FSIM_MAX_CONTEXT     65535u      /* WORD-sized connection context */
+#define FSIM_MAX_MESSAGE     (1u << 20)  /* payload bytes of one message or reply (emulator's choice) */
+#define FSIM_INFINITE        0xFFFFFFFFu /* timeout_ms meaning "wait forever" */
+#define FLT_PORT_FLAG_SYNC_HANDLE 0x1u
+
+/* Access rule of a server port (stand-in for its security descriptor). */
+enum fsim_access {
+    FSIM_ACCESS_OWNER = 0,    /* root and the port's owner (FltBuildDefaultSecurityDescriptor) */
+    FSIM_ACCESS_EVERYONE = 1, /* any local user */
+};
+
+enum fsim_transport {
+    FSIM_INPROC = 0,
+    FSIM_SOCKET = 1,
+};
+
+/* ---- kernel side ---- */
+typedef struct fsim_server fsim_server; /* server port (FltCreateCommunicationPort) */
+typedef struct fsim_client fsim_client; /* client port: one per connection */
+
+typedef struct fsim_callbacks {
+    /* ConnectNotify: return STATUS_SUCCESS to accept, an error NTSTATUS to reject. *conn_cookie
+     * is stored on the client (fsim_client_cookie). Called without any fsim lock held. */
+    fp_ntstatus (*connect_notify)(void *cookie, fsim_client *client, const void *context,
+                                  uint32_t context_size, void **conn_cookie);
+    /* DisconnectNotify: called exactly once per accepted connection, whichever side closed it. */
+    void (*disconnect_notify)(void *cookie, fsim_client *client);
+    /* MessageNotify: serves SimFilterSendMessage. NULL = E_INVALIDARG for the user. */
+    fp_ntstatus (*message_notify)(void *cookie, fsim_client *client, const void *input,
+                                  uint32_t input_size, void *output, uint32_t output_size,
+                                  uint32_t *returned);
+    void *cookie;
+} fsim_callbacks;
+
+/* FltCreateCommunicationPort. name: NUL-terminated, 1..FSIM_MAX_NAME bytes.
+ * STATUS_OBJECT_NAME_COLLISION if a live port has that name; STATUS_OBJECT_NAME_INVALID for a bad
+ * name; STATUS_INVALID_PARAMETER for max_connections 0 or a bad access value. */
+fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
+                             uint32_t max_connections, enum fsim_access access,
+                             const fsim_callbacks *callbacks, fsim_server **server);
+
+/* FltCloseCommunicationPort: no new connections; live connections go on. Drops the caller's
+ * reference: the pointer is invalid afterwards. */
+void fsim_close_server(fsim_server *server);
+
+/* Disconnect every client of the server (filter unload). */
+void fsim_disconnect_all(fsim_server *server);
+
+/* Connected clients: fills up to cap referenced pointers (release each with fsim_client_release),
+ * returns how many are connected (may exceed cap). */
+size_t fsim_server_clients(fsim_server *server, fsim_client **out, size_t cap);
+
+/* FltSendMessage. reply == NULL: no reply expected (ReplyLength 0 in the header), returns once
+ * delivered. Otherwise *reply_length is the reply buffer's size in and the reply payload's length
+ * out. timeout_ns < 0: forever; it bounds delivery plus reply together. reply_status (optional)
+ * receives FILTER_REPLY_HEADER.Status. Returns STATUS_SUCCESS, STATUS_TIMEOUT (success code),
+ * STATUS_PORT_DISCONNECTED, STATUS_BUFFER_OVERFLOW (reply too long: nothing copied),
+ * STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER (NULL/oversized buffer). */
+fp_ntstatus fsim_send(fsim_client *client, const void *data, uint32_t length, void *reply,
+                      uint32_t *reply_length, int64_t timeout_ns, int32_t *reply_status);
+
+/* FltCloseClientPort: disconnect this connection. Safe to call more than once. */
+void fsim_close_client(fsim_client *client);
+
+/* Reference counting of client pointers handed to callbacks or by fsim_server_clients. A client
+ * pointer received in connect_notify is valid (without an extra reference) until
+ * disconnect_notify for it returns. */
+void fsim_client_retain(fsim_client *client);
+void fsim_client_release(fsim_client *client);
+void *fsim_client_cookie(const fsim_client *client);
+uint64_t fsim_client_id(const fsim_client *client);   /* unique per process, never 0 */
+int fsim_client_connected(const fsim_client *client); /* 1 while connected */
+uint32_t fsim_client_peer_pid(const fsim_client *client);
+uint32_t fsim_client_peer_uid(const fsim_client *client);
+
+/* ---- user side (fltuser.h) ---- */
+typedef uint64_t SIM_HANDLE; /* generation-checked handle; 0 is never valid */
+
+/* FilterConnectCommunicationPort. context/context_size: both set or both empty, size <= 65535.
+ * options: 0 or FLT_PORT_FLAG_SYNC_HANDLE. security_attributes must be NULL. */
+fp_hresult SimFilterConnectCommunicationPort(const char *port_name, uint32_t options,
+                                             const void *context, uint32_t context_size,
+                                             const void *security_attributes, SIM_HANDLE *port);
+
+/* FilterGetMessage (synchronous form, plus a timeout that FltLib does not have: timeout_ms ==
+ * FSIM_INFINITE blocks; on expiry the get is withdrawn and FP_E_TIMEOUT returned).
+ * buffer starts with FP_MESSAGE_HEADER; size >= 16. *bytes_copied (optional) = header + payload
+ * bytes written. A message longer than the buffer: header + what fits are copied, the message
+ * counts as delivered, FP_E_INSUFFICIENT_BUFFER. */
+fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
+                               uint32_t timeout_ms, uint32_t *bytes_copied);
+
+/* Batch form: `count` gets in flight at once into caller-owned buffers. Blocks until at least one
+ * message arrives (or timeout / cancel / disconnect), then fills buffers 0..*filled-1 with every
+ * message that is available at that moment, up to count. Each entry's hr is S_OK or
+ * FP_E_INSUFFICIENT_BUFFER (truncated, still delivered) and length the bytes copied (header
+ * included). Returns S_OK when *filled > 0. */
+typedef struct SIM_GET_ENTRY {
+    FP_MESSAGE_HEADER *buffer;
+    uint32_t size;
+    uint32_t length; /* out */
+    fp_hresult hr;   /* out */
+    uint32_t _pad;
+} SIM_GET_ENTRY;
+fp_hresult SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_t count,
+                                uint32_t timeout_ms, uint32_t *filled);
+
+/* FilterReplyMessage. buffer starts with FP_REPLY_HEADER; size = 16 + payload (padding rule).
+ * FP_E_FLT_NO_WAITER_FOR_REPLY when nobody waits for that MessageId on this connection;
+ * FP_E_INSUFFICIENT_BUFFER when the payload exceeds the sender's reply buffer (the sender gets
+ * STATUS_BUFFER_OVERFLOW). */
+fp_hresult SimFilterReplyMessage(SIM_HANDLE port, const FP_REPLY_HEADER *buffer, uint32_t size);
+
+/* Batch form: one lock round (one round trip on the socket transport) for `count` replies.
+ * Each entry's hr receives what SimFilterReplyMessage would have returned; the call returns S_OK
+ * unless the handle itself is bad (then every entry is left untouched). */
+typedef struct SIM_REPLY_ENTRY {
+    const FP_REPLY_HEADER *buffer;
+    uint32_t size;
+    fp_hresult hr; /* out */
+} SIM_REPLY_ENTRY;
+fp_hresult SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uint32_t count);
+
+/* FilterSendMessage: served by the server's MessageNotify. bytes_returned is required. */
+fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
+                                void *out_buffer, uint32_t out_size, uint32_t *bytes_returned);
+
+/* CancelIoEx(port, NULL): every get pending on this handle now returns FP_E_OPERATION_ABORTED. */
+fp_hresult SimFilterCancel(SIM_HANDLE port);
+
+/* CloseHandle: disconnects. Pending gets on other threads return FP_E_INVALID_HANDLE. */
+fp_hresult SimFilterClose(SIM_HANDLE port);
+
+/* ---- misc ---- */
+const char *fsim_runtime_dir(void); /* socket transport: $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid> */
+
+#ifdef FASTPORT_DEBUG
+/* live object counts for leak checks */
+int64_t fsim_debug_live_clients(void);
+int64_t fsim_debug_live_servers(void);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif
