@@ -1,0 +1,737 @@
+/* Kernel side of the emulated Filter Manager: server ports, client ports, FltSendMessage, and the
+ * per-connection state that user-side calls (inproc directly, socket through sock_kernel.c)
+ * operate on. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+
+#ifdef FASTPORT_DEBUG
+static atomic_llong live_clients, live_servers;
+int64_t fsim_debug_live_clients(void) { return atomic_load(&live_clients); }
+int64_t fsim_debug_live_servers(void) { return atomic_load(&live_servers); }
+#define DEBUG_COUNT(var, d) atomic_fetch_add(&(var), (d))
+#else
+#define DEBUG_COUNT(var, d) ((void)0)
+#endif
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static fsim_server *registry;
+static atomic_uint_fast64_t next_client_id = 1;
+
+/* ---- time and thread-local condition variables ---- */
+
+uint64_t fsim_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void fsim_deadline(struct timespec *ts, uint64_t timeout_ns)
+{
+    uint64_t t = fsim_now_ns() + timeout_ns;
+    ts->tv_sec = (time_t)(t / 1000000000u);
+    ts->tv_nsec = (long)(t % 1000000000u);
+}
+
+static __thread pthread_cond_t tl_cond;
+static __thread int tl_cond_ready;
+
+pthread_cond_t *fsim_thread_cond(void)
+{
+    if (!tl_cond_ready) {
+        pthread_condattr_t a;
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        pthread_cond_init(&tl_cond, &a);
+        pthread_condattr_destroy(&a);
+        tl_cond_ready = 1;
+    }
+    return &tl_cond;
+}
+
+/* Waits on cv until signalled or the absolute deadline (NULL = none). Returns ETIMEDOUT or 0. */
+static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *deadline)
+{
+    if (!deadline)
+        return pthread_cond_wait(cv, m);
+    return pthread_cond_timedwait(cv, m, deadline);
+}
+
+/* ---- status mapping ---- */
+
+fp_hresult fsim_hresult_from_ntstatus(fp_ntstatus st)
+{
+    if (FP_NT_SUCCESS(st))
+        return FP_S_OK;
+    switch (st) {
+    case FP_STATUS_ACCESS_DENIED: return FP_E_ACCESSDENIED;
+    case FP_STATUS_INSUFFICIENT_RESOURCES: return FP_E_OUTOFMEMORY;
+    case FP_STATUS_CONNECTION_COUNT_LIMIT: return FP_E_CONNECTION_COUNT_LIMIT;
+    case FP_STATUS_PORT_DISCONNECTED: return FP_E_INVALID_HANDLE;
+    case FP_STATUS_BUFFER_OVERFLOW: return FP_E_INSUFFICIENT_BUFFER;
+    default: return FP_E_INVALIDARG; /* what a rejecting ConnectNotify usually surfaces as */
+    }
+}
+
+int fsim_name_valid(const char *name)
+{
+    if (!name)
+        return 0;
+    size_t n = strnlen(name, FSIM_MAX_NAME + 1);
+    if (n == 0 || n > FSIM_MAX_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* ---- servers ---- */
+
+void fsim_server_retain(fsim_server *s) { atomic_fetch_add(&s->refs, 1); }
+
+void fsim_server_release(fsim_server *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    DEBUG_COUNT(live_servers, -1);
+}
+
+fsim_server *fsim_registry_find(const char *name)
+{
+    fsim_server *found = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (fsim_server *s = registry; s; s = s->reg_next)
+        if (strcmp(s->name, name) == 0) {
+            found = s;
+            fsim_server_retain(s);
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+    return found;
+}
+
+fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
+                             uint32_t max_connections, enum fsim_access access,
+                             const fsim_callbacks *callbacks, fsim_server **out)
+{
+    if (!out)
+        return FP_STATUS_INVALID_PARAMETER;
+    *out = NULL;
+    if (!fsim_name_valid(name))
+        return FP_STATUS_OBJECT_NAME_INVALID;
+    if (max_connections == 0 || (access != FSIM_ACCESS_OWNER && access != FSIM_ACCESS_EVERYONE) ||
+        (transport != FSIM_INPROC && transport != FSIM_SOCKET))
+        return FP_STATUS_INVALID_PARAMETER;
+    fsim_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return FP_STATUS_INSUFFICIENT_RESOURCES;
+    atomic_init(&s->refs, 1);
+    strcpy(s->name, name);
+    s->transport = transport;
+    s->max_connections = max_connections;
+    s->access = access;
+    s->owner_uid = (uint32_t)geteuid();
+    if (callbacks)
+        s->cb = *callbacks;
+    atomic_init(&s->next_message_id, 1);
+    pthread_mutex_init(&s->lock, NULL);
+    s->open = 1;
+    DEBUG_COUNT(live_servers, 1);
+
+    pthread_mutex_lock(&registry_lock);
+    for (fsim_server *o = registry; o; o = o->reg_next)
+        if (strcmp(o->name, name) == 0) {
+            pthread_mutex_unlock(&registry_lock);
+            fsim_server_release(s);
+            return FP_STATUS_OBJECT_NAME_COLLISION;
+        }
+    s->reg_next = registry;
+    registry = s;
+    pthread_mutex_unlock(&registry_lock);
+
+    if (transport == FSIM_SOCKET) {
+        fp_ntstatus st = fsim_sock_listen(s);
+        if (!FP_NT_SUCCESS(st)) {
+            fsim_close_server(s);
+            return st;
+        }
+    }
+    *out = s;
+    return FP_STATUS_SUCCESS;
+}
+
+static void registry_remove(fsim_server *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (fsim_server **p = &registry; *p; p = &(*p)->reg_next)
+        if (*p == s) {
+            *p = s->reg_next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void fsim_close_server(fsim_server *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->open = 0;
+    pthread_mutex_unlock(&s->lock);
+    registry_remove(s);
+    if (s->transport == FSIM_SOCKET)
+        fsim_sock_unlisten(s);
+    fsim_server_release(s);
+}
+
+size_t fsim_server_clients(fsim_server *s, fsim_client **out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&s->lock);
+    for (fsim_client *c = s->clients; c; c = c->srv_next) {
+        if (n < cap) {
+            fsim_client_retain(c);
+            out[n] = c;
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void fsim_disconnect_all(fsim_server *s)
+{
+    for (;;) {
+        fsim_client *c = NULL;
+        pthread_mutex_lock(&s->lock);
+        if (s->clients) {
+            c = s->clients;
+            fsim_client_retain(c);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (!c)
+            return;
+        fsim_close_client(c);
+        fsim_client_release(c);
+    }
+}
+
+/* ---- clients ---- */
+
+void fsim_client_retain(fsim_client *c) { atomic_fetch_add(&c->refs, 1); }
+
+void fsim_client_release(fsim_client *c)
+{
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    if (c->remote_ops && c->remote_ops->release)
+        c->remote_ops->release(c->remote);
+    pthread_mutex_destroy(&c->lock);
+    fsim_server_release(c->server);
+    free(c);
+    DEBUG_COUNT(live_clients, -1);
+}
+
+void *fsim_client_cookie(const fsim_client *c) { return c->cookie; }
+uint64_t fsim_client_id(const fsim_client *c) { return c->id; }
+uint32_t fsim_client_peer_pid(const fsim_client *c) { return c->peer_pid; }
+uint32_t fsim_client_peer_uid(const fsim_client *c) { return c->peer_uid; }
+
+int fsim_client_connected(const fsim_client *c)
+{
+    fsim_client *m = (fsim_client *)c;
+    pthread_mutex_lock(&m->lock);
+    int r = m->connected;
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
+fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_size, uint32_t pid,
+                               uint32_t uid, const fsim_remote_ops *rops, void *remote,
+                               fsim_client **out)
+{
+    *out = NULL;
+    if (s->access == FSIM_ACCESS_OWNER && uid != 0 && uid != s->owner_uid)
+        return FP_E_ACCESSDENIED;
+    pthread_mutex_lock(&s->lock);
+    if (!s->open) {
+        pthread_mutex_unlock(&s->lock);
+        return FP_E_FILE_NOT_FOUND;
+    }
+    if (s->nclients >= s->max_connections) {
+        pthread_mutex_unlock(&s->lock);
+        return FP_E_CONNECTION_COUNT_LIMIT;
+    }
+    s->nclients++; /* reserve the connection while ConnectNotify runs */
+    pthread_mutex_unlock(&s->lock);
+
+    fsim_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        pthread_mutex_lock(&s->lock);
+        s->nclients--;
+        pthread_mutex_unlock(&s->lock);
+        return FP_E_OUTOFMEMORY;
+    }
+    DEBUG_COUNT(live_clients, 1);
+    atomic_init(&c->refs, 1);
+    c->id = atomic_fetch_add(&next_client_id, 1);
+    fsim_server_retain(s);
+    c->server = s;
+    c->peer_pid = pid;
+    c->peer_uid = uid;
+    pthread_mutex_init(&c->lock, NULL);
+    c->remote_ops = rops;
+    c->remote = remote;
+
+    fp_ntstatus st = FP_STATUS_SUCCESS;
+    if (s->cb.connect_notify) {
+        /* The kernel copies the context; a callee may keep nothing of ours. */
+        void *copy = NULL;
+        if (ctx_size) {
+            copy = malloc(ctx_size);
+            if (!copy)
+                st = FP_STATUS_INSUFFICIENT_RESOURCES;
+            else
+                memcpy(copy, ctx, ctx_size);
+        }
+        if (FP_NT_SUCCESS(st))
+            st = s->cb.connect_notify(s->cb.cookie, c, copy, ctx_size, &c->cookie);
+        free(copy);
+    }
+    pthread_mutex_lock(&s->lock);
+    if (FP_NT_SUCCESS(st) && s->open) {
+        c->connected = 1;
+        c->accepted = 1;
+        c->srv_next = s->clients;
+        if (s->clients)
+            s->clients->srv_prev = c;
+        s->clients = c;
+        fsim_client_retain(c); /* the server list's reference */
+        pthread_mutex_unlock(&s->lock);
+        *out = c;
+        return FP_S_OK;
+    }
+    s->nclients--;
+    int was_open = s->open;
+    pthread_mutex_unlock(&s->lock);
+    if (FP_NT_SUCCESS(st) && !was_open) {
+        /* The port closed while ConnectNotify ran: the connection is refused, but it was accepted
+         * by the callback, so the callback hears of its end. */
+        if (s->cb.disconnect_notify)
+            s->cb.disconnect_notify(s->cb.cookie, c);
+        c->remote_ops = NULL; /* the transport still owns `remote` */
+        fsim_client_release(c);
+        return FP_E_FILE_NOT_FOUND;
+    }
+    c->remote_ops = NULL;
+    fsim_client_release(c);
+    return fsim_hresult_from_ntstatus(st);
+}
+
+/* ---- the message queue and the reply table (client lock held) ---- */
+
+static void q_push(fsim_client *c, fsim_msg *m)
+{
+    m->next = NULL;
+    m->prev = c->q_tail;
+    if (c->q_tail)
+        c->q_tail->next = m;
+    else
+        c->q_head = m;
+    c->q_tail = m;
+    m->state = FSIM_MSG_QUEUED;
+}
+
+static void q_unlink(fsim_client *c, fsim_msg *m)
+{
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        c->q_head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else
+        c->q_tail = m->prev;
+    m->next = m->prev = NULL;
+}
+
+static void rt_insert(fsim_client *c, fsim_msg *m)
+{
+    fsim_msg **b = &c->replies[m->id % FSIM_REPLY_BUCKETS];
+    m->next = *b;
+    *b = m;
+    c->in_reply_table++;
+}
+
+static fsim_msg *rt_remove(fsim_client *c, uint64_t id)
+{
+    for (fsim_msg **p = &c->replies[id % FSIM_REPLY_BUCKETS]; *p; p = &(*p)->next)
+        if ((*p)->id == id) {
+            fsim_msg *m = *p;
+            *p = m->next;
+            m->next = NULL;
+            c->in_reply_table--;
+            return m;
+        }
+    return NULL;
+}
+
+static void finish(fsim_msg *m, fp_ntstatus result)
+{
+    m->state = FSIM_MSG_DONE;
+    m->result = result;
+    pthread_cond_signal(m->cv);
+}
+
+/* The message has reached the user side: it now waits for a reply, or is done. */
+static void mark_delivered(fsim_client *c, fsim_msg *m)
+{
+    if (m->wants_reply) {
+        m->state = FSIM_MSG_DELIVERED;
+        rt_insert(c, m);
+    } else {
+        finish(m, FP_STATUS_SUCCESS);
+    }
+}
+
+uint32_t fsim_message_reply_length(const fsim_msg *m)
+{
+    return m->wants_reply ? m->reply_cap + (uint32_t)sizeof(FP_REPLY_HEADER) : 0;
+}
+
+void fsim_copy_message(const fsim_msg *m, SIM_GET_ENTRY *e)
+{
+    FP_MESSAGE_HEADER h = {fsim_message_reply_length(m), 0, m->id};
+    memcpy(e->buffer, &h, sizeof h);
+    uint32_t room = e->size - (uint32_t)sizeof h;
+    uint32_t n = m->length < room ? m->length : room;
+    if (n)
+        memcpy((char *)e->buffer + sizeof h, m->data, n);
+    e->length = (uint32_t)sizeof h + n;
+    e->hr = n < m->length ? FP_E_INSUFFICIENT_BUFFER : FP_S_OK;
+}
+
+static void waiter_unlink(fsim_client *c, fsim_waiter *w)
+{
+    if (!w->linked)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        c->w_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        c->w_tail = w->prev;
+    w->next = w->prev = NULL;
+    w->linked = 0;
+}
+
+static void waiter_append(fsim_client *c, fsim_waiter *w)
+{
+    w->next = NULL;
+    w->prev = c->w_tail;
+    if (c->w_tail)
+        c->w_tail->next = w;
+    else
+        c->w_head = w;
+    c->w_tail = w;
+    w->linked = 1;
+}
+
+/* Delivers a new message to a waiting get, the peer's credits, or the queue. Returns -1 if the
+ * remote peer is gone (caller disconnects after unlocking). */
+static int deliver_or_queue(fsim_client *c, fsim_msg *m)
+{
+    fsim_waiter *w = c->w_head;
+    if (w) {
+        fsim_copy_message(m, &w->entries[w->filled]);
+        if (w->filled++ == 0)
+            pthread_cond_signal(w->cv);
+        /* Spread messages over idle getters first: a getter that has some goes to the back. */
+        waiter_unlink(c, w);
+        if (w->filled < w->count)
+            waiter_append(c, w);
+        mark_delivered(c, m);
+        return 0;
+    }
+    if (c->credits) {
+        c->credits--;
+        mark_delivered(c, m);
+        if (c->remote_ops->deliver(c->remote, &m, 1) != 0)
+            return -1;
+        return 0;
+    }
+    q_push(c, m);
+    return 0;
+}
+
+/* ---- FltSendMessage ---- */
+
+fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *reply,
+                      uint32_t *reply_length, int64_t timeout_ns, int32_t *reply_status)
+{
+    if (!c || (!data && length) || length > FSIM_MAX_MESSAGE || (reply && !reply_length) ||
+        (reply && *reply_length > FSIM_MAX_MESSAGE))
+        return FP_STATUS_INVALID_PARAMETER;
+    fsim_msg m;
+    memset(&m, 0, sizeof m);
+    m.data = data;
+    m.length = length;
+    m.wants_reply = reply != NULL;
+    m.reply = reply;
+    m.reply_cap = reply ? *reply_length : 0;
+    m.cv = fsim_thread_cond();
+    struct timespec dl, *dlp = NULL;
+    if (timeout_ns >= 0) {
+        fsim_deadline(&dl, (uint64_t)timeout_ns);
+        dlp = &dl;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (!c->connected) {
+        pthread_mutex_unlock(&c->lock);
+        return FP_STATUS_PORT_DISCONNECTED;
+    }
+    m.id = atomic_fetch_add(&c->server->next_message_id, 1);
+    if (deliver_or_queue(c, &m) != 0) {
+        pthread_mutex_unlock(&c->lock);
+        fsim_close_client(c); /* finishes m with STATUS_PORT_DISCONNECTED */
+        pthread_mutex_lock(&c->lock);
+    }
+    while (m.state != FSIM_MSG_DONE) {
+        if (cond_wait(m.cv, &c->lock, dlp) == ETIMEDOUT && m.state != FSIM_MSG_DONE) {
+            if (m.state == FSIM_MSG_QUEUED)
+                q_unlink(c, &m); /* withdrawn: never delivered later */
+            else
+                rt_remove(c, m.id); /* a late reply finds no waiter */
+            m.state = FSIM_MSG_DONE;
+            m.result = FP_STATUS_TIMEOUT;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (m.result == FP_STATUS_SUCCESS && reply) {
+        *reply_length = m.reply_len;
+        if (reply_status)
+            *reply_status = m.reply_status;
+    } else if (reply && m.result != FP_STATUS_SUCCESS) {
+        *reply_length = 0;
+    }
+    return m.result;
+}
+
+/* ---- user-side operations on a connection ---- */
+
+fp_hresult fsim_client_get(fsim_client *c, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
+                           uint32_t *filled)
+{
+    uint32_t got = 0;
+    *filled = 0;
+    pthread_mutex_lock(&c->lock);
+    if (!c->connected) {
+        pthread_mutex_unlock(&c->lock);
+        return FP_E_INVALID_HANDLE;
+    }
+    while (got < n && c->q_head) {
+        fsim_msg *m = c->q_head;
+        q_unlink(c, m);
+        fsim_copy_message(m, &e[got++]);
+        mark_delivered(c, m);
+    }
+    if (got || timeout_ms == 0) {
+        pthread_mutex_unlock(&c->lock);
+        *filled = got;
+        return got ? FP_S_OK : FP_E_TIMEOUT;
+    }
+    fsim_waiter w;
+    memset(&w, 0, sizeof w);
+    w.entries = e;
+    w.count = n;
+    w.cv = fsim_thread_cond();
+    waiter_append(c, &w);
+    struct timespec dl, *dlp = NULL;
+    if (timeout_ms != FSIM_INFINITE) {
+        fsim_deadline(&dl, (uint64_t)timeout_ms * 1000000u);
+        dlp = &dl;
+    }
+    fp_hresult hr = FP_S_OK;
+    while (w.filled == 0 && w.hr == FP_S_OK) {
+        if (cond_wait(w.cv, &c->lock, dlp) == ETIMEDOUT && w.filled == 0 && w.hr == FP_S_OK) {
+            hr = FP_E_TIMEOUT;
+            break;
+        }
+    }
+    waiter_unlink(c, &w);
+    pthread_mutex_unlock(&c->lock);
+    *filled = w.filled;
+    if (w.filled)
+        return FP_S_OK;
+    return w.hr != FP_S_OK ? w.hr : hr;
+}
+
+fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!c->connected) {
+        pthread_mutex_unlock(&c->lock);
+        return FP_E_INVALID_HANDLE;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!e[i].buffer || e[i].size < sizeof(FP_REPLY_HEADER) ||
+            e[i].size - sizeof(FP_REPLY_HEADER) > FSIM_MAX_MESSAGE) {
+            e[i].hr = FP_E_INVALIDARG;
+            continue;
+        }
+        FP_REPLY_HEADER h;
+        memcpy(&h, e[i].buffer, sizeof h);
+        fsim_msg *m = rt_remove(c, h.MessageId);
+        if (!m) {
+            e[i].hr = FP_E_FLT_NO_WAITER_FOR_REPLY;
+            continue;
+        }
+        uint32_t len = e[i].size - (uint32_t)sizeof h;
+        if (len > m->reply_cap) {
+            e[i].hr = FP_E_INSUFFICIENT_BUFFER;
+            finish(m, FP_STATUS_BUFFER_OVERFLOW);
+            continue;
+        }
+        if (len)
+            memcpy(m->reply, (const char *)e[i].buffer + sizeof h, len);
+        m->reply_len = len;
+        m->reply_status = h.Status;
+        e[i].hr = FP_S_OK;
+        finish(m, FP_STATUS_SUCCESS);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return FP_S_OK;
+}
+
+fp_hresult fsim_client_user_send(fsim_client *c, const void *in, uint32_t in_size, void *out,
+                                 uint32_t out_size, uint32_t *returned)
+{
+    fsim_server *s = c->server;
+    *returned = 0;
+    if (!fsim_client_connected(c))
+        return FP_E_INVALID_HANDLE;
+    if (!s->cb.message_notify)
+        return FP_E_INVALIDARG;
+    uint32_t r = 0;
+    fp_ntstatus st = s->cb.message_notify(s->cb.cookie, c, in, in_size, out, out_size, &r);
+    if (!FP_NT_SUCCESS(st))
+        return fsim_hresult_from_ntstatus(st);
+    *returned = r > out_size ? out_size : r;
+    return FP_S_OK;
+}
+
+void fsim_client_cancel(fsim_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    for (fsim_waiter *w = c->w_head; w;) {
+        fsim_waiter *next = w->next;
+        if (w->filled == 0)
+            w->hr = FP_E_OPERATION_ABORTED;
+        waiter_unlink(c, w);
+        pthread_cond_signal(w->cv);
+        w = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+void fsim_client_grant(fsim_client *c, uint32_t n)
+{
+    fsim_msg *batch[64];
+    int gone = 0;
+    pthread_mutex_lock(&c->lock);
+    if (!c->connected) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    c->credits += n;
+    while (c->credits && c->q_head && !gone) {
+        uint32_t k = 0;
+        while (k < 64 && c->credits && c->q_head) {
+            fsim_msg *m = c->q_head;
+            q_unlink(c, m);
+            c->credits--;
+            batch[k++] = m;
+        }
+        /* Mark first: the reply may come back before deliver() returns control to us. */
+        for (uint32_t i = 0; i < k; i++)
+            mark_delivered(c, batch[i]);
+        if (c->remote_ops->deliver(c->remote, batch, k) != 0)
+            gone = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (gone)
+        fsim_close_client(c);
+}
+
+uint32_t fsim_client_revoke(fsim_client *c, uint32_t n)
+{
+    pthread_mutex_lock(&c->lock);
+    uint32_t r = n < c->credits ? n : c->credits;
+    c->credits -= r;
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+/* ---- disconnect (either side) ---- */
+
+void fsim_close_client(fsim_client *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    if (!c->connected) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    c->connected = 0;
+    c->credits = 0;
+    while (c->q_head) {
+        fsim_msg *m = c->q_head;
+        q_unlink(c, m);
+        finish(m, FP_STATUS_PORT_DISCONNECTED);
+    }
+    for (uint32_t b = 0; b < FSIM_REPLY_BUCKETS; b++)
+        while (c->replies[b]) {
+            fsim_msg *m = c->replies[b];
+            c->replies[b] = m->next;
+            m->next = NULL;
+            finish(m, FP_STATUS_PORT_DISCONNECTED);
+        }
+    c->in_reply_table = 0;
+    for (fsim_waiter *w = c->w_head; w;) {
+        fsim_waiter *next = w->next;
+        if (w->filled == 0)
+            w->hr = FP_E_INVALID_HANDLE;
+        waiter_unlink(c, w);
+        pthread_cond_signal(w->cv);
+        w = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+
+    fsim_server *s = c->server;
+    pthread_mutex_lock(&s->lock);
+    if (c->srv_prev)
+        c->srv_prev->srv_next = c->srv_next;
+    else
+        s->clients = c->srv_next;
+    if (c->srv_next)
+        c->srv_next->srv_prev = c->srv_prev;
+    c->srv_next = c->srv_prev = NULL;
+    s->nclients--;
+    pthread_mutex_unlock(&s->lock);
+
+    if (c->remote_ops && c->remote_ops->disconnected)
+        c->remote_ops->disconnected(c->remote);
+    if (s->cb.disconnect_notify)
+        s->cb.disconnect_notify(s->cb.cookie, c);
+    fsim_client_release(c); /* the server list's reference */
+}

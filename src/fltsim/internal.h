@@ -1,0 +1,148 @@
+/* Internals shared by the emulated Filter Manager's files: the kernel-side objects (core.c), the
+ * user-side handle table (handles.c, user.c) and the socket transport (sock_*.c). */
+#ifndef FLTSIM_INTERNAL_H
+#define FLTSIM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include "fltsim.h"
+
+/* One FltSendMessage in flight. Lives on the sender's stack; every field after `id` is guarded by
+ * the client's lock. */
+typedef struct fsim_msg {
+    struct fsim_msg *next;  /* pending queue, or reply-table chain */
+    struct fsim_msg *prev;  /* pending queue only */
+    uint64_t id;
+    const void *data;
+    uint32_t length;
+    uint32_t reply_cap;     /* reply payload capacity; meaningful when wants_reply */
+    void *reply;
+    uint32_t reply_len;
+    int32_t reply_status;
+    int wants_reply;
+    int state;              /* FSIM_MSG_* */
+    fp_ntstatus result;
+    pthread_cond_t *cv;     /* the sender's (thread-local) condition variable */
+} fsim_msg;
+
+enum { FSIM_MSG_QUEUED = 1, FSIM_MSG_DELIVERED, FSIM_MSG_DONE };
+
+/* An in-process batch get waiting on a client. */
+typedef struct fsim_waiter {
+    struct fsim_waiter *next, *prev;
+    SIM_GET_ENTRY *entries;
+    uint32_t count, filled;
+    fp_hresult hr;          /* set by cancel / disconnect when nothing was filled */
+    int linked;
+    pthread_cond_t *cv;
+} fsim_waiter;
+
+/* How the kernel side reaches a client in another process (socket transport). */
+typedef struct fsim_remote_ops {
+    /* Called with the client's lock held, once per batch of messages newly delivered against the
+     * peer's credits. Returns 0, or -1 if the peer is gone (the core then disconnects). */
+    int (*deliver)(void *remote, fsim_msg *const *msgs, uint32_t n);
+    /* The connection ended (either side): stop the transport's I/O. Called once, no lock held. */
+    void (*disconnected)(void *remote);
+    /* The client is being freed. */
+    void (*release)(void *remote);
+} fsim_remote_ops;
+
+#define FSIM_REPLY_BUCKETS 256u
+
+struct fsim_client {
+    atomic_int refs;
+    uint64_t id;
+    fsim_server *server;
+    void *cookie;                 /* from connect_notify */
+    uint32_t peer_pid, peer_uid;
+    pthread_mutex_t lock;
+    int connected;                /* guarded by lock */
+    int notified;                 /* disconnect_notify done; guarded by lock */
+    int accepted;                 /* connect_notify accepted it */
+    fsim_msg *q_head, *q_tail;    /* queued, not delivered */
+    fsim_waiter *w_head, *w_tail; /* inproc gets waiting */
+    uint32_t credits;             /* remote gets waiting at the peer */
+    uint32_t in_reply_table;
+    fsim_msg *replies[FSIM_REPLY_BUCKETS]; /* delivered, waiting for a reply, by MessageId */
+    const fsim_remote_ops *remote_ops;
+    void *remote;
+    struct fsim_client *srv_next, *srv_prev; /* server's client list (server lock) */
+};
+
+struct fsim_server {
+    atomic_int refs;
+    char name[FSIM_MAX_NAME + 1];
+    enum fsim_transport transport;
+    uint32_t max_connections;
+    enum fsim_access access;
+    uint32_t owner_uid;
+    fsim_callbacks cb;
+    atomic_uint_fast64_t next_message_id;
+    pthread_mutex_t lock;
+    int open;                     /* accepting connections; guarded by lock */
+    uint32_t nclients;            /* connected + connecting; guarded by lock */
+    fsim_client *clients;         /* guarded by lock */
+    struct fsim_server *reg_next; /* registry list (registry lock) */
+    void *listener;               /* socket transport's listener */
+};
+
+/* core.c */
+void fsim_server_retain(fsim_server *s);
+void fsim_server_release(fsim_server *s);
+/* Finds an open server of this process by name (any transport), retained. */
+fsim_server *fsim_registry_find(const char *name);
+/* Admits a connection: access rule, MaxConnections, ConnectNotify. Returns an HRESULT; on success
+ * *out holds one reference for the caller (the user handle / the transport). */
+fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_size, uint32_t pid,
+                               uint32_t uid, const fsim_remote_ops *rops, void *remote,
+                               fsim_client **out);
+fp_hresult fsim_client_get(fsim_client *c, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
+                           uint32_t *filled);
+fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n);
+fp_hresult fsim_client_user_send(fsim_client *c, const void *in, uint32_t in_size, void *out,
+                                 uint32_t out_size, uint32_t *returned);
+void fsim_client_cancel(fsim_client *c);
+/* Remote credits: the peer has n more gets waiting (delivers queued messages at once). */
+void fsim_client_grant(fsim_client *c, uint32_t n);
+/* The peer withdraws up to n gets; returns how many were still unused. */
+uint32_t fsim_client_revoke(fsim_client *c, uint32_t n);
+/* Copies msg into a get entry (header + what fits). */
+void fsim_copy_message(const fsim_msg *m, SIM_GET_ENTRY *e);
+uint32_t fsim_message_reply_length(const fsim_msg *m);
+fp_hresult fsim_hresult_from_ntstatus(fp_ntstatus st);
+int fsim_name_valid(const char *name);
+
+/* handles.c */
+typedef struct fsim_handle_ops fsim_handle_ops;
+typedef struct fsim_hobj {
+    atomic_int refs;
+    const fsim_handle_ops *ops;
+    void *impl;
+} fsim_hobj;
+struct fsim_handle_ops {
+    fp_hresult (*get)(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms, uint32_t *filled);
+    fp_hresult (*reply)(void *impl, SIM_REPLY_ENTRY *e, uint32_t n);
+    fp_hresult (*send)(void *impl, const void *in, uint32_t in_size, void *out, uint32_t out_size,
+                       uint32_t *returned);
+    fp_hresult (*cancel)(void *impl);
+    void (*close)(void *impl);   /* disconnect (the handle was closed) */
+    void (*release)(void *impl); /* last reference gone */
+};
+SIM_HANDLE fsim_handle_new(const fsim_handle_ops *ops, void *impl);
+fsim_hobj *fsim_handle_ref(SIM_HANDLE h); /* NULL if not a live handle */
+void fsim_handle_unref(fsim_hobj *o);
+int fsim_handle_close(SIM_HANDLE h);      /* 0, or -1 if not a live handle */
+
+/* sock_*.c */
+fp_ntstatus fsim_sock_listen(fsim_server *s);
+void fsim_sock_unlisten(fsim_server *s);
+/* Connects over the socket transport; FP_E_FILE_NOT_FOUND if no such socket port. */
+fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_size, SIM_HANDLE *out);
+
+/* A thread-local condition variable on CLOCK_MONOTONIC. */
+pthread_cond_t *fsim_thread_cond(void);
+void fsim_deadline(struct timespec *ts, uint64_t timeout_ns);
+uint64_t fsim_now_ns(void);
+
+#endif
