@@ -1,0 +1,57 @@
+# Shared helpers of the extension: status checks and argument conversion.
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+
+from fastport import status as _status
+
+cdef inline int _check_hr(int32_t hr, str what) except -1:
+    """Raise the PortError subclass for a failed HRESULT (the numeric code and its name)."""
+    if hr < 0:
+        raise _status.error_from_hresult(<uint32_t>hr, what)
+    return 0
+
+cdef inline int _check_nt(int32_t st, str what) except -1:
+    if st < 0:
+        raise _status.error_from_ntstatus(<uint32_t>st, what)
+    return 0
+
+cdef uint32_t _u32_arg(object value, str name, uint32_t lo=0, uint32_t hi=0xFFFFFFFFu) except? 0xFFFFFFFF:
+    """A size argument: an int in [lo, hi], else ValueError/TypeError (never a silent wrap)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < lo or value > hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
+    return <uint32_t>value
+
+cdef int32_t _status_arg(object value, str name) except? -1:
+    """An NTSTATUS given as a signed or an unsigned 32-bit int."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < -0x80000000 or value > 0xFFFFFFFF:
+        raise ValueError(f"{name} must fit in 32 bits, got {value}")
+    return <int32_t><uint32_t>(value & 0xFFFFFFFF)
+
+cdef int64_t _timeout_ns(object timeout) except? -2:
+    """Seconds (None = forever, returned as -1) to nanoseconds."""
+    if timeout is None:
+        return -1
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout}")
+    if timeout > 1e9:
+        return -1
+    return <int64_t>(timeout * 1e9)
+
+cdef bytes _name_arg(object name):
+    if not isinstance(name, str):
+        raise TypeError(f"port name must be a str, not {type(name).__name__}")
+    cdef bytes b = name.encode("utf-8")
+    if len(b) == 0:
+        raise ValueError("port name must not be empty")
+    if len(b) > FSIM_MAX_NAME:
+        raise ValueError(f"port name is {len(b)} bytes; the limit is {FSIM_MAX_NAME}")
+    if b"\0" in b:
+        raise ValueError("port name must not contain NUL")
+    return b

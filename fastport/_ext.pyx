@@ -1,0 +1,14 @@
+# cython: language_level=3
+"""fastport's extension module: the C core (src/) and its thin wrappers, one concern per .pxi.
+
+One module on purpose: the emulated Filter Manager keeps process-wide state (port registry,
+handle table) that must exist once."""
+import time as _time
+
+from fastport.includes.fltsim cimport *
+from fastport.includes.status cimport *
+
+include "_common.pxi"
+include "_sim.pxi"
+include "_port.pxi"
+include "_layout.pxi"

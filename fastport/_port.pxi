@@ -1,0 +1,200 @@
+# User side: the FltLib-shaped port (FilterConnectCommunicationPort and friends), one call per
+# message. Blocking calls release the GIL and wake every 100 ms to let Ctrl-C through.
+from cpython.bytearray cimport PyByteArray_AS_STRING
+
+cdef uint32_t _SIGNAL_SLICE_MS = 100
+
+
+cdef class Message:
+    """A message from FilterGetMessage: `reply_length` (bytes the kernel accepts in a reply,
+    reply header included; 0 = no reply expected), `message_id`, `data` (memoryview of the
+    payload bytes received)."""
+    cdef readonly uint32_t reply_length
+    cdef readonly uint64_t message_id
+    cdef readonly object data
+
+    @property
+    def wants_reply(self):
+        return self.reply_length != 0
+
+    def __repr__(self):
+        return (f"<Message id={self.message_id} reply_length={self.reply_length} "
+                f"len={len(self.data)}>")
+
+
+cdef class Port:
+    """A connection to a communication port (user side). Use `fastport.connect` to make one.
+    Context manager: leaving the block closes it."""
+    cdef SIM_HANDLE _h
+    cdef readonly str name
+    cdef readonly bint sync
+
+    def __cinit__(self):
+        self._h = 0
+
+    def __dealloc__(self):
+        cdef SIM_HANDLE h = self._h
+        if h:
+            self._h = 0
+            with nogil:
+                SimFilterClose(h)
+
+    cdef SIM_HANDLE _handle(self) except 0:
+        if self._h == 0:
+            raise _status.error_from_hresult(<uint32_t>FP_E_INVALID_HANDLE, "the port is closed")
+        return self._h
+
+    @property
+    def handle(self):
+        """The emulated HANDLE (an int; 0 once closed)."""
+        return self._h
+
+    @property
+    def closed(self):
+        return self._h == 0
+
+    def get_message(self, size=65536, timeout=None):
+        """FilterGetMessage: wait for the next message and return a Message.
+
+        size: buffer bytes including the 16-byte FILTER_MESSAGE_HEADER. timeout: seconds, None =
+        forever (then PortTimeout). A message longer than the buffer raises BufferTooSmall whose
+        `.message` holds the header and the bytes that fit: it counts as delivered, and the sender
+        still waits for a reply to its message_id."""
+        cdef uint32_t n = _u32_arg(size, "size", 16)
+        cdef int64_t t = _timeout_ns(timeout)
+        cdef SIM_HANDLE h = self._handle()
+        buf = bytearray(n)
+        cdef FP_MESSAGE_HEADER *hdr = <FP_MESSAGE_HEADER *>PyByteArray_AS_STRING(buf)
+        cdef uint32_t got = 0, slice_ms
+        cdef int32_t hr
+        cdef double deadline = 0
+        if t >= 0:
+            deadline = _time.monotonic() + t / 1e9
+        while True:
+            slice_ms = _SIGNAL_SLICE_MS
+            if t >= 0:
+                left = deadline - _time.monotonic()
+                slice_ms = <uint32_t>max(0.0, min(left * 1000.0, <double>_SIGNAL_SLICE_MS))
+            with nogil:
+                hr = SimFilterGetMessage(h, hdr, n, slice_ms, &got)
+            if hr != FP_E_TIMEOUT or (t >= 0 and _time.monotonic() >= deadline):
+                break
+            PyErr_CheckSignals()
+        cdef Message m
+        if hr == FP_S_OK or hr == FP_E_INSUFFICIENT_BUFFER:
+            m = Message.__new__(Message)
+            m.reply_length = hdr.ReplyLength
+            m.message_id = hdr.MessageId
+            m.data = memoryview(buf)[16:got]
+            if hr == FP_E_INSUFFICIENT_BUFFER:
+                err = _status.error_from_hresult(<uint32_t>hr, "FilterGetMessage")
+                err.message = m
+                raise err
+            return m
+        _check_hr(hr, "FilterGetMessage")
+
+    def reply_message(self, message_id, data=b"", status=0):
+        """FilterReplyMessage: answer message `message_id` with `data` (bytes-like payload; sent
+        as FILTER_REPLY_HEADER + data, the padding rule) and FILTER_REPLY_HEADER.Status `status`.
+        Raises NoWaiterForReply (0x801F0020) when the kernel no longer waits for it."""
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise TypeError("message_id must be an int")
+        if message_id < 0 or message_id > 0xFFFFFFFFFFFFFFFF:
+            raise ValueError(f"message_id out of range: {message_id}")
+        cdef int32_t st = _status_arg(status, "status")
+        cdef SIM_HANDLE h = self._handle()
+        cdef Py_buffer buf
+        PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+        cdef char *rb = NULL
+        cdef int32_t hr
+        cdef uint32_t total
+        try:
+            if <size_t>buf.len > FSIM_MAX_MESSAGE:
+                raise ValueError(f"reply is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
+            total = <uint32_t>(16 + buf.len)
+            rb = <char *>malloc(total)
+            if rb is NULL:
+                raise MemoryError()
+            (<FP_REPLY_HEADER *>rb).Status = st
+            (<uint32_t *>(rb + 4))[0] = 0
+            (<FP_REPLY_HEADER *>rb).MessageId = <uint64_t>message_id
+            if buf.len:
+                memcpy(rb + 16, buf.buf, buf.len)
+            with nogil:
+                hr = SimFilterReplyMessage(h, <FP_REPLY_HEADER *>rb, total)
+            _check_hr(hr, "FilterReplyMessage")
+        finally:
+            free(rb)
+            PyBuffer_Release(&buf)
+
+    def send_message(self, data, out_size):
+        """FilterSendMessage: run the server's MessageNotify with `data`; returns its output
+        (at most `out_size` bytes)."""
+        cdef uint32_t cap = _u32_arg(out_size, "out_size", 0, FSIM_MAX_MESSAGE)
+        cdef SIM_HANDLE h = self._handle()
+        cdef Py_buffer buf
+        PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+        out = bytearray(cap)
+        cdef char *op = PyByteArray_AS_STRING(out)
+        cdef uint32_t ret = 0
+        cdef int32_t hr
+        try:
+            if <size_t>buf.len > FSIM_MAX_MESSAGE:
+                raise ValueError(f"message is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
+            with nogil:
+                hr = SimFilterSendMessage(h, buf.buf, <uint32_t>buf.len, op if cap else NULL,
+                                          cap, &ret)
+            _check_hr(hr, "FilterSendMessage")
+            return bytes(out[:ret])
+        finally:
+            PyBuffer_Release(&buf)
+
+    def cancel(self):
+        """CancelIoEx: every get pending on this port raises OperationAborted (0x800703E3)."""
+        cdef SIM_HANDLE h = self._handle()
+        cdef int32_t hr
+        with nogil:
+            hr = SimFilterCancel(h)
+        _check_hr(hr, "CancelIoEx")
+
+    def close(self):
+        """Close the handle (disconnects). Safe to call twice."""
+        cdef SIM_HANDLE h = self._h
+        self._h = 0
+        if h:
+            with nogil:
+                SimFilterClose(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<Port {self.name!r}{' closed' if self._h == 0 else ''}>"
+
+
+def _connect_sim(str name not None, context, bint sync):
+    """Backs fastport.connect for the emulated Filter Manager."""
+    cdef bytes bname = _name_arg(name)
+    cdef Py_buffer ctx
+    PyObject_GetBuffer(context, &ctx, PyBUF_SIMPLE)
+    cdef SIM_HANDLE h = 0
+    cdef int32_t hr
+    cdef const char *cname = bname
+    cdef uint32_t opts = FLT_PORT_FLAG_SYNC_HANDLE if sync else 0
+    try:
+        if <size_t>ctx.len > FSIM_MAX_CONTEXT:
+            raise ValueError(f"context is {ctx.len} bytes; the limit is {FSIM_MAX_CONTEXT}")
+        with nogil:
+            hr = SimFilterConnectCommunicationPort(cname, opts, ctx.buf if ctx.len else NULL,
+                                                   <uint32_t>ctx.len, NULL, &h)
+    finally:
+        PyBuffer_Release(&ctx)
+    _check_hr(hr, f"FilterConnectCommunicationPort({name!r})")
+    cdef Port p = Port.__new__(Port)
+    p._h = h
+    p.name = name
+    p.sync = sync
+    return p

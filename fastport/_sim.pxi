@@ -1,0 +1,307 @@
+# Kernel side of the emulated Filter Manager: server ports, client ports, FltSendMessage.
+# The C core calls back into Python (ConnectNotify etc.) from the thread that caused the event:
+# the connecting or closing thread on inproc, a transport thread on the socket transport. The
+# callbacks are noexcept: they catch, log, and keep the exception on the ServerPort.
+import logging as _logging
+
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
+_log = _logging.getLogger("fastport.sim")
+
+import weakref as _weakref
+
+# key -> ServerPort, weakly. The C server holds only the key, so a callback that fires after the
+# ServerPort is gone finds nothing and does nothing.
+cdef object _servers = _weakref.WeakValueDictionary()
+cdef uint64_t _next_server_key = 1
+
+
+cdef class SendResult:
+    """What FltSendMessage returned: `status` (NTSTATUS, unsigned int), `reply` (bytes, or None
+    when no reply was expected or none came), `reply_status` (the replier's
+    FILTER_REPLY_HEADER.Status, or None)."""
+    cdef readonly object status
+    cdef readonly object reply
+    cdef readonly object reply_status
+
+    def __init__(self, status, reply=None, reply_status=None):
+        self.status = status
+        self.reply = reply
+        self.reply_status = reply_status
+
+    @property
+    def name(self):
+        """Symbolic name of `status`, e.g. "STATUS_TIMEOUT"."""
+        return _status.ntstatus_name(self.status)
+
+    def __repr__(self):
+        return (f"SendResult(status={self.name} (0x{self.status:08X}), reply={self.reply!r}, "
+                f"reply_status={self.reply_status!r})")
+
+
+cdef class ClientPort:
+    """The kernel's view of one connection (a client port). Compare by identity: a connection
+    has exactly one ClientPort object for its whole life."""
+    cdef fsim_client *_c
+    cdef readonly ServerPort server
+    cdef readonly uint64_t id
+
+    def __cinit__(self):
+        self._c = NULL
+
+    def __dealloc__(self):
+        if self._c is not NULL:
+            fsim_client_release(self._c)
+            self._c = NULL
+
+    @property
+    def connected(self):
+        """True until either side closes the connection."""
+        return bool(fsim_client_connected(self._c))
+
+    @property
+    def pid(self):
+        """Process id of the connecting process."""
+        return fsim_client_peer_pid(self._c)
+
+    @property
+    def uid(self):
+        """User id of the connecting process."""
+        return fsim_client_peer_uid(self._c)
+
+    def close(self):
+        """FltCloseClientPort: disconnect. Senders waiting on it get STATUS_PORT_DISCONNECTED."""
+        with nogil:
+            fsim_close_client(self._c)
+
+    def __repr__(self):
+        return f"<ClientPort id={self.id} pid={self.pid} connected={self.connected}>"
+
+
+cdef ClientPort _wrap_client(ServerPort server, fsim_client *c):
+    cdef ClientPort cp = ClientPort.__new__(ClientPort)
+    fsim_client_retain(c)
+    cp._c = c
+    cp.server = server
+    cp.id = fsim_client_id(c)
+    return cp
+
+
+cdef int32_t _on_connect(void *cookie, fsim_client *c, const void *ctx, uint32_t n,
+                         void **cc) noexcept with gil:
+    srv = _servers.get(<uint64_t><uintptr_t>cookie)
+    if srv is None:
+        return FP_STATUS_ACCESS_DENIED
+    try:
+        return (<ServerPort>srv)._connect(c, (<const char *>ctx)[:n] if n else b"")
+    except BaseException as e:
+        (<ServerPort>srv)._callback_failed("connect_notify", e)
+        return FP_STATUS_INVALID_PARAMETER
+
+
+cdef void _on_disconnect(void *cookie, fsim_client *c) noexcept with gil:
+    srv = _servers.get(<uint64_t><uintptr_t>cookie)
+    if srv is None:
+        return
+    try:
+        (<ServerPort>srv)._disconnect(c)
+    except BaseException as e:
+        (<ServerPort>srv)._callback_failed("disconnect_notify", e)
+
+
+cdef int32_t _on_message(void *cookie, fsim_client *c, const void *inp, uint32_t in_size,
+                         void *out, uint32_t out_size, uint32_t *returned) noexcept with gil:
+    srv = _servers.get(<uint64_t><uintptr_t>cookie)
+    if srv is None:
+        return FP_STATUS_PORT_DISCONNECTED
+    cdef bytes result
+    try:
+        result = (<ServerPort>srv)._message(c, (<const char *>inp)[:in_size] if in_size else b"",
+                                            out_size)
+    except BaseException as e:
+        (<ServerPort>srv)._callback_failed("message_notify", e)
+        return FP_STATUS_INVALID_PARAMETER
+    if len(result) > out_size:
+        return FP_STATUS_BUFFER_OVERFLOW
+    if len(result):
+        memcpy(out, <const char *>result, len(result))
+    returned[0] = <uint32_t>len(result)
+    return FP_STATUS_SUCCESS
+
+
+cdef class ServerPort:
+    """A server port of the emulated Filter Manager (FltCreateCommunicationPort). Create it with
+    `fastport.sim.FilterManager.create_port`."""
+    cdef fsim_server *_s
+    cdef uint64_t _key
+    cdef readonly str name
+    cdef readonly str transport
+    cdef readonly uint32_t max_connections
+    cdef readonly str access
+    cdef object _connect_notify, _disconnect_notify, _message_notify
+    cdef dict _clients          # id -> ClientPort, while connected
+    cdef readonly list callback_errors  # (callback name, exception) of failed callbacks
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self._s = NULL
+        self._clients = {}
+        self.callback_errors = []
+
+    def __dealloc__(self):
+        # Unload: nobody can reach the clients from Python any more.
+        if self._s is not NULL:
+            with nogil:
+                fsim_disconnect_all(self._s)
+                fsim_close_server(self._s)
+            self._s = NULL
+
+    @property
+    def closed(self):
+        """True once close() was called (live connections may still go on)."""
+        return self._s is NULL
+
+    @property
+    def clients(self):
+        """Connected client ports, oldest first."""
+        return [c for c in self._clients.values() if c.connected]
+
+    def send(self, ClientPort client not None, data, *, reply_length=None, timeout=None):
+        """FltSendMessage: send `data` (bytes-like) to `client`.
+
+        reply_length: None = no reply expected (returns once delivered); else the size of the
+        reply buffer in bytes (the reply payload, header excluded). timeout: seconds bounding
+        delivery plus reply together; None = forever. Returns a SendResult; STATUS_TIMEOUT and
+        STATUS_PORT_DISCONNECTED are statuses, not exceptions."""
+        if client.server is not self:
+            raise ValueError("client is not connected to this server port")
+        cdef int64_t t = _timeout_ns(timeout)
+        cdef uint32_t cap = 0
+        cdef int want = reply_length is not None
+        if want:
+            cap = _u32_arg(reply_length, "reply_length", 0, FSIM_MAX_MESSAGE)
+        cdef Py_buffer buf
+        PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+        cdef char *reply = NULL
+        cdef int32_t st = 0, rst = 0
+        try:
+            if <size_t>buf.len > FSIM_MAX_MESSAGE:
+                raise ValueError(f"message is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
+            if want:
+                reply = <char *>malloc(cap if cap else 1)
+                if reply is NULL:
+                    raise MemoryError()
+            with nogil:
+                st = fsim_send(client._c, buf.buf, <uint32_t>buf.len, reply,
+                               &cap if want else NULL, t, &rst)
+            if st == FP_STATUS_INVALID_PARAMETER:
+                _check_nt(st, "FltSendMessage")
+            if want and st == FP_STATUS_SUCCESS:
+                return SendResult(<uint32_t>st, reply[:cap], <uint32_t>rst)
+            return SendResult(<uint32_t>st)
+        finally:
+            free(reply)
+            PyBuffer_Release(&buf)
+
+    def close(self):
+        """FltCloseCommunicationPort: stop accepting connections; live ones go on."""
+        if self._s is not NULL:
+            with nogil:
+                fsim_close_server(self._s)
+            self._s = NULL
+
+    def _unload(self):
+        """Disconnect every client, then close (what unloading the filter does)."""
+        cdef ClientPort c
+        for c in list(self._clients.values()):
+            c.close()
+        self.close()
+
+    def __repr__(self):
+        return (f"<ServerPort {self.name!r} transport={self.transport} clients={len(self.clients)}"
+                f"{' closed' if self._s is NULL else ''}>")
+
+    # -- callbacks (GIL held) --
+    cdef int32_t _connect(self, fsim_client *c, bytes context) except? -1:
+        cdef ClientPort cp = _wrap_client(self, c)
+        if self._connect_notify is not None:
+            verdict = self._connect_notify(cp, context)
+            if verdict is not None:
+                st = _status_arg(verdict, "connect_notify's result")
+                if st < 0:
+                    return st
+        self._clients[cp.id] = cp
+        return FP_STATUS_SUCCESS
+
+    cdef _disconnect(self, fsim_client *c):
+        cp = self._clients.pop(fsim_client_id(c), None)
+        if cp is not None and self._disconnect_notify is not None:
+            self._disconnect_notify(cp)
+
+    cdef bytes _message(self, fsim_client *c, bytes data, uint32_t out_size):
+        cp = self._clients.get(fsim_client_id(c))
+        if cp is None:
+            cp = _wrap_client(self, c)
+        result = self._message_notify(cp, data, out_size)
+        if result is None:
+            return b""
+        return bytes(result)
+
+    cdef _callback_failed(self, str which, BaseException e):
+        self.callback_errors.append((which, e))
+        _log.error("%s of port %r raised", which, self.name, exc_info=e)
+
+
+def _create_port(str name not None, str transport not None, max_connections, access,
+                 connect_notify, disconnect_notify, message_notify):
+    """Backs fastport.sim.FilterManager.create_port (which documents the arguments)."""
+    global _next_server_key
+    cdef bytes bname = _name_arg(name)
+    cdef uint32_t maxc = _u32_arg(max_connections, "max_connections", 1)
+    cdef fsim_transport tr
+    if transport == "inproc":
+        tr = FSIM_INPROC
+    elif transport == "socket":
+        tr = FSIM_SOCKET
+    else:
+        raise ValueError(f"transport must be 'inproc' or 'socket', not {transport!r}")
+    cdef fsim_access acc
+    if access == "owner":
+        acc = FSIM_ACCESS_OWNER
+    elif access == "everyone":
+        acc = FSIM_ACCESS_EVERYONE
+    else:
+        raise ValueError(f"access must be 'owner' or 'everyone', not {access!r}")
+    for cb, cbname in ((connect_notify, "connect_notify"), (disconnect_notify, "disconnect_notify"),
+                       (message_notify, "message_notify")):
+        if cb is not None and not callable(cb):
+            raise TypeError(f"{cbname} must be callable or None")
+
+    cdef ServerPort sp = ServerPort.__new__(ServerPort)
+    sp.name = name
+    sp.transport = transport
+    sp.max_connections = maxc
+    sp.access = access
+    sp._connect_notify = connect_notify
+    sp._disconnect_notify = disconnect_notify
+    sp._message_notify = message_notify
+    sp._key = _next_server_key
+    _next_server_key += 1
+    _servers[sp._key] = sp
+
+    cdef fsim_callbacks cbs
+    cbs.connect_notify = _on_connect
+    cbs.disconnect_notify = _on_disconnect
+    cbs.message_notify = NULL
+    if message_notify is not None:
+        cbs.message_notify = _on_message
+    cbs.cookie = <void *><uintptr_t>sp._key
+    cdef const char *cname = bname
+    cdef int32_t st
+    with nogil:
+        st = fsim_create_port(cname, tr, maxc, acc, &cbs, &sp._s)
+    if st < 0:
+        _servers.pop(sp._key, None)
+        _check_nt(st, f"FltCreateCommunicationPort({name!r})")
+    return sp

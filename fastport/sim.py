@@ -1,0 +1,67 @@
+"""The emulated Filter Manager (kernel side), for tests, the load-generating test driver and the
+benchmarks: `FilterManager().create_port(...)` is FltCreateCommunicationPort; `ServerPort.send` is
+FltSendMessage. Behaviour follows shared/FLTMGR.md; the emulator's own choices are listed in the
+README.
+
+Transports: "inproc" (the service connects from this process) and "socket" (from any process,
+over AF_UNIX SOCK_SEQPACKET sockets in $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid>)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from fastport._ext import ClientPort, SendResult, ServerPort, _create_port
+
+__all__ = ["FilterManager", "ServerPort", "ClientPort", "SendResult"]
+
+ConnectNotify = Callable[[ClientPort, bytes], Optional[int]]
+DisconnectNotify = Callable[[ClientPort], None]
+MessageNotify = Callable[[ClientPort, bytes, int], bytes]
+
+
+class FilterManager:
+    """The kernel side of communication ports. A context manager: leaving it unloads the filter
+    (every client is disconnected and every port closed)."""
+
+    def __init__(self, transport: str = "inproc") -> None:
+        if transport not in ("inproc", "socket"):
+            raise ValueError(f"transport must be 'inproc' or 'socket', not {transport!r}")
+        self.transport = transport
+        self._ports: list[ServerPort] = []
+
+    def create_port(
+        self,
+        name: str,
+        *,
+        max_connections: int = 1,
+        connect_notify: Optional[ConnectNotify] = None,
+        disconnect_notify: Optional[DisconnectNotify] = None,
+        message_notify: Optional[MessageNotify] = None,
+        access: str = "owner",
+    ) -> ServerPort:
+        """FltCreateCommunicationPort.
+
+        connect_notify(client, context) accepts by returning None and rejects by returning a
+        failure NTSTATUS or raising. disconnect_notify(client) runs once per accepted connection,
+        whichever side closes it. message_notify(client, data, out_size) -> bytes serves
+        Port.send_message (FilterSendMessage). access: "owner" (root and this user) or
+        "everyone". Raises PortError (STATUS_OBJECT_NAME_COLLISION, ...) on failure."""
+        port = _create_port(name, self.transport, max_connections, access, connect_notify,
+                            disconnect_notify, message_notify)
+        self._ports.append(port)
+        return port
+
+    @property
+    def ports(self) -> list[ServerPort]:
+        return list(self._ports)
+
+    def close(self) -> None:
+        """Unload: disconnect every client of every port, close every port."""
+        ports, self._ports = self._ports, []
+        for p in ports:
+            p._unload()
+
+    def __enter__(self) -> "FilterManager":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
