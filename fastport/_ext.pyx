@@ -7,8 +7,10 @@ import time as _time
 
 from fastport.includes.fltsim cimport *
 from fastport.includes.status cimport *
+from fastport.includes.pump cimport *
 
 include "_common.pxi"
 include "_sim.pxi"
 include "_port.pxi"
 include "_layout.pxi"
+include "_pump.pxi"

@@ -1,0 +1,373 @@
+# The pump's thin wrapper: batches as zero-copy numpy views over the pump's slab, replies sent
+# from C. The public class (iteration, run, asyncio) is fastport.pump.Pump, built on _PumpCore.
+cimport numpy as cnp
+from cpython.ref cimport Py_INCREF, PyObject
+
+cnp.import_array()
+
+import numpy as _np
+
+from fastport import dtypes as _dtypes
+
+from cpython.object cimport PyTypeObject
+
+cdef extern from "numpy/arrayobject.h":
+    PyTypeObject PyArray_Type
+    object PyArray_NewFromDescr(PyTypeObject *subtype, cnp.dtype descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, object obj)
+
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(object o)
+
+cdef int _NEXT_SLICE_MS = 100
+
+
+cdef class _ChunkHold:
+    """Owns one hold on a chunk: the base object of every numpy view of a batch. When the last
+    view (and the Batch) is gone, the hold drops and the chunk may be recycled; never before."""
+    cdef _PumpCore core
+    cdef fp_chunk *chunk
+
+    def __dealloc__(self):
+        if self.chunk is not NULL:
+            with nogil:
+                fp_chunk_unref(self.core._p, self.chunk)
+            self.chunk = NULL
+
+
+cdef object _view(cnp.dtype dt, uint32_t n, size_t stride, void *data, bint writable,
+                  _ChunkHold hold):
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.npy_intp strides[1]
+    dims[0] = n
+    strides[0] = <cnp.npy_intp>stride
+    Py_INCREF(dt)  # PyArray_NewFromDescr steals a reference to the descr
+    cdef int flags = cnp.NPY_ARRAY_ALIGNED | (cnp.NPY_ARRAY_WRITEABLE if writable else 0)
+    arr = PyArray_NewFromDescr(&PyArray_Type, dt, 1, dims, strides, data, flags, None)
+    Py_INCREF(hold)
+    cnp.PyArray_SetBaseObject(<cnp.ndarray>arr, hold)  # steals the reference
+    return arr
+
+
+cdef class Batch:
+    """One batch of messages, as numpy views over the pump's own memory (nothing is copied).
+
+    headers   FILTER_MESSAGE_HEADER per message (read-only)
+    messages  the message dtype per message (read-only)
+    replies   the reply dtype per message (writable), prefilled with default_reply
+    status    int32 per message (writable): FILTER_REPLY_HEADER.Status of its reply, 0 by default
+    lengths   bytes received per message, header included (read-only)
+
+    `reply(mask=None)` sends the replies (all, or those selected) from C: exactly one per message
+    that expects one; messages with ReplyLength 0 are skipped. When the batch is released (the
+    handler returns, the next batch is taken, `release()`, or leaving `with batch:`), every
+    message still unanswered gets default_reply. Views stay valid after release: a view kept past
+    its batch keeps the batch's slots out of circulation until it is garbage (see Pump.stats'
+    chunks_held)."""
+    cdef _PumpCore core
+    cdef _ChunkHold hold
+    cdef fp_chunk *chunk
+    cdef readonly uint32_t count
+    cdef readonly object headers
+    cdef readonly object messages
+    cdef readonly object replies
+    cdef readonly object status
+    cdef readonly object lengths
+    cdef readonly object receive_ns
+    cdef bint _released
+
+    def __len__(self):
+        return self.count
+
+    @property
+    def released(self):
+        return self._released
+
+    @property
+    def exports(self):
+        """Live numpy views into this batch's memory (each keeps the slots from recycling)."""
+        if self.hold is None:
+            return 0
+        return Py_REFCNT(self.hold) - 2  # minus this Batch's reference and the argument's
+
+    def reply(self, mask=None):
+        """Send the replies of the selected messages (mask: bool array of len(batch); None =
+        all) from C. Already answered messages (by an earlier reply, the deadline or release)
+        are skipped and counted in stats['late_python']. Returns the number of replies sent."""
+        cdef fp_reply_result res
+        cdef cnp.ndarray m
+        cdef const uint8_t *mp = NULL
+        cdef int32_t hr
+        if self._released:
+            self.core._late_after_release += 1
+            return 0
+        if mask is not None:
+            m = _np.ascontiguousarray(mask, dtype=_np.bool_)
+            if m.ndim != 1 or m.shape[0] != self.count:
+                raise ValueError(f"mask must be a 1-d array of {self.count} booleans")
+            mp = <const uint8_t *>cnp.PyArray_DATA(m)
+        with nogil:
+            hr = fp_chunk_reply(self.core._p, self.chunk, mp, &res)
+        _check_hr(hr, "FilterReplyMessage (batch)")
+        return res.sent
+
+    def release(self, bint error=False):
+        """Done with the batch: unanswered messages get default_reply now (counted as defaulted
+        by release, or by error when `error` is true). Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        with nogil:
+            fp_chunk_finish(self.core._p, self.chunk,
+                            FP_FINISH_ERROR if error else FP_FINISH_RELEASE)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release(exc_type is not None)
+
+    def __repr__(self):
+        return f"<Batch of {self.count}{' released' if self._released else ''}>"
+
+
+cdef class _PumpCore:
+    """C pump plumbing; see fastport.pump.Pump for the public interface."""
+    cdef fp_pump *_p
+    cdef fp_backend *_backend
+    cdef readonly object port
+    cdef readonly cnp.dtype message_dtype
+    cdef readonly cnp.dtype reply_dtype
+    cdef readonly bytes default_reply
+    cdef cnp.dtype _header_dtype, _status_dtype, _length_dtype, _ns_dtype
+    cdef bint _started
+    cdef public uint64_t _late_after_release
+
+    def __cinit__(self):
+        self._p = NULL
+        self._backend = NULL
+
+    def __init__(self, Port port not None, message, reply, uint32_t threads, uint32_t outstanding,
+                 uint32_t batch, uint32_t linger_us, deadline, default_reply):
+        self.port = port
+        self.message_dtype = _np.dtype(message)
+        self.reply_dtype = _np.dtype(reply)
+        if self.message_dtype.hasobject or self.reply_dtype.hasobject:
+            raise TypeError("message and reply dtypes must be plain data (no Python objects)")
+        if self.reply_dtype.itemsize == 0:
+            raise ValueError("the reply dtype must not be empty")
+        self._header_dtype = _dtypes.FILTER_MESSAGE_HEADER
+        self._status_dtype = _np.dtype(_np.int32)
+        self._length_dtype = _np.dtype(_np.uint32)
+        self._ns_dtype = _np.dtype(_np.uint64)
+        self.default_reply = _reply_bytes(default_reply, self.reply_dtype)
+        cdef fp_pump_config cfg
+        fp_pump_config_init(&cfg)
+        cfg.threads = threads
+        cfg.outstanding = outstanding
+        cfg.batch = batch
+        cfg.linger_us = linger_us
+        cfg.deadline_ns = _timeout_ns(deadline)
+        if self.message_dtype.itemsize > FSIM_MAX_MESSAGE:
+            raise ValueError(f"message dtype is {self.message_dtype.itemsize} bytes; the limit is "
+                             f"{FSIM_MAX_MESSAGE}")
+        cfg.message_size = <uint32_t>self.message_dtype.itemsize
+        cfg.reply_size = <uint32_t>self.reply_dtype.itemsize
+        cfg.default_reply = <const char *>self.default_reply
+        self._backend = fp_sim_backend_new(port._handle())
+        if self._backend is NULL:
+            raise MemoryError()
+        cdef int32_t hr = fp_pump_create(self._backend, &cfg, &self._p)
+        if hr < 0:
+            self._backend.ops.destroy(self._backend)
+            self._backend = NULL
+            if hr == FP_E_INVALIDARG:
+                raise ValueError("invalid pump configuration (threads, outstanding and batch must "
+                                 "be >= 1 and within limits)")
+            _check_hr(hr, "creating the pump")
+
+    def __dealloc__(self):
+        # Every Batch and view holds a reference to this object, so no chunk is held here.
+        if self._p is not NULL:
+            with nogil:
+                fp_pump_destroy(self._p)
+            self._p = NULL
+        if self._backend is not NULL:
+            self._backend.ops.destroy(self._backend)
+            self._backend = NULL
+
+    def start(self):
+        """Start the worker threads."""
+        if self._started:
+            raise RuntimeError("the pump was already started")
+        cdef int32_t hr
+        with nogil:
+            hr = fp_pump_start(self._p)
+        _check_hr(hr, "starting the pump")
+        self._started = True
+
+    def stop(self):
+        """Stop: cancel pending gets, answer every received message (default_reply for those
+        without an answer), join every thread. Any thread, the handler included; idempotent."""
+        if self._p is NULL:
+            return
+        with nogil:
+            fp_pump_stop(self._p)
+            fp_pump_join(self._p)
+
+    def _stop_async(self):
+        with nogil:
+            fp_pump_stop(self._p)
+
+    cdef Batch _wrap(self, fp_chunk *c):
+        cdef fp_chunk_info info
+        fp_chunk_get_info(self._p, c, &info)
+        cdef _ChunkHold hold = _ChunkHold.__new__(_ChunkHold)
+        hold.core = self
+        hold.chunk = c
+        cdef Batch b = Batch.__new__(Batch)
+        b.core = self
+        b.hold = hold
+        b.chunk = c
+        b.count = info.count
+        b.headers = _view(self._header_dtype, info.count, info.slot_size, info.slots, False, hold)
+        b.messages = _view(self.message_dtype, info.count, info.slot_size, info.slots + 16, False,
+                           hold)
+        b.replies = _view(self.reply_dtype, info.count, info.reply_stride, info.reply_payload,
+                          True, hold)
+        b.status = _view(self._status_dtype, info.count, 4, info.status, True, hold)
+        b.lengths = _view(self._length_dtype, info.count, 4, <void *>info.length, False, hold)
+        b.receive_ns = _view(self._ns_dtype, info.count, 8, <void *>info.recv_ns, False, hold)
+        return b
+
+    def _next(self, timeout=None):
+        """The next batch; None on timeout; raises StopIteration once stopped, PortError once the
+        port failed (after every batch received before has been handed out). Ctrl-C stops the
+        pump and raises KeyboardInterrupt."""
+        cdef fp_chunk *c = NULL
+        cdef int rc
+        cdef int64_t t = _timeout_ns(timeout), slice_ns
+        cdef double deadline = _time.monotonic() + t / 1e9 if t >= 0 else 0
+        while True:
+            slice_ns = _NEXT_SLICE_MS * 1000000
+            if t >= 0:
+                slice_ns = max(0, min(slice_ns, <int64_t>((deadline - _time.monotonic()) * 1e9)))
+            with nogil:
+                rc = fp_pump_next(self._p, slice_ns, &c)
+            if rc == FP_PUMP_CHUNK:
+                return self._wrap(c)
+            if rc == FP_PUMP_STOPPED:
+                raise StopIteration
+            if rc == FP_PUMP_FAILED:
+                _check_hr(fp_pump_error(self._p), "the pump's port")
+                raise StopIteration
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                self.stop()
+                raise
+            if t >= 0 and _time.monotonic() >= deadline:
+                return None
+
+    def _try_next(self):
+        """Non-blocking _next: a Batch, or None when nothing is ready."""
+        cdef fp_chunk *c = NULL
+        cdef int rc = fp_pump_try_next(self._p, &c)
+        if rc == FP_PUMP_CHUNK:
+            return self._wrap(c)
+        if rc == FP_PUMP_STOPPED:
+            raise StopIteration
+        if rc == FP_PUMP_FAILED:
+            _check_hr(fp_pump_error(self._p), "the pump's port")
+            raise StopIteration
+        return None
+
+    def _fd(self):
+        cdef int fd = fp_pump_fd(self._p)
+        if fd < 0:
+            raise OSError("cannot create the pump's event fd")
+        return fd
+
+    def _handle_each(self, Batch b, handler):
+        """Per-message mode: handler(record) -> reply record, bytes, or None (default)."""
+        cdef uint32_t i
+        cdef Py_ssize_t size = self.reply_dtype.itemsize
+        messages = b.messages
+        replies = b.replies
+        for i in range(b.count):
+            r = handler(messages[i])
+            if r is None:
+                continue
+            if isinstance(r, (bytes, bytearray, memoryview)):
+                if len(r) != size:
+                    raise ValueError(f"reply is {len(r)} bytes; the reply dtype is {size}")
+                replies[i] = _np.frombuffer(r, dtype=self.reply_dtype)[0]
+            else:
+                replies[i] = r
+
+    @property
+    def stats(self):
+        """Counters and the receive-to-reply latency (microseconds), as a dict."""
+        cdef fp_pump_stats s
+        with nogil:
+            fp_pump_stats_get(self._p, &s)
+        return {
+            "received": s.received,
+            "replied": s.replied,
+            "no_reply": s.no_reply,
+            "defaulted": s.defaulted_deadline + s.defaulted_error + s.defaulted_release
+                         + s.defaulted_stop,
+            "defaulted_deadline": s.defaulted_deadline,
+            "defaulted_error": s.defaulted_error,
+            "defaulted_release": s.defaulted_release,
+            "defaulted_stop": s.defaulted_stop,
+            "late_replies": s.late_replies,
+            "late_python": s.late_python + self._late_after_release,
+            "errors": s.errors,
+            "truncated": s.truncated,
+            "batches": s.batches,
+            "mean_batch": s.received / s.batches if s.batches else 0.0,
+            "get_calls": s.get_calls,
+            "reply_calls": s.reply_calls,
+            "chunks_total": s.chunks_total,
+            "chunks_free": s.chunks_free,
+            "chunks_held": s.chunks_held,
+            "latency_us": {
+                "count": s.latency_count,
+                "p50": s.latency_p50_ns / 1e3,
+                "p90": s.latency_p90_ns / 1e3,
+                "p99": s.latency_p99_ns / 1e3,
+                "p999": s.latency_p999_ns / 1e3,
+                "max": s.latency_max_ns / 1e3,
+                "mean": s.latency_mean_ns / 1e3,
+            },
+        }
+
+    @property
+    def layout(self):
+        """Geometry of the slab (addresses as ints), for zero-copy checks and tuning."""
+        cdef fp_pump_layout L
+        fp_pump_get_layout(self._p, &L)
+        return {
+            "slab": <uintptr_t>L.slab, "slab_bytes": L.slab_bytes,
+            "replies": <uintptr_t>L.replies, "replies_bytes": L.replies_bytes,
+            "slot_size": L.slot_size, "reply_stride": L.reply_stride,
+            "chunk_bytes": L.chunk_bytes, "chunk_reply_bytes": L.chunk_reply_bytes,
+            "nchunks": L.nchunks, "batch": L.batch, "threads": L.threads,
+            "outstanding": L.outstanding,
+        }
+
+
+cdef bytes _reply_bytes(object value, cnp.dtype dt):
+    """default_reply as exactly dt.itemsize bytes: None = zeros; bytes of that size; or anything
+    numpy can turn into one element of dt (a record, a tuple, a scalar)."""
+    if value is None:
+        return bytes(dt.itemsize)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) != dt.itemsize:
+            raise ValueError(f"default_reply is {len(value)} bytes; the reply dtype is "
+                             f"{dt.itemsize}")
+        return bytes(value)
+    arr = _np.zeros(1, dtype=dt)
+    arr[0] = value
+    return arr.tobytes()

@@ -1,0 +1,146 @@
+"""The message pump: C worker threads get and reply without the GIL; Python sees batches.
+
+    with fastport.Pump(port, message=SCANNER_NOTIFICATION, reply=SCANNER_REPLY) as pump:
+        for batch in pump:                      # or pump.run(handler), or `async for`
+            batch.replies["SafeToOpen"] = verdicts(batch.messages)
+            batch.reply()
+
+Every received message gets exactly one reply: the handler's, or default_reply from C when the
+handler leaves it unanswered (at release), raises (on_error), misses the deadline, or the pump
+stops. Views are zero-copy over the pump's slab; a view kept past its batch keeps that batch's
+slots out of circulation (never recycled under it) until the view is garbage.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
+
+from fastport._ext import Batch, Port, _PumpCore
+
+__all__ = ["Pump", "Batch"]
+
+_log = logging.getLogger("fastport.pump")
+
+
+class Pump(_PumpCore):
+    """Serve `port` with `threads` C worker threads, each keeping `outstanding` gets in flight.
+
+    message, reply: numpy dtypes of the payloads (headers excluded; see fastport.dtypes).
+    batch: most messages per batch; linger_us: after a batch's first message, how long to wait
+    for more. deadline: seconds after receipt when C answers an unanswered message with
+    default_reply (None = never), so a hung handler cannot stall the kernel; its late answer is
+    counted (stats['late_python']), not sent. default_reply: bytes, a record, or None (zeros).
+    on_error: what a handler exception does in run(): "default" logs it and goes on, "raise"
+    stops the pump and re-raises; either way its unanswered messages get default_reply.
+
+    A context manager: entering starts the workers, leaving stops them (every received message
+    is answered, every thread joined)."""
+
+    def __init__(
+        self,
+        port: Port,
+        *,
+        message: Any,
+        reply: Any,
+        threads: int = 2,
+        outstanding: int = 8,
+        batch: int = 256,
+        linger_us: int = 50,
+        deadline: Optional[float] = None,
+        default_reply: Any = None,
+        on_error: str = "default",
+    ) -> None:
+        if on_error not in ("default", "raise"):
+            raise ValueError(f"on_error must be 'default' or 'raise', not {on_error!r}")
+        for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
+                            ("linger_us", linger_us)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int")
+            if value < (0 if name == "linger_us" else 1) or value > 0xFFFFFFFF:
+                raise ValueError(f"{name} out of range: {value}")
+        super().__init__(port, message, reply, threads, outstanding, batch, linger_us, deadline,
+                         default_reply)
+        self.on_error = on_error
+        self._current: Optional[Batch] = None
+
+    # -- lifetime --
+    def __enter__(self) -> "Pump":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release_current()
+        self.stop()
+
+    def _release_current(self) -> None:
+        if self._current is not None:
+            self._current.release()
+            self._current = None
+
+    # -- consuming --
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        """The next batch; the previous one from this iterator is released first."""
+        self._release_current()
+        b = self._next()
+        self._current = b
+        return b
+
+    def run(self, handler: Callable[[Any], Any], *, per_message: bool = False) -> None:
+        """Call handler(batch) for every batch until the pump stops (stop() from any thread or
+        the handler, Ctrl-C, or a port failure, which raises PortError after draining).
+
+        per_message=True: handler(record) per message instead, returning a reply (a record of the
+        reply dtype, bytes, or None for default_reply); the replies are sent per batch.
+        In batch mode the handler sends with batch.reply(); whatever it leaves unanswered gets
+        default_reply when it returns."""
+        while True:
+            try:
+                batch = self._next()
+            except StopIteration:
+                return
+            try:
+                if per_message:
+                    self._handle_each(batch, handler)
+                    batch.reply()
+                else:
+                    handler(batch)
+            except Exception as e:
+                batch.release(error=True)
+                if self.on_error == "raise":
+                    self.stop()
+                    raise
+                _log.error("pump handler raised; its batch got default replies", exc_info=e)
+            finally:
+                batch.release()
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """`async for batch in pump.batches():` on the running event loop, woken through the
+        pump's event fd (no polling). Each batch is released when the loop body moves on."""
+        loop = asyncio.get_running_loop()
+        fd = self._fd()
+        while True:
+            try:
+                b = self._try_next()
+            except StopIteration:
+                return
+            if b is None:
+                ready = loop.create_future()
+                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(fd)
+                continue
+            try:
+                yield b
+            finally:
+                b.release()
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (f"<Pump {self.port!r} received={s['received']} replied={s['replied']} "
+                f"defaulted={s['defaulted']}>")
