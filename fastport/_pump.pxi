@@ -80,6 +80,26 @@ cdef class Batch:
         return self.count
 
     @property
+    def payload(self):
+        """The message payloads as a read-only 2-d uint8 view (len(batch), message itemsize):
+        raw bytes for byte-level work (checksums, pattern search); zero-copy like the others."""
+        cdef fp_chunk_info info
+        fp_chunk_get_info(self.core._p, self.chunk, &info)
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.npy_intp strides[2]
+        dims[0] = self.count
+        dims[1] = self.core.message_dtype.itemsize
+        strides[0] = <cnp.npy_intp>info.slot_size
+        strides[1] = 1
+        dt = _np.dtype(_np.uint8)
+        Py_INCREF(dt)
+        arr = PyArray_NewFromDescr(&PyArray_Type, dt, 2, dims, strides, info.slots + 16,
+                                   cnp.NPY_ARRAY_ALIGNED, None)
+        Py_INCREF(self.hold)
+        cnp.PyArray_SetBaseObject(<cnp.ndarray>arr, self.hold)
+        return arr
+
+    @property
     def released(self):
         return self._released
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install fastport with its test extra into a fresh virtual environment (.venv) and run the tests:
+# the Python suites, the C test programs of the core (-Wall -Wextra -Werror) and their
+# ASAN/UBSAN build, and the micro-benchmarks once with benchmarking disabled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+rm -rf .venv
+"$PY" -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet '.[test]'
+make --no-print-directory ctest
+make --no-print-directory asan
+# run from outside the source tree so `import fastport` is the installed package
+cd tests && ../.venv/bin/python -m pytest -q -p no:cacheprovider --rootdir=.. "$@" .
