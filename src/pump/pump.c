@@ -82,6 +82,7 @@ struct fp_pump {
     fp_pump_config cfg;
     uint8_t *default_reply;
     uint32_t nrecv; /* min(outstanding, batch) */
+    uint64_t spin_ns;
     size_t slot_size, message_bytes, reply_stride, reply_bytes, chunk_bytes, chunk_reply_bytes;
     uint8_t *slab;
     size_t slab_bytes;
@@ -98,6 +99,7 @@ struct fp_pump {
     uint32_t n_state[4];
     uint32_t workers_live;
     uint32_t next_waiters;
+    _Atomic uint32_t ready_count; /* = n_state[CH_READY], readable without q_mu (consumer spin) */
     bool started, user_stop, ended;
     int efd;
     bool efd_armed;
@@ -137,6 +139,15 @@ void fp_pump_debug_counters(fp_pump_debug *out)
 #endif
 
 /* ---------------------------------------------------------------- helpers */
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 static uint64_t now_ns(void)
 {
@@ -257,7 +268,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         cfg.outstanding > FP_PUMP_MAX_OUTSTANDING || cfg.batch < 1 ||
         cfg.batch > FP_PUMP_MAX_BATCH || cfg.nchunks > FP_PUMP_MAX_CHUNKS ||
         cfg.message_size > FP_PUMP_MAX_MESSAGE || cfg.reply_size > FP_PUMP_MAX_MESSAGE ||
-        cfg._reserved != 0)
+        cfg.spin_us > FP_PUMP_MAX_SPIN_US)
         return FP_E_INVALIDARG;
     if (cfg.nchunks == 0)
         cfg.nchunks = cfg.threads * 2u + 4u;
@@ -306,6 +317,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     p->b = backend;
     p->cfg = cfg;
     p->nrecv = cfg.outstanding < cfg.batch ? cfg.outstanding : cfg.batch;
+    p->spin_ns = (uint64_t)cfg.spin_us * 1000u;
     p->slot_size = slot_size;
     p->message_bytes = FP_PUMP_MESSAGE_HEADER + (size_t)cfg.message_size;
     p->reply_stride = reply_stride;
@@ -621,6 +633,7 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_chunk **out)
     uint64_t until = timeout_ns > 0 ? now_ns() + (uint64_t)timeout_ns : 0;
     fp_chunk *c = NULL;
     int rc;
+    bool spin = p->spin_ns > 0;
     pthread_mutex_lock(&p->q_mu);
     for (;;) {
         bool failed = atomic_load_explicit(&p->terminal, RLX) != FP_S_OK;
@@ -636,6 +649,7 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_chunk **out)
             c->next = NULL;
             p->n_state[CH_READY]--;
             p->n_state[CH_HELD]++;
+            atomic_store_explicit(&p->ready_count, p->n_state[CH_READY], RLX);
             c->state = CH_HELD;
             efd_update(p);
             rc = FP_PUMP_CHUNK;
@@ -648,6 +662,23 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_chunk **out)
         if (timeout_ns == 0) {
             rc = FP_PUMP_TIMEOUT;
             break;
+        }
+        if (spin) { /* once per call: a short busy wait beats a futex sleep + wake-up */
+            spin = false;
+            pthread_mutex_unlock(&p->q_mu);
+            uint64_t t0 = now_ns(), lim = p->spin_ns;
+            if (timeout_ns > 0 && (uint64_t)timeout_ns < lim)
+                lim = (uint64_t)timeout_ns;
+            for (uint32_t k = 1;; k++) {
+                if (atomic_load_explicit(&p->ready_count, RLX) ||
+                    atomic_load_explicit(&p->stopping, RLX))
+                    break;
+                cpu_relax();
+                if (k % 16 == 0 && now_ns() - t0 >= lim)
+                    break;
+            }
+            pthread_mutex_lock(&p->q_mu);
+            continue;
         }
         p->next_waiters++;
         if (timeout_ns < 0) {
@@ -767,6 +798,7 @@ static void publish(fp_pump *p, worker *w, fp_chunk *c)
     pthread_mutex_lock(&p->q_mu);
     p->n_state[CH_FILLING]--;
     p->n_state[CH_READY]++;
+    atomic_store_explicit(&p->ready_count, p->n_state[CH_READY], RLX);
     c->state = CH_READY;
     c->next = NULL;
     if (p->ready_tail)

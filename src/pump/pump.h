@@ -68,6 +68,7 @@ extern "C" {
 #define FP_PUMP_MAX_OUTSTANDING 65536u
 #define FP_PUMP_MAX_CHUNKS 65536u
 #define FP_PUMP_MAX_MESSAGE (64u << 20) /* payload bytes of a message or a reply */
+#define FP_PUMP_MAX_SPIN_US 1000000u
 /* FP_E_OUTOFMEMORY (without trying) when the slab or the reply area would exceed this. */
 #define FP_PUMP_MAX_BYTES ((size_t)1 << 36)
 
@@ -88,7 +89,9 @@ typedef struct fp_pump_config {
     uint32_t reply_size;   /* reply payload bytes (reply dtype itemsize), header excluded */
     const void *default_reply; /* reply_size bytes, copied at create; NULL = zeros */
     uint32_t nchunks;      /* 0 = auto: threads * 2 + 4 */
-    uint32_t _reserved;    /* must be 0 */
+    uint32_t spin_us;      /* fp_pump_next busy-waits up to this long (once per call) before it
+                              sleeps: saves a futex wake-up per batch when batches come fast,
+                              costs a core while it spins; 0 = never spin (default) */
 } fp_pump_config;
 
 /* threads 2, outstanding 16, batch 64, linger 0, no deadline, sizes 0, auto nchunks. */

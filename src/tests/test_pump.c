@@ -217,7 +217,7 @@ static void test_config_validation(void)
     BAD(x.nchunks = FP_PUMP_MAX_CHUNKS + 1);
     BAD(x.message_size = FP_PUMP_MAX_MESSAGE + 1);
     BAD(x.reply_size = FP_PUMP_MAX_MESSAGE + 1);
-    BAD(x._reserved = 1);
+    BAD(x.spin_us = FP_PUMP_MAX_SPIN_US + 1);
 #undef BAD
     /* huge but valid-looking: refused as out of memory, not crashed */
     c = base_cfg();
@@ -361,6 +361,7 @@ typedef struct stress_params {
     int64_t deadline_ns;
     int use_mask;     /* reply in two masked halves */
     int sleepy;       /* consumers sometimes sleep (deadline races) */
+    uint32_t spin_us;
 } stress_params;
 
 typedef struct consumer_arg {
@@ -437,6 +438,7 @@ static void run_stress(const stress_params *sp)
     fake_backend *f = fake_new(n);
     fp_pump_config c = base_cfg();
     c.threads = sp->threads;
+    c.spin_us = sp->spin_us;
     c.outstanding = sp->outstanding;
     c.batch = sp->batch;
     c.linger_us = sp->linger_us;
@@ -512,10 +514,10 @@ static void run_stress(const stress_params *sp)
     CHECK_EQ(atomic_load(&f->thread_finis), sp->threads);
     if (sp->deadline_ns < 0)
         CHECK_EQ(defaults, 0);
-    printf("    threads %u outstanding %u batch %u linger %u consumers %u deadline %lld: %" PRIu64
+    printf("    threads %u outstanding %u batch %u linger %u spin %u consumers %u deadline %lld: %" PRIu64
            " msgs, %" PRIu64 " batches (avg %.1f), %" PRIu64 " deadline defaults, p50 %" PRIu64
            " us p99 %" PRIu64 " us\n",
-           sp->threads, sp->outstanding, sp->batch, sp->linger_us, sp->consumers,
+           sp->threads, sp->outstanding, sp->batch, sp->linger_us, sp->spin_us, sp->consumers,
            (long long)sp->deadline_ns, n, st.batches, (double)n / (double)(st.batches ? st.batches : 1),
            defaults, st.latency_p50_ns / 1000, st.latency_p99_ns / 1000);
     destroy_all(p, f);
@@ -530,13 +532,14 @@ static uint64_t scaled(uint64_t n)
 static void test_stress_exactly_once(void)
 {
     stress_params ps[] = {
-        /* thr out batch linger chunks prod cons n deadline mask sleepy */
-        {2, 1, 1, 0, 0, 4, 1, scaled(20000), -1, 0, 0},
-        {3, 4, 16, 0, 0, 4, 2, scaled(30000), -1, 1, 0},
-        {4, 16, 256, 200, 0, 4, 2, scaled(100000), -1, 0, 0},
-        {2, 16, 64, 1000, 3, 3, 1, scaled(30000), -1, 1, 0},
-        {4, 8, 256, 0, 0, 6, 2, scaled(100000), -1, 0, 0},
-        {2, 3, 7, 0, 5, 2, 3, scaled(20000), -1, 0, 0},
+        /* thr out batch linger chunks prod cons n deadline mask sleepy spin */
+        {2, 1, 1, 0, 0, 4, 1, scaled(20000), -1, 0, 0, 0},
+        {3, 4, 16, 0, 0, 4, 2, scaled(30000), -1, 1, 0, 0},
+        {4, 16, 256, 200, 0, 4, 2, scaled(100000), -1, 0, 0, 0},
+        {2, 16, 64, 1000, 3, 3, 1, scaled(30000), -1, 1, 0, 0},
+        {4, 8, 256, 0, 0, 6, 2, scaled(100000), -1, 0, 0, 0},
+        {2, 3, 7, 0, 5, 2, 3, scaled(20000), -1, 0, 0, 0},
+        {2, 16, 32, 0, 0, 2, 2, scaled(20000), -1, 0, 0, 50},
     };
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         run_stress(&ps[i]);
@@ -546,8 +549,8 @@ static void test_stress_exactly_once(void)
 static void test_stress_deadline_race(void)
 {
     stress_params ps[] = {
-        {2, 8, 32, 0, 0, 2, 2, scaled(20000), 300000, 0, 1},
-        {3, 4, 8, 100, 0, 2, 2, scaled(20000), 0, 1, 1},
+        {2, 8, 32, 0, 0, 2, 2, scaled(20000), 300000, 0, 1, 0},
+        {3, 4, 8, 100, 0, 2, 2, scaled(20000), 0, 1, 1, 20},
     };
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         run_stress(&ps[i]);
