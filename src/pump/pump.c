@@ -570,6 +570,7 @@ static void chunk_release(fp_pump *p, fp_chunk *c)
     p->n_state[c->state]--;
     c->state = CH_FREE;
     p->n_state[CH_FREE]++;
+    atomic_store_explicit(&p->ready_count, p->n_state[CH_READY], RLX);
     c->next = p->free_head;
     p->free_head = c;
     pthread_cond_signal(&p->free_cv);
