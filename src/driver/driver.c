@@ -1,0 +1,641 @@
+/* The load-generating test driver (see driver.h). */
+#include "driver.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RLX memory_order_relaxed
+#define NS_PER_S 1000000000ull
+#define POOL_SLACK_WORDS 16384u     /* 64 KiB of offsets to cut messages from */
+#define MAX_SLEEP_NS 50000000ull    /* an open-loop sender looks at stop this often */
+#define PICK_CAP 64u                /* clients looked at per pick (server mode) */
+
+typedef struct sender {
+    fp_driver *d;
+    uint32_t index;
+    uint32_t seq;
+    uint64_t rng;
+    uint64_t rr;          /* server mode: round-robin counter */
+    fsim_client *client;  /* server mode: the client in use (retained) */
+    uint8_t *msg;         /* payload buffer, allocated once */
+    fp_hist *hist;
+    pthread_t thread;
+    int created;
+    /* Written by the sender only (relaxed store of load + 1: no locked instruction), read by
+     * progress snapshots. */
+    _Atomic uint64_t sent, ok, bad, timeouts, disconnects, overflows, errors, warmup;
+    _Atomic int32_t first_error;
+} __attribute__((aligned(64))) sender;
+
+struct fp_driver {
+    fp_driver_config cfg;
+    fsim_client *client; /* client mode: retained */
+    fsim_server *server; /* server mode: borrowed */
+    uint32_t reply_size;
+    uint32_t msg_cap;
+
+    /* The shared random pool, read-only once the senders run. bench: words (little-endian) and
+     * their prefix sums s1[j] = sum_{k<j} w[k], s2[j] = sum_{k<j} k * w[k] (mod 2^32). scanner:
+     * the same bytes with every "foul" broken. */
+    uint8_t *pool;
+    uint32_t pool_words;
+    uint32_t *s1, *s2;
+
+    uint64_t t0_ns;     /* senders start */
+    uint64_t window_ns; /* measured window starts */
+    uint64_t end_ns;    /* measured window ends (UINT64_MAX: no time limit) */
+    double gap_mean_ns; /* open loop: mean gap per sender; 0 = closed loop */
+
+    _Atomic int stop;
+    _Atomic uint64_t tickets __attribute__((aligned(64)));
+
+    pthread_mutex_t lock __attribute__((aligned(64)));
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC: gate opened, a sender finished */
+    int gate_open;
+    uint32_t running;   /* senders not finished; guarded by lock */
+    uint64_t finish_ns; /* when the last sender finished; guarded by lock */
+
+    pthread_mutex_t join_lock;
+    _Atomic int joined; /* set once every thread is joined and `merged` is final */
+    fp_hist *merged;
+    fp_driver_result final;
+
+    pthread_mutex_t snap_lock;
+    fp_hist *snap;
+
+    uint32_t nsenders;
+    sender *senders;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static void abs_time(struct timespec *ts, uint64_t t)
+{
+    ts->tv_sec = (time_t)(t / NS_PER_S);
+    ts->tv_nsec = (long)(t % NS_PER_S);
+}
+
+static inline void bump(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, RLX) + 1, RLX);
+}
+
+void fp_driver_config_init(fp_driver_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->senders = 1;
+    cfg->protocol = FP_PROTO_BENCH;
+    cfg->payload_min = 1024;
+    cfg->payload_max = 1024;
+    cfg->seconds = 1.0;
+    cfg->timeout_ns = -1;
+    cfg->seed = 1;
+}
+
+static int config_valid(const fp_driver_config *c)
+{
+    if (!c || c->senders < 1 || c->senders > FP_DRIVER_MAX_SENDERS)
+        return 0;
+    if (c->protocol != FP_PROTO_BENCH && c->protocol != FP_PROTO_SCANNER)
+        return 0;
+    if (c->protocol == FP_PROTO_BENCH &&
+        (c->payload_min < BENCH_HEADER_BYTES || c->payload_min > c->payload_max ||
+         c->payload_max > FP_DRIVER_MAX_PAYLOAD))
+        return 0;
+    if (!isfinite(c->seconds) || c->seconds < 0 || c->seconds > 1e9)
+        return 0;
+    if (!isfinite(c->rate) || c->rate < 0)
+        return 0;
+    if (!isfinite(c->warmup) || c->warmup < 0 || c->warmup > 1e9)
+        return 0;
+    if (c->seconds == 0 && c->messages == 0)
+        return 0;
+    return 1;
+}
+
+/* ---- the random pool ---- */
+
+static int pool_build(fp_driver *d)
+{
+    uint32_t data_max = d->msg_cap; /* bench: payload_max - 16 is enough; keep it simple */
+    d->pool_words = (data_max + 3u) / 4u + POOL_SLACK_WORDS;
+    d->pool = malloc((size_t)d->pool_words * 4u + 4u); /* + 4: scanner's "foul" breaking reads p[i+3] */
+    if (!d->pool)
+        return -1;
+    uint64_t st = d->cfg.seed ^ 0x5EEDB0011ull;
+    for (uint32_t i = 0; i < d->pool_words; i++) {
+        uint64_t r = fp_splitmix64(&st);
+        memcpy(d->pool + 4u * (size_t)i, &r, 4); /* byte order is irrelevant: random bytes */
+    }
+    memset(d->pool + 4u * (size_t)d->pool_words, 0, 4);
+    if (d->cfg.protocol == FP_PROTO_SCANNER) {
+        /* No "foul" anywhere, so no window of the pool has one. 'g' is in no position of
+         * "foul", so breaking one occurrence cannot make another. */
+        size_t n = (size_t)d->pool_words * 4u;
+        long at;
+        size_t from = 0;
+        while ((at = scanner_find_foul(d->pool + from, n - from)) >= 0) {
+            d->pool[from + (size_t)at] = 'g';
+            from += (size_t)at + 1;
+        }
+        return 0;
+    }
+    d->s1 = malloc(((size_t)d->pool_words + 1u) * sizeof(uint32_t));
+    d->s2 = malloc(((size_t)d->pool_words + 1u) * sizeof(uint32_t));
+    if (!d->s1 || !d->s2)
+        return -1;
+    uint32_t a = 0, b = 0;
+    d->s1[0] = d->s2[0] = 0;
+    for (uint32_t k = 0; k < d->pool_words; k++) {
+        uint32_t w = bench_load_le32(d->pool + 4u * (size_t)k);
+        a += w;
+        b += k * w;
+        d->s1[k + 1] = a;
+        d->s2[k + 1] = b;
+    }
+    return 0;
+}
+
+/* ---- one message ---- */
+
+/* Builds a bench message of a random length into s->msg; returns its length, *exp = the reply. */
+static uint32_t make_bench(fp_driver *d, sender *s, BENCH_REPLY *exp)
+{
+    uint64_t r = fp_splitmix64(&s->rng);
+    uint64_t r2 = fp_splitmix64(&s->rng);
+    uint32_t lo = d->cfg.payload_min, hi = d->cfg.payload_max;
+    uint32_t L = lo == hi ? lo : lo + (uint32_t)(r % ((uint64_t)(hi - lo) + 1u));
+    uint32_t n = L - BENCH_HEADER_BYTES, f = n / 4u, rem = n % 4u;
+    uint32_t need = f + (rem ? 1u : 0u);
+    uint32_t o = (uint32_t)((r2 >> 32) % ((uint64_t)(d->pool_words - need) + 1u));
+    uint32_t marker = (uint32_t)r2;
+    if (((r >> 40) & 15u) == 0)
+        marker = (marker & ~0xFFu) | BENCH_MARKER_INFECTED;
+    else if ((marker & 0xFFu) == BENCH_MARKER_INFECTED)
+        marker ^= 1u;
+    BENCH_MESSAGE h = {s->index, s->seq++, L, marker};
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    h.sender = __builtin_bswap32(h.sender);
+    h.seq = __builtin_bswap32(h.seq);
+    h.length = __builtin_bswap32(h.length);
+    h.marker = __builtin_bswap32(h.marker);
+#endif
+    memcpy(s->msg, &h, sizeof h);
+    if (n)
+        memcpy(s->msg + BENCH_HEADER_BYTES, d->pool + 4u * (size_t)o, n);
+    /* sum_{j<f} (j+5) w[o+j] = (s2[o+f]-s2[o]) + (5-o) (s1[o+f]-s1[o]), all mod 2^32 */
+    uint32_t c = s->index + 2u * (s->seq - 1u) + 3u * L + 4u * marker;
+    c += (d->s2[o + f] - d->s2[o]) + (5u - o) * (d->s1[o + f] - d->s1[o]);
+    if (rem) {
+        uint32_t w = bench_load_le32(d->pool + 4u * (size_t)(o + f));
+        c += (f + 5u) * (w & ((1u << (8u * rem)) - 1u));
+    }
+    exp->checksum = c;
+    exp->verdict = bench_verdict(marker);
+    return L;
+}
+
+/* Builds a scanner message into s->msg; returns the expected SafeToOpen. */
+static uint8_t make_scanner(fp_driver *d, sender *s)
+{
+    SCANNER_NOTIFICATION *m = (SCANNER_NOTIFICATION *)(void *)s->msg;
+    uint64_t r = fp_splitmix64(&s->rng);
+    uint64_t r2 = fp_splitmix64(&s->rng);
+    uint32_t bytes = 1u + (uint32_t)(r % SCANNER_READ_BUFFER_SIZE);
+    size_t room = (size_t)d->pool_words * 4u - bytes;
+    size_t off = (size_t)((r2 >> 32) % (room + 1u));
+    m->BytesToScan = bytes;
+    m->Reserved = 0;
+    memcpy(m->Contents, d->pool + off, bytes);
+    if (bytes < SCANNER_READ_BUFFER_SIZE)
+        memset(m->Contents + bytes, 0, SCANNER_READ_BUFFER_SIZE - bytes);
+    if (((r >> 40) & 15u) == 0 && bytes >= 4u) {
+        uint32_t pos = (uint32_t)(r2 % (bytes - 3u));
+        memcpy(m->Contents + pos, SCANNER_FOUL, 4);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- the sender thread ---- */
+
+static fsim_client *pick_client(fp_driver *d, sender *s)
+{
+    fsim_client *arr[PICK_CAP];
+    size_t n = fsim_server_clients(d->server, arr, PICK_CAP);
+    if (n > PICK_CAP)
+        n = PICK_CAP;
+    if (!n)
+        return NULL;
+    size_t k = (size_t)((s->index + s->rr++) % n);
+    for (size_t i = 0; i < n; i++)
+        if (i != k)
+            fsim_client_release(arr[i]);
+    return arr[k];
+}
+
+static void sleep_until(fp_driver *d, uint64_t t)
+{
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= t || atomic_load_explicit(&d->stop, RLX))
+            return;
+        uint64_t until = t - now > MAX_SLEEP_NS ? now + MAX_SLEEP_NS : t;
+        struct timespec ts;
+        abs_time(&ts, until);
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    }
+}
+
+static uint64_t exp_gap(fp_driver *d, sender *s)
+{
+    /* u in (0, 1]: -ln(u) is exponential with mean 1 */
+    double u = (double)((fp_splitmix64(&s->rng) >> 11) + 1u) * (1.0 / 9007199254740992.0);
+    double g = -log(u) * d->gap_mean_ns;
+    return g >= 1e18 ? (uint64_t)1e18 : (uint64_t)g;
+}
+
+static void *sender_main(void *arg)
+{
+    sender *s = arg;
+    fp_driver *d = s->d;
+    int bench = d->cfg.protocol == FP_PROTO_BENCH;
+    int open_loop = d->gap_mean_ns > 0;
+    uint8_t reply[16];
+
+    pthread_mutex_lock(&d->lock);
+    while (!d->gate_open)
+        pthread_cond_wait(&d->cv, &d->lock);
+    pthread_mutex_unlock(&d->lock);
+
+    uint64_t next = d->t0_ns;
+    if (open_loop)
+        next += exp_gap(d, s);
+    fsim_client *client = d->client;
+    for (;;) {
+        if (atomic_load_explicit(&d->stop, RLX))
+            break;
+        uint64_t intended;
+        if (open_loop) {
+            if (next >= d->end_ns)
+                break;
+            sleep_until(d, next);
+            if (atomic_load_explicit(&d->stop, RLX))
+                break;
+            intended = next;
+            next += exp_gap(d, s);
+        } else {
+            intended = now_ns();
+            if (intended >= d->end_ns)
+                break;
+        }
+        if (d->server) {
+            if (!s->client && !(s->client = pick_client(d, s)))
+                break; /* no client connected */
+            client = s->client;
+        }
+        int measured = intended >= d->window_ns;
+        if (measured && d->cfg.messages &&
+            atomic_fetch_add_explicit(&d->tickets, 1, RLX) >= d->cfg.messages)
+            break;
+
+        uint32_t len;
+        BENCH_REPLY exp_b;
+        uint8_t exp_s = 0;
+        if (bench) {
+            len = make_bench(d, s, &exp_b);
+        } else {
+            exp_s = make_scanner(d, s);
+            len = (uint32_t)sizeof(SCANNER_NOTIFICATION);
+        }
+        uint32_t rlen = d->reply_size;
+        uint64_t start = open_loop ? intended : now_ns();
+        fp_ntstatus st = fsim_send(client, s->msg, len, reply, &rlen, d->cfg.timeout_ns, NULL);
+        uint64_t done = now_ns();
+
+        if (!measured) {
+            bump(&s->warmup);
+        } else {
+            bump(&s->sent);
+            if (st == FP_STATUS_SUCCESS) {
+                int good = rlen == d->reply_size &&
+                           (bench ? memcmp(reply, &exp_b, sizeof exp_b) == 0
+                                  : (reply[0] != 0) == (exp_s != 0));
+                bump(good ? &s->ok : &s->bad);
+                fp_hist_record(s->hist, done > start ? done - start : 0);
+            } else if (st == FP_STATUS_TIMEOUT) {
+                bump(&s->timeouts);
+            } else if (st == FP_STATUS_PORT_DISCONNECTED) {
+                bump(&s->disconnects);
+            } else if (st == FP_STATUS_BUFFER_OVERFLOW) {
+                bump(&s->overflows);
+            } else {
+                bump(&s->errors);
+                int32_t none = 0;
+                atomic_compare_exchange_strong(&s->first_error, &none, st);
+            }
+        }
+        if (st == FP_STATUS_PORT_DISCONNECTED) {
+            if (!d->server)
+                break;
+            fsim_client_release(s->client);
+            s->client = NULL;
+        }
+    }
+    if (s->client) {
+        fsim_client_release(s->client);
+        s->client = NULL;
+    }
+
+    uint64_t fin = now_ns();
+    pthread_mutex_lock(&d->lock);
+    if (fin > d->finish_ns)
+        d->finish_ns = fin;
+    if (--d->running == 0)
+        pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+static void driver_free(fp_driver *d)
+{
+    if (!d)
+        return;
+    if (d->senders) {
+        for (uint32_t i = 0; i < d->nsenders; i++) {
+            free(d->senders[i].msg);
+            fp_hist_free(d->senders[i].hist);
+        }
+        free(d->senders);
+    }
+    free(d->pool);
+    free(d->s1);
+    free(d->s2);
+    fp_hist_free(d->merged);
+    fp_hist_free(d->snap);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->join_lock);
+    pthread_mutex_destroy(&d->snap_lock);
+    if (d->client)
+        fsim_client_release(d->client);
+    free(d);
+}
+
+static fp_hresult driver_start(const fp_driver_config *cfg, fsim_client *client,
+                               fsim_server *server, fp_driver **out)
+{
+    if (!out)
+        return FP_E_INVALIDARG;
+    *out = NULL;
+    if ((!client && !server) || !config_valid(cfg))
+        return FP_E_INVALIDARG;
+    fp_driver *d = calloc(1, sizeof *d);
+    if (!d)
+        return FP_E_OUTOFMEMORY;
+    d->cfg = *cfg;
+    if (cfg->protocol == FP_PROTO_SCANNER)
+        d->cfg.payload_min = d->cfg.payload_max = (uint32_t)sizeof(SCANNER_NOTIFICATION);
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&d->join_lock, NULL);
+    pthread_mutex_init(&d->snap_lock, NULL);
+    if (client) {
+        fsim_client_retain(client);
+        d->client = client;
+    }
+    d->server = client ? NULL : server;
+    d->reply_size = fp_protocol_reply_size(d->cfg.protocol);
+    d->msg_cap = d->cfg.payload_max;
+    d->nsenders = cfg->senders;
+    d->gap_mean_ns = cfg->rate > 0 ? 1e9 * (double)cfg->senders / cfg->rate : 0;
+
+    fp_hresult hr = FP_E_OUTOFMEMORY;
+    if (pool_build(d) != 0)
+        goto fail;
+    d->merged = fp_hist_new();
+    d->snap = fp_hist_new();
+    d->senders = aligned_alloc(64, sizeof(sender) * d->nsenders);
+    if (!d->merged || !d->snap || !d->senders)
+        goto fail;
+    memset(d->senders, 0, sizeof(sender) * d->nsenders);
+    for (uint32_t i = 0; i < d->nsenders; i++) {
+        sender *s = &d->senders[i];
+        s->d = d;
+        s->index = i;
+        /* Each sender's splitmix64 state starts at a HASH of (seed, index): states seed + i*k
+         * would make the senders' streams shifted copies of one another (splitmix64 steps its
+         * state by a constant). */
+        uint64_t h = cfg->seed ^ ((uint64_t)i * 0xD1B54A32D192ED03ull);
+        s->rng = fp_splitmix64(&h);
+        s->msg = aligned_alloc(64, ((size_t)d->msg_cap + 63u) & ~(size_t)63u);
+        s->hist = fp_hist_new();
+        if (!s->msg || !s->hist)
+            goto fail;
+    }
+
+    pthread_attr_t ta;
+    pthread_attr_init(&ta);
+    pthread_attr_setstacksize(&ta, 1u << 20);
+    d->running = d->nsenders;
+    uint32_t made = 0;
+    for (; made < d->nsenders; made++) {
+        if (pthread_create(&d->senders[made].thread, &ta, sender_main, &d->senders[made]) != 0)
+            break;
+        d->senders[made].created = 1;
+    }
+    pthread_attr_destroy(&ta);
+
+    pthread_mutex_lock(&d->lock);
+    if (made < d->nsenders) {
+        atomic_store(&d->stop, 1);
+        d->running -= d->nsenders - made;
+    }
+    d->t0_ns = now_ns();
+    d->window_ns = d->t0_ns + (uint64_t)(cfg->warmup * 1e9);
+    d->end_ns = cfg->seconds > 0 ? d->window_ns + (uint64_t)(cfg->seconds * 1e9) : UINT64_MAX;
+    d->finish_ns = d->t0_ns;
+    d->gate_open = 1;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->lock);
+
+    if (made < d->nsenders) {
+        fp_driver_wait(d, -1);
+        hr = FP_E_OUTOFMEMORY;
+        goto fail;
+    }
+    *out = d;
+    return FP_S_OK;
+fail:
+    driver_free(d);
+    return hr;
+}
+
+fp_hresult fp_driver_start(const fp_driver_config *cfg, fsim_client *client, fp_driver **out)
+{
+    if (!client) {
+        if (out)
+            *out = NULL;
+        return FP_E_INVALIDARG;
+    }
+    return driver_start(cfg, client, NULL, out);
+}
+
+fp_hresult fp_driver_start_server(const fp_driver_config *cfg, fsim_server *server,
+                                  fp_driver **out)
+{
+    if (!server) {
+        if (out)
+            *out = NULL;
+        return FP_E_INVALIDARG;
+    }
+    return driver_start(cfg, NULL, server, out);
+}
+
+void fp_driver_stop(fp_driver *d)
+{
+    if (d)
+        atomic_store(&d->stop, 1);
+}
+
+void fp_driver_abort(fp_driver *d)
+{
+    if (!d)
+        return;
+    fp_driver_stop(d);
+    if (atomic_load(&d->joined))
+        return;
+    if (d->client)
+        fsim_close_client(d->client);
+    else if (d->server)
+        fsim_disconnect_all(d->server);
+}
+
+/* Sums the senders' counters into out (no latency). */
+static void sum_counts(fp_driver *d, fp_driver_result *out)
+{
+    memset(out, 0, sizeof *out);
+    for (uint32_t i = 0; i < d->nsenders; i++) {
+        sender *s = &d->senders[i];
+        out->sent += atomic_load_explicit(&s->sent, RLX);
+        out->replies_ok += atomic_load_explicit(&s->ok, RLX);
+        out->bad_replies += atomic_load_explicit(&s->bad, RLX);
+        out->timeouts += atomic_load_explicit(&s->timeouts, RLX);
+        out->disconnects += atomic_load_explicit(&s->disconnects, RLX);
+        out->overflows += atomic_load_explicit(&s->overflows, RLX);
+        out->errors += atomic_load_explicit(&s->errors, RLX);
+        out->warmup_messages += atomic_load_explicit(&s->warmup, RLX);
+        int32_t fe = atomic_load_explicit(&s->first_error, RLX);
+        if (fe && !out->first_error)
+            out->first_error = fe;
+    }
+}
+
+static void set_rate(fp_driver_result *r, uint64_t window_ns, uint64_t until_ns)
+{
+    r->in_warmup = until_ns < window_ns;
+    r->seconds = until_ns > window_ns ? (double)(until_ns - window_ns) / 1e9 : 0.0;
+    r->throughput = r->seconds > 0 ? (double)(r->replies_ok + r->bad_replies) / r->seconds : 0.0;
+}
+
+int fp_driver_wait(fp_driver *d, int64_t timeout_ns)
+{
+    if (atomic_load(&d->joined))
+        return FP_DRIVER_DONE;
+    struct timespec dl;
+    if (timeout_ns >= 0)
+        abs_time(&dl, now_ns() + (uint64_t)timeout_ns);
+    pthread_mutex_lock(&d->lock);
+    while (d->running > 0) {
+        if (timeout_ns < 0)
+            pthread_cond_wait(&d->cv, &d->lock);
+        else if (pthread_cond_timedwait(&d->cv, &d->lock, &dl) == ETIMEDOUT && d->running > 0) {
+            pthread_mutex_unlock(&d->lock);
+            return FP_DRIVER_RUNNING;
+        }
+    }
+    uint64_t fin = d->finish_ns;
+    pthread_mutex_unlock(&d->lock);
+
+    pthread_mutex_lock(&d->join_lock);
+    if (!atomic_load(&d->joined)) {
+        for (uint32_t i = 0; i < d->nsenders; i++)
+            if (d->senders[i].created) {
+                pthread_join(d->senders[i].thread, NULL);
+                d->senders[i].created = 0;
+            }
+        fp_hist_reset(d->merged);
+        for (uint32_t i = 0; i < d->nsenders; i++)
+            fp_hist_merge(d->merged, d->senders[i].hist);
+        fp_driver_result *r = &d->final;
+        sum_counts(d, r);
+        set_rate(r, d->window_ns, fin);
+        r->in_warmup = 0;
+        r->running = 0;
+        r->senders_running = 0;
+        fp_hist_summarize(d->merged, &r->latency);
+        atomic_store(&d->joined, 1);
+    }
+    pthread_mutex_unlock(&d->join_lock);
+    return FP_DRIVER_DONE;
+}
+
+void fp_driver_progress(fp_driver *d, fp_driver_result *out)
+{
+    if (atomic_load(&d->joined)) {
+        *out = d->final;
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    uint32_t running = d->running;
+    uint64_t fin = d->finish_ns;
+    pthread_mutex_unlock(&d->lock);
+    sum_counts(d, out);
+    set_rate(out, d->window_ns, running ? now_ns() : fin);
+    out->running = running > 0;
+    out->senders_running = running;
+    pthread_mutex_lock(&d->snap_lock);
+    fp_hist_reset(d->snap);
+    for (uint32_t i = 0; i < d->nsenders; i++)
+        fp_hist_merge(d->snap, d->senders[i].hist);
+    fp_hist_summarize(d->snap, &out->latency);
+    pthread_mutex_unlock(&d->snap_lock);
+}
+
+int fp_driver_get_result(fp_driver *d, fp_driver_result *out)
+{
+    if (!atomic_load(&d->joined))
+        return -1;
+    *out = d->final;
+    return 0;
+}
+
+const fp_hist *fp_driver_histogram(fp_driver *d)
+{
+    return atomic_load(&d->joined) ? d->merged : NULL;
+}
+
+void fp_driver_destroy(fp_driver *d)
+{
+    if (!d)
+        return;
+    fp_driver_stop(d);
+    fp_driver_wait(d, -1);
+    driver_free(d);
+}
