@@ -5,7 +5,7 @@ CC ?= cc
 CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc -DFASTPORT_DEBUG=1
 CFLAGS ?= -O2 -g
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-CORE = $(sort $(wildcard src/common/*.c src/fltsim/*.c src/backends/*.c src/pump/*.c))
+CORE = $(sort $(wildcard src/common/*.c src/fltsim/*.c src/backends/*.c src/pump/*.c src/driver/*.c bench/cref/*.c))
 TESTS = $(patsubst src/tests/%.c,%,$(wildcard src/tests/test_*.c))
 OUT = out
 

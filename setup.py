@@ -20,6 +20,8 @@ C_SOURCES = sorted(
     + glob.glob("src/fltsim/*.c")
     + glob.glob("src/backends/*.c")
     + glob.glob("src/pump/*.c")
+    + glob.glob("src/driver/*.c")
+    + glob.glob("bench/cref/*.c")
 )
 
 compile_args = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-function", "-pthread"]
