@@ -1,5 +1,6 @@
 /* The load-generating test driver (see driver.h). */
 #include "driver.h"
+#include "../fltsim/internal.h" /* fsim_server_retain / release */
 
 #include <errno.h>
 #include <math.h>
@@ -35,7 +36,7 @@ typedef struct sender {
 struct fp_driver {
     fp_driver_config cfg;
     fsim_client *client; /* client mode: retained */
-    fsim_server *server; /* server mode: borrowed */
+    fsim_server *server; /* server mode: retained */
     uint32_t reply_size;
     uint32_t msg_cap;
 
@@ -391,6 +392,8 @@ static void driver_free(fp_driver *d)
     pthread_mutex_destroy(&d->snap_lock);
     if (d->client)
         fsim_client_release(d->client);
+    if (d->server)
+        fsim_server_release(d->server);
     free(d);
 }
 
@@ -420,7 +423,10 @@ static fp_hresult driver_start(const fp_driver_config *cfg, fsim_client *client,
         fsim_client_retain(client);
         d->client = client;
     }
-    d->server = client ? NULL : server;
+    if (!client) {
+        fsim_server_retain(server);
+        d->server = server;
+    }
     d->reply_size = fp_protocol_reply_size(d->cfg.protocol);
     d->msg_cap = d->cfg.payload_max;
     d->nsenders = cfg->senders;
@@ -629,6 +635,25 @@ int fp_driver_get_result(fp_driver *d, fp_driver_result *out)
 const fp_hist *fp_driver_histogram(fp_driver *d)
 {
     return atomic_load(&d->joined) ? d->merged : NULL;
+}
+
+size_t fp_driver_histogram_rows(fp_driver *d, fp_hist_row *rows, size_t cap)
+{
+    if (!atomic_load(&d->joined))
+        return 0;
+    size_t n = 0;
+    for (uint32_t b = 0; b < FP_HIST_BUCKETS; b++) {
+        uint64_t c = atomic_load_explicit(&d->merged->buckets[b], RLX);
+        if (!c)
+            continue;
+        if (n < cap) {
+            rows[n].low = fp_hist_bucket_low(b);
+            rows[n].high = fp_hist_bucket_high(b);
+            rows[n].count = c;
+        }
+        n++;
+    }
+    return n;
 }
 
 void fp_driver_destroy(fp_driver *d)

@@ -8,8 +8,9 @@
  *   fp_driver_start:        every sender sends on one client port (retained by the driver).
  *   fp_driver_start_server: each sender picks a connected client of the server with
  *     fsim_server_clients (round-robin by sender index) when it needs one: at start and after its
- *     client disconnected. A sender stops when the server has no connected client. The caller
- *     keeps the server open (does not call fsim_close_server) until fp_driver_wait returned done.
+ *     client disconnected. A sender stops when the server has no connected client. The driver
+ *     holds a reference on the server, so fsim_close_server during a run is safe (the live
+ *     connections go on being driven, as on Windows).
  *
  * Load
  *   closed loop (rate 0): each sender sends its next message when the previous one's reply came;
@@ -47,6 +48,7 @@
 #ifndef FP_DRIVER_H
 #define FP_DRIVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "../common/fp_status.h"
 #include "../fltsim/fltsim.h"
@@ -127,7 +129,15 @@ int fp_driver_get_result(fp_driver *d, fp_driver_result *out);
  * fp_driver_wait returned FP_DRIVER_DONE, until fp_driver_destroy. NULL before. */
 const fp_hist *fp_driver_histogram(fp_driver *d);
 
-/* Stop, wait for the senders (forever), free everything, release the client. */
+/* The non-empty buckets of that histogram, for plotting: fills up to cap rows (lowest values
+ * first) and returns how many non-empty buckets there are (may exceed cap); 0 before done. */
+typedef struct fp_hist_row {
+    uint64_t low, high; /* ns, inclusive */
+    uint64_t count;
+} fp_hist_row;
+size_t fp_driver_histogram_rows(fp_driver *d, fp_hist_row *rows, size_t cap);
+
+/* Stop, wait for the senders (forever), free everything, release the client / server. */
 void fp_driver_destroy(fp_driver *d);
 
 /* ---- message generation, exposed for the tests and for other load sources ---- */

@@ -168,7 +168,8 @@ static void rig_close(rig *r)
         fsim_client_release(r->client);
     if (r->h)
         SimFilterClose(r->h);
-    fsim_close_server(r->srv);
+    if (r->srv)
+        fsim_close_server(r->srv);
     memset(r, 0, sizeof *r);
 }
 
@@ -207,6 +208,19 @@ static void run_to_end(fp_driver *d, fp_driver_result *res, int64_t bound_ns)
         CHECK_EQ(buckets, s.count);
         CHECK(s.p50 <= s.p90 && s.p90 <= s.p99 && s.p99 <= s.p999 && s.p999 <= s.max);
         CHECK_EQ(res->latency.p99, s.p99);
+        fp_hist_row rows[FP_HIST_BUCKETS];
+        size_t nr = fp_driver_histogram_rows(d, rows, FP_HIST_BUCKETS);
+        uint64_t total = 0;
+        int ordered = 1;
+        for (size_t i = 0; i < nr; i++) {
+            total += rows[i].count;
+            if (rows[i].count == 0 || rows[i].low > rows[i].high ||
+                (i && rows[i].low <= rows[i - 1].high))
+                ordered = 0;
+        }
+        CHECK_EQ(total, s.count);
+        CHECK(ordered);
+        CHECK_EQ(fp_driver_histogram_rows(d, rows, 0), nr);
     }
     CHECK_EQ(res->running, 0);
 }
@@ -716,6 +730,14 @@ static void test_server_mode(void)
     CHECK(res.replies_ok > before); /* still going */
     CHECK_EQ(res.running, 1);
     CHECK(res.disconnects >= 1 && res.disconnects <= 8);
+    /* closing the server port stops new connections only: the run goes on */
+    fsim_close_server(r.srv);
+    r.srv = NULL;
+    fp_driver_progress(d, &res);
+    before = res.replies_ok;
+    sleep_ms(100);
+    fp_driver_progress(d, &res);
+    CHECK(res.replies_ok > before);
     /* the last connection goes too: every sender finds no client and stops */
     CHECK_EQ(SimFilterClose(r.h), FP_S_OK);
     r.h = 0;
