@@ -391,3 +391,19 @@ cdef bytes _reply_bytes(object value, cnp.dtype dt):
     arr = _np.zeros(1, dtype=dt)
     arr[0] = value
     return arr.tobytes()
+
+
+def debug_counters():
+    """Process-wide counts of live C objects, for leak checks: emulated client and server ports,
+    pumps, and pump slabs/chunks allocated and freed."""
+    cdef fp_pump_debug d
+    fp_pump_debug_counters(&d)
+    return {
+        "sim_clients": fsim_debug_live_clients(),
+        "sim_servers": fsim_debug_live_servers(),
+        "pumps_live": d.pumps_live,
+        "slabs_allocated": d.slabs_allocated,
+        "slabs_freed": d.slabs_freed,
+        "chunks_allocated": d.chunks_allocated,
+        "chunks_freed": d.chunks_freed,
+    }

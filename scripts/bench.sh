@@ -8,4 +8,4 @@ rm -rf .venv
 "$PY" -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet '.[plot]'
-cd /tmp && exec "$OLDPWD/.venv/bin/fastport" bench "$@"
+exec .venv/bin/fastport bench "$@"

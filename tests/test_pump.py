@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastport
+from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
 
@@ -384,6 +385,12 @@ def test_no_leak_over_a_long_loop(served):
         assert s["received"] == s["replied"] == 32000
     # after warm-up, resident memory does not grow with the number of messages
     assert rounds[-1] - rounds[1] < 4096, rounds
+    del pump, runner
+    gc.collect()
+    d = _ext.debug_counters()
+    assert d["pumps_live"] == 0
+    assert d["slabs_allocated"] == d["slabs_freed"]
+    assert d["chunks_allocated"] == d["chunks_freed"]
 
 
 def test_bad_configuration(served):

@@ -77,3 +77,5 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterCancel(SIM_HANDLE port)
     int32_t SimFilterClose(SIM_HANDLE port)
     const char *fsim_runtime_dir()
+    int64_t fsim_debug_live_clients()
+    int64_t fsim_debug_live_servers()

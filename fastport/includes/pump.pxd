@@ -116,3 +116,9 @@ cdef extern from "pump/pump.h" nogil:
         size_t chunk_reply_bytes
         uint32_t nchunks, batch, threads, outstanding
     void fp_pump_get_layout(const fp_pump *p, fp_pump_layout *out)
+
+    ctypedef struct fp_pump_debug:
+        int64_t slabs_allocated, slabs_freed
+        int64_t chunks_allocated, chunks_freed
+        int64_t pumps_live
+    void fp_pump_debug_counters(fp_pump_debug *out)

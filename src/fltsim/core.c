@@ -8,14 +8,10 @@
 #include <unistd.h>
 #include "internal.h"
 
-#ifdef FASTPORT_DEBUG
 static atomic_llong live_clients, live_servers;
 int64_t fsim_debug_live_clients(void) { return atomic_load(&live_clients); }
 int64_t fsim_debug_live_servers(void) { return atomic_load(&live_servers); }
 #define DEBUG_COUNT(var, d) atomic_fetch_add(&(var), (d))
-#else
-#define DEBUG_COUNT(var, d) ((void)0)
-#endif
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static fsim_server *registry;

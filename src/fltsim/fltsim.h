@@ -173,11 +173,9 @@ fp_hresult SimFilterClose(SIM_HANDLE port);
 /* ---- misc ---- */
 const char *fsim_runtime_dir(void); /* socket transport: $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid> */
 
-#ifdef FASTPORT_DEBUG
-/* live object counts for leak checks */
+/* Live object counts, for leak checks (always compiled in). */
 int64_t fsim_debug_live_clients(void);
 int64_t fsim_debug_live_servers(void);
-#endif
 
 #ifdef __cplusplus
 }

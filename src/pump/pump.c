@@ -122,7 +122,7 @@ struct fp_pump {
     _Alignas(CACHELINE) fp_hist lat;
 };
 
-#ifdef FASTPORT_DEBUG
+/* Allocation counters (always on: touched only at create/destroy), for leak checks. */
 static _Atomic int64_t dbg_slabs_alloc, dbg_slabs_freed, dbg_chunks_alloc, dbg_chunks_freed,
     dbg_pumps_live;
 #define DBG_ADD(c, n) atomic_fetch_add_explicit(&(c), (n), RLX)
@@ -134,9 +134,6 @@ void fp_pump_debug_counters(fp_pump_debug *out)
     out->chunks_freed = atomic_load(&dbg_chunks_freed);
     out->pumps_live = atomic_load(&dbg_pumps_live);
 }
-#else
-#define DBG_ADD(c, n) ((void)0)
-#endif
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -559,6 +556,10 @@ fp_hresult fp_chunk_finish(fp_pump *p, fp_chunk *c, int reason)
 /* Back to the free list. No one else may reach c: its holds are gone and it is in no queue. */
 static void chunk_release(fp_pump *p, fp_chunk *c)
 {
+#ifdef FASTPORT_DEBUG
+    /* Poison recycled slots: a view used past its life reads 0xDB, not a stranger's message. */
+    memset(slot_at(p, c, 0), 0xDB, (size_t)p->cfg.batch * p->slot_size);
+#endif
     pthread_mutex_lock(&c->mu);
     c->count = 0;
     c->pending = 0;

@@ -249,15 +249,13 @@ typedef struct fp_pump_layout {
 } fp_pump_layout;
 void fp_pump_get_layout(const fp_pump *p, fp_pump_layout *out);
 
-#ifdef FASTPORT_DEBUG
-/* Process-wide allocation counters, for leak checks at teardown. */
+/* Process-wide allocation counters, for leak checks at teardown (always compiled in). */
 typedef struct fp_pump_debug {
     int64_t slabs_allocated, slabs_freed;
     int64_t chunks_allocated, chunks_freed;
     int64_t pumps_live;
 } fp_pump_debug;
 void fp_pump_debug_counters(fp_pump_debug *out);
-#endif
 
 #ifdef __cplusplus
 }
