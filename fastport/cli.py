@@ -1,0 +1,217 @@
+"""The `fastport` command: `fastport bench` (the main job) and `fastport driver`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from fastport.status import PortError
+
+
+class UsageError(Exception):
+    """A bad argument: reported as one line, exit status 2."""
+
+
+def _payload(text: str) -> "int | tuple[int, int]":
+    try:
+        if ":" in text:
+            lo, hi = (int(x) for x in text.split(":", 1))
+            if lo > hi:
+                raise UsageError(f"payload range {text!r}: the minimum exceeds the maximum")
+            value: "int | tuple[int, int]" = (lo, hi)
+        else:
+            lo = hi = int(text)
+            value = lo
+    except ValueError:
+        raise UsageError(f"payload {text!r} is not a size in bytes or a range like 64:4096")
+    if lo < 16:
+        raise UsageError(f"payload {text!r}: the bench protocol needs at least 16 bytes")
+    if hi > 1 << 20:
+        raise UsageError(f"payload {text!r}: larger than the 1 MiB a message may carry")
+    return value
+
+
+def _positive_int(name: str, value: int, low: int = 1, high: int = 4096) -> int:
+    if not low <= value <= high:
+        raise UsageError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _nonneg(name: str, value: Optional[float]) -> Optional[float]:
+    if value is not None and not value >= 0:
+        raise UsageError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastport", description="Answer Filter Manager port messages "
+                                "from Python at C speed: benchmarks and the test driver.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="run every client against the emulated driver (main job)",
+                       description="Runs every client against the same load-generating driver "
+                       "settings in one run and prints a table with throughput, latency and the "
+                       "ratio to the C reference client.")
+    b.add_argument("--transport", nargs="+", choices=["inproc", "socket"],
+                   default=["inproc", "socket"])
+    b.add_argument("--senders", nargs="+", type=int, default=[8, 64], metavar="K")
+    b.add_argument("--payload", nargs="+", default=["1024"], metavar="B",
+                   help="bytes, or a range MIN:MAX (uniform)")
+    b.add_argument("--seconds", type=float, default=2.0, help="measured seconds per case")
+    b.add_argument("--clients", default="pump,pump-per-message,c-reference,python-loop")
+    b.add_argument("--protocol", choices=["bench", "scanner"], default="bench")
+    b.add_argument("--threads", type=int, default=2, help="worker threads of every client")
+    b.add_argument("--outstanding", type=int, default=8, help="gets in flight per thread")
+    b.add_argument("--batch", type=int, default=256, help="pump batch size")
+    b.add_argument("--timeout", type=float, default=10000, metavar="MS",
+                   help="per-send timeout of the driver")
+    b.add_argument("--no-open-loop", action="store_true",
+                   help="skip the open-loop runs at 50%% of c-reference's saturation")
+    b.add_argument("--json", metavar="FILE")
+    b.add_argument("--plot", metavar="FILE.png")
+
+    d = sub.add_parser("driver", help="the load-generating test driver as its own process",
+                       description="Creates the emulated port NAME on the socket transport, "
+                       "waits for a service to connect, and drives it with K kernel-side "
+                       "senders, checking every reply.")
+    d.add_argument("--port", required=True, metavar="NAME")
+    d.add_argument("--senders", type=int, default=8, metavar="K")
+    d.add_argument("--payload", default="1024", metavar="B", help="bytes or MIN:MAX")
+    d.add_argument("--rate", type=float, default=0.0, help="open loop, messages/s (0 = closed)")
+    d.add_argument("--seconds", type=float, default=10.0)
+    d.add_argument("--timeout", type=float, default=None, metavar="MS")
+    d.add_argument("--protocol", choices=["bench", "scanner"], default="bench")
+    d.add_argument("--max-connections", type=int, default=8)
+    d.add_argument("--access", choices=["owner", "everyone"], default="owner")
+    d.add_argument("--json", metavar="FILE")
+    return p
+
+
+def _bench(a: argparse.Namespace) -> int:
+    from fastport import benchmark
+
+    clients = [c.strip() for c in a.clients.split(",") if c.strip()]
+    for c in clients:
+        if c not in benchmark.CLIENTS:
+            raise UsageError(f"unknown client {c!r}: expected some of {', '.join(benchmark.CLIENTS)}")
+    if not clients:
+        raise UsageError("--clients names no client")
+    senders = [_positive_int("--senders", k) for k in a.senders]
+    payloads = [_payload(p) for p in a.payload]
+    if a.protocol == "scanner":
+        payloads = [1032]
+    if not a.seconds > 0:
+        raise UsageError(f"--seconds must be > 0, got {a.seconds}")
+    _nonneg("--timeout", a.timeout)
+    if a.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'fastport[plot]'")
+    settings = benchmark.Settings(threads=_positive_int("--threads", a.threads, 1, 1024),
+                                  outstanding=_positive_int("--outstanding", a.outstanding, 1,
+                                                            65536),
+                                  batch=_positive_int("--batch", a.batch, 1, 65536),
+                                  protocol=a.protocol, timeout=a.timeout / 1000.0)
+    start = time.monotonic()
+    results = benchmark.run_bench(transports=a.transport, senders=senders, payloads=payloads,
+                                  clients=clients, seconds=a.seconds,
+                                  open_loop=not a.no_open_loop, settings=settings)
+    print(benchmark.format_table(results))
+    m = benchmark.machine_info()
+    print(f"\n{m['date']}  {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+          f"numpy {m['numpy']}  ({time.monotonic() - start:.0f} s)")
+    if a.json:
+        benchmark.write_json(a.json, results)
+        print(f"wrote {a.json}")
+    if a.plot:
+        benchmark.plot(a.plot, results)
+        print(f"wrote {a.plot}")
+    return 0
+
+
+def _driver(a: argparse.Namespace) -> int:
+    from fastport import _ext
+    from fastport.sim import FilterManager
+
+    senders = _positive_int("--senders", a.senders)
+    payload = _payload(a.payload) if a.protocol == "bench" else 1032
+    pmin, pmax = (payload, payload) if isinstance(payload, int) else payload
+    if not a.rate >= 0:
+        raise UsageError(f"--rate must be >= 0, got {a.rate}")
+    if not a.seconds > 0:
+        raise UsageError(f"--seconds must be > 0, got {a.seconds}")
+    _nonneg("--timeout", a.timeout)
+    maxc = _positive_int("--max-connections", a.max_connections, 1, 1024)
+    tty = sys.stdout.isatty()
+
+    with FilterManager("socket") as fm:
+        try:
+            server = fm.create_port(a.port, max_connections=maxc, access=a.access)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"port name {a.port!r}: {e}")
+        print(f"fastport driver: waiting for a service to connect to {a.port!r} "
+              f"(socket transport, {_runtime_dir()})", flush=True)
+        try:
+            while not server.clients:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            print("\nfastport driver: interrupted before any service connected", flush=True)
+            return 130
+
+        def progress(p: dict) -> None:
+            line = (f"{p['seconds']:6.1f} s  {p['messages_per_s']:>11,.0f} msg/s  "
+                    f"p99 {p['p99_us']:>9,.1f} us  timeouts {p['timeouts']}  "
+                    f"bad replies {p['bad_replies']}{'  (warm-up)' if p.get('warmup') else ''}")
+            if tty:
+                print("\r" + line, end="", flush=True)
+            else:
+                print(line, flush=True)
+
+        r = _ext._run_driver(server, senders=senders, payload_min=pmin, payload_max=pmax,
+                             protocol=a.protocol, seconds=a.seconds, rate=a.rate,
+                             timeout=None if a.timeout is None else a.timeout / 1000.0,
+                             progress=progress)
+        if tty:
+            print()
+    lat = r["latency_us"]
+    print(f"fastport driver: {r['messages']:,} messages in {r['seconds']:.1f} s = "
+          f"{r['throughput']:,.0f} msg/s{' (interrupted)' if r.get('interrupted') else ''}\n"
+          f"  latency us: p50 {lat['p50']:,.1f}  p90 {lat['p90']:,.1f}  p99 {lat['p99']:,.1f}  "
+          f"p99.9 {lat['p999']:,.1f}  max {lat['max']:,.1f}\n"
+          f"  timeouts {r['timeouts']}  bad replies {r['bad_replies']}  "
+          f"disconnects {r['disconnects']}  errors {r['errors']}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(r, f, indent=1)
+    return 0 if r["bad_replies"] == 0 else 1
+
+
+def _runtime_dir() -> str:
+    return os.environ.get("FASTPORT_RUNTIME_DIR") or f"/tmp/fastport-{os.geteuid()}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `fastport` console script."""
+    a = _parser().parse_args(argv)
+    try:
+        return {"bench": _bench, "driver": _driver}[a.command](a)
+    except UsageError as e:
+        print(f"fastport {a.command}: {e}", file=sys.stderr)
+        return 2
+    except PortError as e:
+        print(f"fastport {a.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nfastport {a.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:
+        print(f"fastport {a.command}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
