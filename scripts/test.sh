@@ -11,5 +11,8 @@ rm -rf .venv
 .venv/bin/pip install --quiet '.[test]'
 make --no-print-directory ctest
 make --no-print-directory asan
-# run from outside the source tree so `import fastport` is the installed package
-cd tests && ../.venv/bin/python -m pytest -q -p no:cacheprovider --rootdir=.. "$@" .
+# from outside the source tree, so that `import fastport` is the installed package
+root=$PWD
+cd "$(mktemp -d)"
+"$root/.venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir="$root" -c "$root/pyproject.toml" \
+    --benchmark-disable "$@" "$root/tests" "$root/bench"
