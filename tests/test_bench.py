@@ -1,0 +1,195 @@
+"""The test driver, the protocols, the benchmark clients and the `fastport` command."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastport
+from fastport import _ext, benchmark, protocols
+from fastport.cli import main
+from fastport.pump import Pump
+
+RNG = np.random.default_rng(7)
+
+
+def bench_payload(length, marker):
+    body = RNG.integers(0, 256, size=length - 16, dtype=np.uint8).tobytes()
+    return np.array([1, 2, length, marker], dtype="<u4").tobytes() + body
+
+
+@pytest.mark.parametrize("length", [16, 17, 63, 64, 1000, 1024])
+def test_bench_handlers_agree_with_the_driver(length):
+    proto = protocols.bench(1024)
+    for marker in (0x42, 0x1242, 0x43):
+        data = bench_payload(length, marker)
+        checksum, verdict = _ext._bench_expected_reply(data)
+        want = np.array([(checksum, verdict)], dtype=proto.reply).tobytes()
+        assert proto.reply_for(data) == want
+        raw = bytearray(proto.message.itemsize)
+        raw[:length] = data
+        rec = np.frombuffer(bytes(raw), dtype=proto.message)[0]
+        assert bytes(proto.record_handler()(rec).tobytes()) == want
+
+
+def test_scanner_handlers_agree_with_the_driver():
+    proto = protocols.scanner()
+    for plant, n in ((None, 1024), (100, 1024), (1020, 1024), (500, 400), (396, 400)):
+        contents = bytearray(RNG.integers(0, 256, size=1024, dtype=np.uint8).tobytes())
+        contents = contents.replace(b"foul", b"fowl")
+        if plant is not None:
+            contents[plant:plant + 4] = b"foul"
+        data = np.array([n, 0], dtype="<u4").tobytes() + bytes(contents)
+        want = bytes([_ext._scanner_expected_reply(data)])
+        assert proto.reply_for(data) == want
+        rec = np.frombuffer(data, dtype=proto.message)[0]
+        assert bytes(proto.record_handler()(rec)) == want
+
+
+@pytest.mark.parametrize("client", benchmark.CLIENTS)
+def test_every_client_answers_every_message_right(transport, client):
+    r = benchmark.run_case(client, transport=transport, senders=4, payload=(64, 2048),
+                           seconds=0.3, settings=benchmark.Settings(warmup=0.1))
+    assert r["messages"] > 0 and r["throughput"] > 0
+    assert r["bad_replies"] == 0 and r["timeouts"] == 0 and r["errors"] == 0
+    lat = r["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+
+
+def test_scanner_protocol_through_the_pump(transport):
+    r = benchmark.run_case("pump", transport=transport, senders=4, payload=1032, seconds=0.3,
+                           settings=benchmark.Settings(protocol="scanner", warmup=0.1))
+    assert r["messages"] > 0 and r["bad_replies"] == 0
+
+
+def test_driver_counts_wrong_replies(fm, port_name):
+    proto = protocols.bench(256)
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    handler = proto.batch_handler()
+
+    def corrupt(batch):
+        handler(batch)  # sends the right replies ...
+        batch.replies["checksum"] += 1  # (too late to matter)
+
+    def wrong(batch):
+        batch.replies["checksum"] = 1
+        batch.reply()
+
+    for h, all_bad in ((corrupt, False), (wrong, True)):
+        with Pump(port, message=proto.message, reply=proto.reply) as pump:
+            t = threading.Thread(target=pump.run, args=(h,))
+            t.start()
+            r = _ext._run_driver(server.clients[0], senders=4, payload_min=256, messages=500,
+                                 timeout=5.0)
+            pump.stop()
+            t.join()
+        assert r["messages"] == 500
+        assert r["bad_replies"] == (500 if all_bad else 0)
+        assert r["replies_ok"] == (0 if all_bad else 500)
+    port.close()
+
+
+def test_driver_open_loop_and_timeouts(fm, port_name):
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    with _ext.CReference(port, threads=1, outstanding=4, protocol="bench", max_payload=1024):
+        r = _ext._run_driver(server.clients[0], senders=4, payload_min=1024, seconds=0.5,
+                             rate=2000.0, timeout=5.0)
+    assert r["bad_replies"] == 0 and r["messages"] > 100
+    assert r["throughput"] < 4000  # paced by the rate, not the client
+    # nobody serves: every send times out, none is lost
+    r = _ext._run_driver(server.clients[0], senders=2, payload_min=64, messages=4, timeout=0.05)
+    assert r["timeouts"] == 4 and r["bad_replies"] == 0
+    port.close()
+
+
+def test_driver_bad_arguments(fm, port_name):
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    client = server.clients[0]
+    for kw in (dict(senders=0), dict(senders=1, rate=-1.0), dict(senders=1, payload_min=8),
+               dict(senders=1, payload_min=2 ** 21), dict(senders=1, protocol="ftp")):
+        kw.setdefault("seconds", 0.1)
+        with pytest.raises((ValueError, TypeError)):
+            _ext._run_driver(client, **kw)
+    port.close()
+
+
+# ---- the command line ----
+
+def test_bench_command_table_and_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["bench", "--transport", "inproc", "--senders", "2", "--seconds", "0.2",
+               "--clients", "pump,c-reference", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "c-reference" in text and "x c-ref" in text
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"machine", "results"}
+    for r in doc["results"]:
+        assert set(r) >= {"client", "source", "transport", "senders", "payload", "seconds",
+                          "messages", "throughput", "latency_us", "timeouts", "bad_replies"}
+        assert set(r["latency_us"]) >= {"p50", "p90", "p99", "p999", "max"}
+        assert r["bad_replies"] == 0
+    modes = {(r["client"], r["mode"]) for r in doc["results"]}
+    assert modes == {("pump", "closed"), ("c-reference", "closed"), ("pump", "open"),
+                     ("c-reference", "open")}
+    ref = [r for r in doc["results"] if r["client"] == "c-reference"]
+    assert all(r["ratio"] == 1.0 for r in ref)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "fastport.cli", *args], capture_output=True,
+                          text=True, timeout=60, cwd="/", **kw)
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "--clients", "pump,nonsense"],
+    ["bench", "--senders", "-3"],
+    ["bench", "--payload", "99999999"],
+    ["driver", "--port", "x", "--rate", "-1"],
+    ["driver", "--port", "", "--seconds", "1"],
+    ["driver", "--port", "y" * 300, "--seconds", "1"],
+])
+def test_bad_command_input_is_one_line(args):
+    p = _cli(*args)
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_driver_command_against_a_pump_in_another_process(port_name, tmp_path):
+    out = tmp_path / "d.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastport.cli", "driver", "--port", port_name, "--senders", "4",
+         "--seconds", "1", "--json", str(out)],
+        stdout=subprocess.PIPE, text=True, cwd="/", env=os.environ.copy())
+    try:
+        assert "waiting" in proc.stdout.readline()
+        proto = protocols.bench(1024)
+        port = fastport.connect(port_name)
+        ended = []
+
+        def serve(pump):
+            try:
+                pump.run(proto.batch_handler())
+            except fastport.status.PortDisconnected as e:  # the driver exits at the end
+                ended.append(e)
+
+        with Pump(port, message=proto.message, reply=proto.reply) as pump:
+            t = threading.Thread(target=serve, args=(pump,))
+            t.start()
+            rest = proc.stdout.read()
+            assert proc.wait(30) == 0, rest
+            pump.stop()
+            t.join()
+        assert "bad replies 0" in rest
+        r = json.loads(out.read_text())
+        assert r["messages"] > 0 and r["bad_replies"] == 0
+    finally:
+        proc.kill()
+        proc.wait()
