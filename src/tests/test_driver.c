@@ -334,13 +334,13 @@ static void test_seconds_and_warmup(void)
     fp_cref *cr = NULL;
     CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 2048, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 16, 2048, 0);
-    c.seconds = 0.3;
-    c.warmup = 0.1;
+    c.seconds = 0.4;
+    c.warmup = 0.2;
     fp_driver *d = NULL;
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_S_OK);
     fp_driver_result p;
     fp_driver_progress(d, &p);
-    CHECK_EQ(p.in_warmup, 1); /* 100 ms of warmup have not passed yet */
+    CHECK_EQ(p.in_warmup, 1); /* 200 ms of warmup have not passed yet */
     CHECK_EQ(p.sent, 0);
     CHECK_EQ(p.running, 1);
     fp_driver_result res;
@@ -353,8 +353,10 @@ static void test_seconds_and_warmup(void)
     CHECK(res.warmup_messages > 0);
     CHECK(res.sent > 0);
     CHECK_EQ(res.replies_ok, res.sent);
-    CHECK(res.seconds >= 0.29 && res.seconds < 2.0);
+    CHECK(res.seconds >= 0.39 && res.seconds < 10.0);
     CHECK(res.throughput > 0);
+    fp_cref_stop(cr);
+    fp_cref_join(cr); /* a sender may see its reply before the cref thread counts it */
     fp_cref_stats cs;
     fp_cref_stats_get(cr, &cs);
     CHECK_EQ(cs.replied, res.sent + res.warmup_messages);
@@ -534,7 +536,11 @@ static void test_open_loop(void)
     run_to_end(d, &res, 5000 * MS);
     CHECK(res.sent > 0);
     CHECK_EQ(res.replies_ok, res.sent);
-    CHECK(res.throughput > 4000 * 0.4 && res.throughput < 4000 * 1.6);
+    /* Arrivals follow the intended schedule even when the machine is slow (a sender that is
+     * behind sends at once), so the count is ~ rate x seconds = 2400 (Poisson: sd ~ 50);
+     * throughput divides by the elapsed time, which load can stretch: only sanity there. */
+    CHECK(res.sent > 1800 && res.sent < 3000);
+    CHECK(res.throughput > 0);
     printf("  open loop at 4000/s: %.0f msg/s, p50 %llu us, p99 %llu us\n", res.throughput,
            (unsigned long long)(res.latency.p50 / 1000),
            (unsigned long long)(res.latency.p99 / 1000));
@@ -693,6 +699,19 @@ static void test_stop_and_abort(void)
 
 /* ---- server mode: round-robin over the connected clients ---- */
 
+/* 1 if replies_ok grows past `before` within 3 s (generous: a loaded machine stalls) */
+static int progresses(fp_driver *d, uint64_t before)
+{
+    fp_driver_result p;
+    for (int i = 0; i < 150; i++) {
+        sleep_ms(20);
+        fp_driver_progress(d, &p);
+        if (p.replies_ok > before)
+            return 1;
+    }
+    return 0;
+}
+
 static void test_server_mode(void)
 {
     rig r;
@@ -711,8 +730,13 @@ static void test_server_mode(void)
     CHECK_EQ(res.replies_ok, 2000);
     fp_driver_destroy(d);
     fp_cref_stats s1, s2;
-    fp_cref_stats_get(c1, &s1);
-    fp_cref_stats_get(c2, &s2);
+    for (int i = 0; i < 100; i++) { /* a cref thread counts a reply just after sending it */
+        fp_cref_stats_get(c1, &s1);
+        fp_cref_stats_get(c2, &s2);
+        if (s1.replied + s2.replied >= 2000)
+            break;
+        sleep_ms(10);
+    }
     CHECK(s1.replied > 0 && s2.replied > 0);
     CHECK_EQ(s1.replied + s2.replied, 2000);
 
@@ -724,20 +748,14 @@ static void test_server_mode(void)
     CHECK_EQ(SimFilterClose(h2), FP_S_OK);
     fp_cref_join(c2);
     fp_driver_progress(d, &res);
-    uint64_t before = res.replies_ok;
-    sleep_ms(150);
-    fp_driver_progress(d, &res);
-    CHECK(res.replies_ok > before); /* still going */
+    CHECK(progresses(d, res.replies_ok)); /* still going */
     CHECK_EQ(res.running, 1);
     CHECK(res.disconnects >= 1 && res.disconnects <= 8);
     /* closing the server port stops new connections only: the run goes on */
     fsim_close_server(r.srv);
     r.srv = NULL;
     fp_driver_progress(d, &res);
-    before = res.replies_ok;
-    sleep_ms(100);
-    fp_driver_progress(d, &res);
-    CHECK(res.replies_ok > before);
+    CHECK(progresses(d, res.replies_ok));
     /* the last connection goes too: every sender finds no client and stops */
     CHECK_EQ(SimFilterClose(r.h), FP_S_OK);
     r.h = 0;
