@@ -1,0 +1,260 @@
+/* Shared by both sides of the socket transport: records and frames, socket buffers, the runtime
+ * directory and the mapping of port names to socket files. See sock_proto.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "sock_proto.h"
+
+#define SK_IOV_MAX 256 /* iovecs per record (UIO_MAXIOV is 1024) */
+
+uint32_t sk_tune_socket(int fd)
+{
+    /* Ask for 4 MiB; the kernel silently caps it at net.core.[wr]mem_max. */
+    int want = 4 << 20;
+    const char *e = getenv("FASTPORT_SOCK_BUFSIZE");
+    if (e && *e) {
+        long v = strtol(e, NULL, 0);
+        if (v >= 4096 && v <= INT_MAX / 2)
+            want = (int)v;
+    }
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    int got = 0;
+    socklen_t len = sizeof got;
+    uint32_t rec = SK_REC_MAX;
+    /* getsockopt reports the kernel's doubled value; a record must be below it (minus overhead).
+     * Half of it keeps at least two records in flight. */
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) == 0 && got > 0 &&
+        (uint32_t)got / 2 < rec)
+        rec = (uint32_t)got / 2;
+    if (rec < 2048)
+        rec = 2048;
+    return rec;
+}
+
+int sk_send_records(int fd, const struct iovec *iov, int iovcnt, size_t total, uint32_t rec_max,
+                    int flags, size_t *done)
+{
+    int i = 0;
+    size_t off = *done;
+    while (i < iovcnt && off >= iov[i].iov_len) {
+        off -= iov[i].iov_len;
+        i++;
+    }
+    while (*done < total) {
+        struct iovec part[SK_IOV_MAX];
+        int np = 0;
+        size_t n = 0;
+        int j = i;
+        size_t o = off;
+        while (j < iovcnt && np < SK_IOV_MAX && n < rec_max) {
+            size_t avail = iov[j].iov_len - o;
+            if (avail == 0) {
+                j++;
+                o = 0;
+                continue;
+            }
+            size_t take = avail < rec_max - n ? avail : rec_max - n;
+            part[np].iov_base = (char *)iov[j].iov_base + o;
+            part[np].iov_len = take;
+            np++;
+            n += take;
+            o += take;
+            if (o == iov[j].iov_len) {
+                j++;
+                o = 0;
+            }
+        }
+        if (n == 0) { /* iov holds fewer than total bytes */
+            errno = EINVAL;
+            return -1;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = part;
+        mh.msg_iovlen = (size_t)np;
+        ssize_t r;
+        do
+            r = sendmsg(fd, &mh, flags | MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return -1;
+        if ((size_t)r != n) { /* SEQPACKET sends a record whole or not at all */
+            errno = EPROTO;
+            return -1;
+        }
+        *done += n;
+        i = j;
+        off = o;
+    }
+    return 0;
+}
+
+static ssize_t recv_retry(int fd, void *buf, size_t len)
+{
+    ssize_t r;
+    do
+        r = recv(fd, buf, len, MSG_TRUNC); /* returns the record's real length */
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+int sk_read_frame(sk_reader *r, sk_hdr **out)
+{
+    if (!r->buf) {
+        r->buf = malloc(SK_REC_MAX);
+        if (!r->buf)
+            return -1;
+        r->cap = SK_REC_MAX;
+    }
+    ssize_t n = recv_retry(r->fd, r->buf, SK_REC_MAX);
+    if (n <= 0)
+        return (int)n;
+    sk_hdr h;
+    if ((size_t)n > SK_REC_MAX || (size_t)n < sizeof h)
+        goto bad;
+    memcpy(&h, r->buf, sizeof h);
+    if (h.len < sizeof h || h.len > SK_FRAME_MAX || h.len < (size_t)n)
+        goto bad;
+    if (h.len > r->cap) {
+        uint8_t *nb = realloc(r->buf, h.len);
+        if (!nb)
+            return -1;
+        r->buf = nb;
+        r->cap = h.len;
+    }
+    size_t got = (size_t)n;
+    while (got < h.len) {
+        n = recv_retry(r->fd, r->buf + got, h.len - got);
+        if (n < 0)
+            return -1;
+        if (n == 0 || (size_t)n > h.len - got) /* EOF inside a frame, or a record too long */
+            goto bad;
+        got += (size_t)n;
+    }
+    *out = (sk_hdr *)(void *)r->buf;
+    return 1;
+bad:
+    errno = EPROTO;
+    return -1;
+}
+
+void sk_reader_free(sk_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+}
+
+/* ---- names and places ---- */
+
+static uint64_t fnv1a64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+int sk_port_path(const char *dir, const char *name, struct sockaddr_un *addr)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char esc[3 * FSIM_MAX_NAME + 1];
+    size_t k = 0;
+    for (size_t i = 0; name[i] && k + 3 < sizeof esc; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int plain = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || (ch == '.' && i > 0);
+        if (plain) {
+            esc[k++] = (char)ch;
+        } else { /* a leading '.' too: "." and ".." must not name the directories */
+            esc[k++] = '%';
+            esc[k++] = hex[ch >> 4];
+            esc[k++] = hex[ch & 15];
+        }
+    }
+    esc[k] = 0;
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    size_t cap = sizeof addr->sun_path;
+    int n = snprintf(addr->sun_path, cap, "%s/%s", dir, esc);
+    if (n > 0 && (size_t)n < cap)
+        return 0;
+    n = snprintf(addr->sun_path, cap, "%s/h-%016llx", dir, (unsigned long long)fnv1a64(name));
+    if (n > 0 && (size_t)n < cap)
+        return 0;
+    addr->sun_path[0] = 0;
+    return -1;
+}
+
+void sk_default_dir(uint32_t uid, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/fastport-%u", uid);
+}
+
+static __thread char tl_dir[PATH_MAX];
+
+const char *fsim_runtime_dir(void)
+{
+    const char *e = getenv("FASTPORT_RUNTIME_DIR");
+    if (e && *e)
+        snprintf(tl_dir, sizeof tl_dir, "%s", e);
+    else
+        sk_default_dir((uint32_t)geteuid(), tl_dir, sizeof tl_dir);
+    return tl_dir;
+}
+
+fp_ntstatus sk_prepare_dir(char *dir, size_t cap)
+{
+    const char *e = getenv("FASTPORT_RUNTIME_DIR");
+    int from_env = e && *e;
+    if (from_env) {
+        int n = snprintf(dir, cap, "%s", e);
+        if (n <= 0 || (size_t)n >= cap)
+            return FP_STATUS_OBJECT_NAME_INVALID;
+    } else {
+        sk_default_dir((uint32_t)geteuid(), dir, cap);
+    }
+    int created = mkdir(dir, 0711) == 0;
+    if (!created && errno != EEXIST)
+        return errno == EACCES || errno == EPERM ? FP_STATUS_ACCESS_DENIED
+               : errno == ENOENT || errno == ENOTDIR ? FP_STATUS_OBJECT_NAME_NOT_FOUND
+                                                     : FP_STATUS_INSUFFICIENT_RESOURCES;
+    /* The default directory sits in /tmp, where anyone may have created it first: never follow a
+     * symlink there, and accept only a directory of ours that nobody else can write to. */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (from_env ? 0 : O_NOFOLLOW));
+    if (fd < 0)
+        return FP_STATUS_ACCESS_DENIED;
+    struct stat st;
+    fp_ntstatus status = FP_STATUS_SUCCESS;
+    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        status = FP_STATUS_ACCESS_DENIED;
+    else if (created)
+        (void)fchmod(fd, 0711); /* exactly 0711 whatever the umask: others traverse, not list */
+    else if (st.st_mode & 022)
+        status = FP_STATUS_ACCESS_DENIED;
+    close(fd);
+    return status;
+}
+
+int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    /* Transport threads take no asynchronous signals: they belong to the application's threads
+     * (Python's main thread, for one). The new thread inherits the blocked mask. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int r = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}

@@ -1,0 +1,858 @@
+/* Kernel side of the socket transport: a listening socket per FSIM_SOCKET server port and, per
+ * accepted connection, the remote client that core.c drives through fsim_remote_ops.
+ *
+ * Credit accounting (what makes a remote get behave like a FilterGetMessage waiting in the kernel)
+ * ------------------------------------------------------------------------------------------------
+ * core.c delivers a message to a remote client only against a credit (c->credits), one credit per
+ * message; without credits messages stay queued, and a queued message whose sender times out is
+ * withdrawn and never delivered. Credits must therefore stand for gets that are really waiting.
+ * They are kept PER WAITING GET, never pooled per handle:
+ *
+ * - Every get on the user side that finds nothing to return sends GET(tag, n): one "group" of n
+ *   credits, tagged with a connection-unique id. Groups queue FIFO here (guarded by the client's
+ *   lock, like c->credits), and c->credits == the sum of the groups' remaining credits.
+ * - A delivery (deliver(), under the client's lock) fills the oldest group first; every message
+ *   carries its group's tag, so the user side copies it straight into that get's buffers. A group
+ *   closes when it is full, or at the end of the delivery that gave it its first messages (core
+ *   has nothing more queued for it right now): a get returns as soon as it has something, so its
+ *   unused credits are taken back at once (c->credits -= remaining). The message that closes a
+ *   group carries SK_LAST; the get on the user side returns when it sees it. No credit of a get
+ *   that has returned is ever left at the kernel, and no round trip is needed for that.
+ * - A get that times out or is cancelled sends REVOKE(tag). Under the client's lock the group is
+ *   either still waiting (removed with its credits: REVOKE_ACK count 1, nothing was delivered to
+ *   it) or already closed by a delivery (REVOKE_ACK count 0). Frames of one connection leave in
+ *   order, and every delivery frame is queued for sending under the client's lock, so the messages
+ *   of a closed group precede the REVOKE_ACK: the get, which waits for the ack or its SK_LAST,
+ *   returns those messages with S_OK (cancel racing a completion), or FP_E_TIMEOUT /
+ *   FP_E_OPERATION_ABORTED with nothing delivered and nothing on its way.
+ * - Many gets on one handle are many groups: each gets its own messages, none is starved by
+ *   another's leftovers, and the total credits never exceed the entries of the gets waiting.
+ *
+ * Threads and lifetimes
+ * - One accept thread per listening server (joined by fsim_sock_unlisten).
+ * - One thread per connection: handshake, then reads the user's frames. It owns the reference
+ *   fsim_server_connect returned. When the connection ends (EOF, error, garbage, or a kernel-side
+ *   fsim_close_client that shut the socket down) it calls fsim_close_client, joins the writer and
+ *   the FilterSendMessage workers, and drops its reference as its very last act. remote_ops.release
+ *   runs when the last reference goes: on the connection thread itself it detaches the thread,
+ *   anywhere else it joins it (already past its last access), then frees the state.
+ * - Frames are written without blocking: deliver() runs under the client's lock and must not wait
+ *   for a slow or stopped peer. What the socket does not take is copied to a backlog that a writer
+ *   thread (started on first need) sends; while a backlog exists every frame goes behind it, so
+ *   frames never reorder.
+ * - FilterSendMessage (SEND) runs MessageNotify on a small pool of worker threads, so a slow or
+ *   re-entrant MessageNotify never stalls the connection's replies and gets.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "sock_proto.h"
+
+#define K_MAX_WORKERS 16
+#define K_HELLO_TIMEOUT_MS 10000
+#define K_BATCH 64
+
+typedef struct kgroup { /* the credits of one waiting remote get */
+    struct kgroup *next;
+    uint64_t tag;
+    uint32_t remaining;
+    uint32_t got;
+} kgroup;
+
+typedef struct kchunk { /* backlog: the unsent rest of one frame */
+    struct kchunk *next;
+    size_t len, done;
+    uint8_t data[];
+} kchunk;
+
+typedef struct kjob { /* one FilterSendMessage */
+    struct kjob *next;
+    uint64_t req;
+    uint32_t out_size, in_size;
+    uint8_t in[];
+} kjob;
+
+typedef struct kconn {
+    int fd;
+    uint32_t rec_max;
+    fsim_server *server; /* during the handshake */
+    fsim_client *client;
+    pthread_t thread;
+    pthread_mutex_t start_mu; /* orders the store of `thread` before the thread runs */
+    sk_reader rd;
+
+    /* guarded by client->lock */
+    kgroup *g_head, *g_tail, *g_free;
+    uint32_t ngroups;
+
+    /* output: guarded by out_mu */
+    pthread_mutex_t out_mu;
+    pthread_cond_t out_cv;
+    kchunk *o_head, *o_tail;
+    int o_dead, o_stop, hello_sent, shut_pending, defer_shut, writer_started;
+    pthread_t writer;
+
+    /* FilterSendMessage workers: guarded by w_mu */
+    pthread_mutex_t w_mu;
+    pthread_cond_t w_cv;
+    kjob *j_head, *j_tail;
+    uint32_t njobs, idle, nworkers;
+    int w_stop;
+    pthread_t workers[K_MAX_WORKERS];
+} kconn;
+
+typedef struct klistener {
+    int fd, wake;
+    pthread_t thread;
+    fsim_server *server;
+    struct sockaddr_un addr;
+    dev_t dev;
+    ino_t ino;
+    char lockpath[sizeof(struct sockaddr_un) + 16];
+} klistener;
+
+static __thread kconn *tl_conn; /* the connection whose thread this is */
+static const uint8_t zeros[8];
+
+/* ---- output ---- */
+
+/* The connection is unusable: stop writing, wake the writer (it drops the backlog) and make both
+ * the peer and our reader see the end. */
+static void out_dead_locked(kconn *k)
+{
+    k->o_dead = 1;
+    pthread_cond_signal(&k->out_cv);
+    (void)shutdown(k->fd, SHUT_RDWR);
+}
+
+static void *writer_main(void *p)
+{
+    kconn *k = p;
+    pthread_mutex_lock(&k->out_mu);
+    for (;;) {
+        if (k->o_dead)
+            while (k->o_head) {
+                kchunk *ch = k->o_head;
+                k->o_head = ch->next;
+                free(ch);
+            }
+        if (k->o_head) {
+            kchunk *ch = k->o_head; /* stays at the head (and ours) while we send it */
+            pthread_mutex_unlock(&k->out_mu);
+            struct iovec v = {ch->data, ch->len};
+            int rc = sk_send_records(k->fd, &v, 1, ch->len, k->rec_max, 0, &ch->done);
+            pthread_mutex_lock(&k->out_mu);
+            if (rc != 0) {
+                out_dead_locked(k);
+                continue;
+            }
+            k->o_head = ch->next;
+            free(ch);
+            continue;
+        }
+        k->o_tail = NULL;
+        if (k->o_stop)
+            break;
+        pthread_cond_wait(&k->out_cv, &k->out_mu);
+    }
+    pthread_mutex_unlock(&k->out_mu);
+    return NULL;
+}
+
+/* Copies bytes [done, total) of the frame to the backlog. out_mu held. */
+static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, size_t done)
+{
+    kchunk *ch = malloc(sizeof *ch + (total - done));
+    if (!ch)
+        return -1;
+    ch->next = NULL;
+    ch->len = total - done;
+    ch->done = 0;
+    size_t skip = done, at = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t l = iov[i].iov_len, o = 0;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        o = skip;
+        skip = 0;
+        memcpy(ch->data + at, (const char *)iov[i].iov_base + o, l - o);
+        at += l - o;
+    }
+    if (!k->writer_started) {
+        if (sk_thread_create(&k->writer, writer_main, k) != 0) {
+            free(ch);
+            return -1;
+        }
+        k->writer_started = 1;
+    }
+    if (k->o_head)
+        k->o_tail->next = ch;
+    else
+        k->o_head = ch;
+    k->o_tail = ch;
+    pthread_cond_signal(&k->out_cv);
+    return 0;
+}
+
+/* Sends one frame after every frame written before it, without blocking. -1: connection dead. */
+static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total)
+{
+    int rc = 0;
+    pthread_mutex_lock(&k->out_mu);
+    if (k->o_dead) {
+        rc = -1;
+    } else {
+        size_t done = 0;
+        if (!k->o_head) {
+            if (sk_send_records(k->fd, iov, iovcnt, total, k->rec_max, MSG_DONTWAIT, &done) == 0)
+                goto out;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                out_dead_locked(k);
+                rc = -1;
+                goto out;
+            }
+        }
+        if (backlog(k, iov, iovcnt, total, done) != 0) {
+            out_dead_locked(k);
+            rc = -1;
+        }
+    }
+out:
+    pthread_mutex_unlock(&k->out_mu);
+    return rc;
+}
+
+static int k_write_hdr(kconn *k, uint16_t type, uint64_t req, uint32_t count, int32_t hr,
+                       const void *body, size_t body_len)
+{
+    sk_hdr h = {(uint32_t)(sizeof h + body_len), type, 0, count, hr, req};
+    struct iovec v[2] = {{&h, sizeof h}, {(void *)body, body_len}};
+    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len);
+}
+
+/* ---- remote ops (called by core.c) ---- */
+
+/* Client lock held. Assigns the messages to the waiting gets' groups (see the top of the file) and
+ * writes them, K_BATCH messages or SK_FRAME_MAX bytes per frame at most. */
+static int k_deliver(void *remote, fsim_msg *const *msgs, uint32_t n)
+{
+    kconn *k = remote;
+    fsim_client *c = k->client;
+    sk_msg_ent stack_ents[K_BATCH];
+    sk_msg_ent *ents = n <= K_BATCH ? stack_ents : malloc(n * sizeof *ents);
+    if (!ents)
+        return -1;
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        kgroup *g = k->g_head;
+        if (!g) { /* credits without a waiting get: cannot happen while the sums agree */
+            rc = -1;
+            goto out;
+        }
+        const fsim_msg *m = msgs[i];
+        ents[i] = (sk_msg_ent){g->tag, m->id, fsim_message_reply_length(m), m->length, 0, 0};
+        g->got++;
+        if (--g->remaining == 0) {
+            ents[i].flags = SK_LAST;
+            k->g_head = g->next;
+            if (!k->g_head)
+                k->g_tail = NULL;
+            k->ngroups--;
+            g->next = k->g_free;
+            k->g_free = g;
+        }
+    }
+    kgroup *g = k->g_head;
+    if (n && g && g->got && !c->q_head) {
+        /* It has its messages and core has no more queued: the get returns now, so its unused
+         * credits go. (With more queued, core's grant loop continues filling this group.) */
+        ents[n - 1].flags |= SK_LAST;
+        c->credits -= g->remaining < c->credits ? g->remaining : c->credits;
+        k->g_head = g->next;
+        if (!k->g_head)
+            k->g_tail = NULL;
+        k->ngroups--;
+        g->next = k->g_free;
+        k->g_free = g;
+    }
+    for (uint32_t i = 0; i < n && rc == 0;) {
+        struct iovec iov[1 + 3 * K_BATCH];
+        sk_hdr h = {0, SK_MSGS, 0, 0, 0, 0};
+        size_t total = sizeof h;
+        int nv = 1;
+        iov[0] = (struct iovec){&h, sizeof h};
+        while (i < n && h.count < K_BATCH) {
+            size_t add = sizeof(sk_msg_ent) + SK_ALIGN8(ents[i].length);
+            if (h.count && total + add > SK_FRAME_MAX)
+                break;
+            iov[nv++] = (struct iovec){&ents[i], sizeof ents[i]};
+            if (ents[i].length)
+                iov[nv++] = (struct iovec){(void *)msgs[i]->data, ents[i].length};
+            if (SK_ALIGN8(ents[i].length) != ents[i].length)
+                iov[nv++] = (struct iovec){(void *)zeros,
+                                           SK_ALIGN8(ents[i].length) - ents[i].length};
+            total += add;
+            h.count++;
+            i++;
+        }
+        h.len = (uint32_t)total;
+        rc = k_write(k, iov, nv, total);
+    }
+out:
+    if (ents != stack_ents)
+        free(ents);
+    return rc;
+}
+
+static void k_disconnected(void *remote)
+{
+    kconn *k = remote;
+    pthread_mutex_lock(&k->out_mu);
+    if (k->defer_shut)
+        k->o_dead = 1; /* the connection thread hangs up once DisconnectNotify is done */
+    else if (k->hello_sent)
+        out_dead_locked(k);
+    else
+        k->shut_pending = 1; /* the user hears of it right after its connect succeeds */
+    pthread_mutex_unlock(&k->out_mu);
+}
+
+static void k_free(kconn *k)
+{
+    if (k->fd >= 0)
+        close(k->fd);
+    for (kgroup *g = k->g_head, *n; g; g = n) {
+        n = g->next;
+        free(g);
+    }
+    for (kgroup *g = k->g_free, *n; g; g = n) {
+        n = g->next;
+        free(g);
+    }
+    for (kchunk *ch = k->o_head, *n; ch; ch = n) {
+        n = ch->next;
+        free(ch);
+    }
+    for (kjob *j = k->j_head, *n; j; j = n) {
+        n = j->next;
+        free(j);
+    }
+    sk_reader_free(&k->rd);
+    pthread_mutex_destroy(&k->start_mu);
+    pthread_mutex_destroy(&k->out_mu);
+    pthread_cond_destroy(&k->out_cv);
+    pthread_mutex_destroy(&k->w_mu);
+    pthread_cond_destroy(&k->w_cv);
+    free(k);
+}
+
+static void k_release(void *remote)
+{
+    kconn *k = remote;
+    if (tl_conn == k)
+        pthread_detach(pthread_self()); /* our own last reference: nothing runs after this */
+    else
+        pthread_join(k->thread, NULL); /* it dropped its reference: it is on its way out */
+    k_free(k);
+}
+
+static const fsim_remote_ops k_rops = {k_deliver, k_disconnected, k_release};
+
+/* ---- FilterSendMessage workers ---- */
+
+static void run_job(kconn *k, kjob *j)
+{
+    void *out = NULL;
+    uint32_t ret = 0;
+    fp_hresult hr;
+    if (j->out_size && !(out = malloc(j->out_size)))
+        hr = FP_E_OUTOFMEMORY;
+    else
+        hr = fsim_client_user_send(k->client, j->in, j->in_size, out, j->out_size, &ret);
+    if (!FP_SUCCEEDED(hr) || ret > j->out_size)
+        ret = FP_SUCCEEDED(hr) ? j->out_size : 0;
+    (void)k_write_hdr(k, SK_SEND_ACK, j->req, ret, hr, out, ret);
+    free(out);
+    free(j);
+}
+
+static void *worker_main(void *p)
+{
+    kconn *k = p;
+    pthread_mutex_lock(&k->w_mu);
+    for (;;) {
+        while (!k->j_head && !k->w_stop) {
+            k->idle++;
+            pthread_cond_wait(&k->w_cv, &k->w_mu);
+            k->idle--;
+        }
+        if (!k->j_head)
+            break;
+        kjob *j = k->j_head;
+        k->j_head = j->next;
+        if (!k->j_head)
+            k->j_tail = NULL;
+        k->njobs--;
+        pthread_mutex_unlock(&k->w_mu);
+        run_job(k, j);
+        pthread_mutex_lock(&k->w_mu);
+    }
+    pthread_mutex_unlock(&k->w_mu);
+    return NULL;
+}
+
+static void submit_job(kconn *k, kjob *j)
+{
+    pthread_mutex_lock(&k->w_mu);
+    j->next = NULL;
+    if (k->j_tail)
+        k->j_tail->next = j;
+    else
+        k->j_head = j;
+    k->j_tail = j;
+    k->njobs++;
+    if (k->njobs > k->idle && k->nworkers < K_MAX_WORKERS &&
+        sk_thread_create(&k->workers[k->nworkers], worker_main, k) == 0)
+        k->nworkers++;
+    if (k->nworkers == 0) { /* no thread to be had: serve it here */
+        k->j_head = k->j_tail = NULL;
+        k->njobs = 0;
+        pthread_mutex_unlock(&k->w_mu);
+        run_job(k, j);
+        return;
+    }
+    pthread_cond_signal(&k->w_cv);
+    pthread_mutex_unlock(&k->w_mu);
+}
+
+/* ---- the user's frames ---- */
+
+static int on_get(kconn *k, const sk_hdr *h)
+{
+    fsim_client *c = k->client;
+    if (h->len != sizeof *h || h->count == 0 || h->count > SK_MAX_GET)
+        return -1;
+    pthread_mutex_lock(&c->lock);
+    kgroup *g = k->g_free;
+    if (g)
+        k->g_free = g->next;
+    else
+        g = malloc(sizeof *g);
+    if (!g || k->ngroups >= SK_MAX_GROUPS) {
+        if (g) {
+            g->next = k->g_free;
+            k->g_free = g;
+        }
+        pthread_mutex_unlock(&c->lock);
+        return -1;
+    }
+    *g = (kgroup){NULL, h->req, h->count, 0};
+    if (k->g_tail)
+        k->g_tail->next = g;
+    else
+        k->g_head = g;
+    k->g_tail = g;
+    k->ngroups++;
+    pthread_mutex_unlock(&c->lock);
+    /* The group is queued behind every earlier one before its credits exist, so no delivery can
+     * reach it before they do. */
+    fsim_client_grant(c, h->count);
+    return 0;
+}
+
+static int on_revoke(kconn *k, const sk_hdr *h)
+{
+    fsim_client *c = k->client;
+    if (h->len != sizeof *h)
+        return -1;
+    uint32_t found = 0;
+    pthread_mutex_lock(&c->lock);
+    kgroup *prev = NULL;
+    for (kgroup *g = k->g_head; g; prev = g, g = g->next) {
+        if (g->tag != h->req)
+            continue;
+        if (prev)
+            prev->next = g->next;
+        else
+            k->g_head = g->next;
+        if (k->g_tail == g)
+            k->g_tail = prev;
+        k->ngroups--;
+        c->credits -= g->remaining < c->credits ? g->remaining : c->credits;
+        g->next = k->g_free;
+        k->g_free = g;
+        found = 1;
+        break;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return k_write_hdr(k, SK_REVOKE_ACK, h->req, found, FP_S_OK, NULL, 0);
+}
+
+static int on_reply(kconn *k, const sk_hdr *h)
+{
+    uint32_t n = h->count;
+    if (n == 0 || n > (h->len - sizeof *h) / sizeof(sk_reply_ent))
+        return -1;
+    SIM_REPLY_ENTRY stack_e[K_BATCH];
+    int32_t stack_hr[K_BATCH];
+    SIM_REPLY_ENTRY *e = n <= K_BATCH ? stack_e : malloc(n * sizeof *e);
+    int32_t *hrs = n <= K_BATCH ? stack_hr : malloc(n * sizeof *hrs);
+    int rc = -1;
+    if (!e || !hrs)
+        goto out;
+    const uint8_t *b = (const uint8_t *)h;
+    size_t off = sizeof *h;
+    for (uint32_t i = 0; i < n; i++) {
+        sk_reply_ent re;
+        if (h->len - off < sizeof re)
+            goto out;
+        memcpy(&re, b + off, sizeof re);
+        off += sizeof re;
+        if (re.size > h->len - off || SK_ALIGN8(re.size) > h->len - off)
+            goto out;
+        e[i] = (SIM_REPLY_ENTRY){(const FP_REPLY_HEADER *)(const void *)(b + off), re.size, 0};
+        off += SK_ALIGN8(re.size);
+    }
+    if (off != h->len)
+        goto out;
+    fp_hresult hr = fsim_client_reply(k->client, e, n);
+    for (uint32_t i = 0; i < n; i++)
+        hrs[i] = FP_SUCCEEDED(hr) ? e[i].hr : hr;
+    rc = k_write_hdr(k, SK_REPLY_ACK, h->req, n, hr, hrs, n * sizeof *hrs);
+out:
+    if (e != stack_e)
+        free(e);
+    if (hrs != stack_hr)
+        free(hrs);
+    return rc;
+}
+
+static int on_send(kconn *k, const sk_hdr *h)
+{
+    uint32_t in_size = h->len - (uint32_t)sizeof *h;
+    if (in_size > FSIM_MAX_MESSAGE || h->count > FSIM_MAX_MESSAGE)
+        return -1;
+    kjob *j = malloc(sizeof *j + in_size);
+    if (!j)
+        return k_write_hdr(k, SK_SEND_ACK, h->req, 0, FP_E_OUTOFMEMORY, NULL, 0);
+    j->req = h->req;
+    j->out_size = h->count;
+    j->in_size = in_size;
+    memcpy(j->in, (const uint8_t *)h + sizeof *h, in_size);
+    submit_job(k, j);
+    return 0;
+}
+
+static int dispatch(kconn *k, const sk_hdr *h)
+{
+    switch (h->type) {
+    case SK_GET: return on_get(k, h);
+    case SK_REVOKE: return on_revoke(k, h);
+    case SK_REPLY: return on_reply(k, h);
+    case SK_SEND: return on_send(k, h);
+    default: return -1; /* garbage: disconnect */
+    }
+}
+
+/* ---- one connection ---- */
+
+static int wait_readable(int fd, int timeout_ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    uint64_t end = fsim_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        int r = poll(&p, 1, timeout_ms);
+        if (r > 0)
+            return 1;
+        if (r == 0 || errno != EINTR)
+            return 0;
+        uint64_t now = fsim_now_ns();
+        if (now >= end)
+            return 0;
+        timeout_ms = (int)((end - now) / 1000000u);
+    }
+}
+
+/* Reads HELLO, admits the connection (access rule, MaxConnections, ConnectNotify) and answers.
+ * Returns the client, or NULL when refused (the answer, if any, has been sent). */
+static fsim_client *handshake(kconn *k)
+{
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    sk_hdr *h;
+    if (getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
+        !wait_readable(k->fd, K_HELLO_TIMEOUT_MS) || sk_read_frame(&k->rd, &h) != 1 ||
+        h->type != SK_HELLO || h->count != SK_MAGIC || h->len < sizeof *h + sizeof(sk_hello))
+        return NULL; /* not one of ours (or a liveness probe): just hang up */
+    fp_hresult hr = FP_S_OK;
+    if (h->hr != SK_VERSION)
+        hr = FP_E_INVALIDARG;
+    sk_hello hello;
+    memcpy(&hello, (uint8_t *)h + sizeof *h, sizeof hello);
+    const uint8_t *name = (uint8_t *)h + sizeof *h + sizeof hello;
+    size_t avail = h->len - sizeof *h - sizeof hello;
+    if (hello.name_len > FSIM_MAX_NAME || hello.ctx_len > FSIM_MAX_CONTEXT ||
+        (size_t)hello.name_len + hello.ctx_len != avail)
+        return NULL;
+    if (hr == FP_S_OK && (hello.name_len != strlen(k->server->name) ||
+                          memcmp(name, k->server->name, hello.name_len) != 0))
+        hr = FP_E_FILE_NOT_FOUND; /* another port whose hashed file name collided */
+    fsim_client *c = NULL;
+    if (hr == FP_S_OK)
+        hr = fsim_server_connect(k->server, hello.ctx_len ? name + hello.name_len : NULL,
+                                 hello.ctx_len, (uint32_t)cr.pid, (uint32_t)cr.uid, &k_rops, k,
+                                 &c);
+    if (!c) { /* a refusal: 24 bytes into an empty socket buffer, no backlog needed */
+        sk_hdr a = {sizeof a, SK_HELLO_ACK, 0, 0, hr, 0};
+        struct iovec v = {&a, sizeof a};
+        size_t done = 0;
+        (void)sk_send_records(k->fd, &v, 1, sizeof a, k->rec_max, MSG_DONTWAIT, &done);
+        return NULL;
+    }
+    k->client = c;
+    (void)k_write_hdr(k, SK_HELLO_ACK, 0, 0, FP_S_OK, NULL, 0);
+    pthread_mutex_lock(&k->out_mu);
+    k->hello_sent = 1;
+    if (k->shut_pending) /* the kernel closed it while ConnectNotify ran */
+        out_dead_locked(k);
+    pthread_mutex_unlock(&k->out_mu);
+    return c;
+}
+
+static void *conn_main(void *p)
+{
+    kconn *k = p;
+    pthread_mutex_lock(&k->start_mu);
+    pthread_mutex_unlock(&k->start_mu);
+    tl_conn = k;
+    fsim_client *c = handshake(k);
+    fsim_server_release(k->server);
+    k->server = NULL;
+    if (!c) {
+        k_free(k);
+        pthread_detach(pthread_self());
+        return NULL;
+    }
+    sk_hdr *h;
+    while (sk_read_frame(&k->rd, &h) == 1 && dispatch(k, h) == 0)
+        ;
+    /* EOF (the user closed or died), an error, garbage, or our own shutdown. The user's close
+     * waits for our hang-up: give it after DisconnectNotify (unless someone else closed first). */
+    pthread_mutex_lock(&k->out_mu);
+    k->defer_shut = 1;
+    pthread_mutex_unlock(&k->out_mu);
+    fsim_close_client(c);
+    (void)shutdown(k->fd, SHUT_RDWR);
+
+    pthread_mutex_lock(&k->out_mu);
+    k->o_stop = 1;
+    k->o_dead = 1;
+    pthread_cond_signal(&k->out_cv);
+    pthread_mutex_unlock(&k->out_mu);
+    if (k->writer_started)
+        pthread_join(k->writer, NULL);
+
+    pthread_mutex_lock(&k->w_mu);
+    k->w_stop = 1;
+    pthread_cond_broadcast(&k->w_cv);
+    uint32_t nw = k->nworkers;
+    pthread_mutex_unlock(&k->w_mu);
+    for (uint32_t i = 0; i < nw; i++)
+        pthread_join(k->workers[i], NULL);
+
+    fsim_client_release(c); /* may free k (k_release): nothing after this */
+    return NULL;
+}
+
+static kconn *k_new(int fd, fsim_server *s)
+{
+    kconn *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    k->fd = fd;
+    k->rd.fd = fd;
+    k->rec_max = sk_tune_socket(fd);
+    fsim_server_retain(s);
+    k->server = s;
+    pthread_mutex_init(&k->start_mu, NULL);
+    pthread_mutex_init(&k->out_mu, NULL);
+    pthread_cond_init(&k->out_cv, NULL);
+    pthread_mutex_init(&k->w_mu, NULL);
+    pthread_cond_init(&k->w_cv, NULL);
+    return k;
+}
+
+/* ---- listening ---- */
+
+static void *accept_main(void *p)
+{
+    klistener *l = p;
+    for (;;) {
+        struct pollfd pf[2] = {{l->fd, POLLIN, 0}, {l->wake, POLLIN, 0}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pf[1].revents)
+            break;
+        if (!pf[0].revents)
+            continue;
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                struct pollfd w = {l->wake, POLLIN, 0}; /* back off instead of spinning */
+                if (poll(&w, 1, 100) > 0)
+                    break;
+            }
+            continue;
+        }
+        kconn *k = k_new(fd, l->server);
+        if (!k) {
+            close(fd);
+            continue;
+        }
+        pthread_mutex_lock(&k->start_mu);
+        int r = sk_thread_create(&k->thread, conn_main, k);
+        pthread_mutex_unlock(&k->start_mu);
+        if (r != 0) {
+            fsim_server_release(k->server);
+            k_free(k);
+        }
+    }
+    return NULL;
+}
+
+static int lock_dir(const char *lockpath)
+{
+    int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    int r;
+    do
+        r = flock(fd, LOCK_EX);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Is a server listening on this socket file? */
+static int live(const struct sockaddr_un *a)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return 1;
+    int r;
+    do
+        r = connect(fd, (const struct sockaddr *)a, sizeof *a);
+    while (r < 0 && errno == EINTR);
+    int e = errno;
+    close(fd);
+    return r == 0 || (e != ECONNREFUSED && e != ENOENT);
+}
+
+fp_ntstatus fsim_sock_listen(fsim_server *s)
+{
+    char dir[sizeof(struct sockaddr_un)];
+    fp_ntstatus st = sk_prepare_dir(dir, sizeof dir);
+    if (!FP_NT_SUCCESS(st))
+        return st;
+    klistener *l = calloc(1, sizeof *l);
+    if (!l)
+        return FP_STATUS_INSUFFICIENT_RESOURCES;
+    l->fd = l->wake = -1;
+    l->server = s;
+    if (sk_port_path(dir, s->name, &l->addr) != 0) {
+        free(l);
+        return FP_STATUS_OBJECT_NAME_INVALID; /* the runtime directory's path is too long */
+    }
+    snprintf(l->lockpath, sizeof l->lockpath, "%s/.lock", dir);
+    const char *path = l->addr.sun_path;
+    /* Serialise check-and-replace with other processes creating ports in this directory. */
+    int lk = lock_dir(l->lockpath);
+    if (lk < 0) {
+        free(l);
+        return FP_STATUS_ACCESS_DENIED;
+    }
+    struct stat sb;
+    st = FP_STATUS_SUCCESS;
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode) || live(&l->addr))
+            st = FP_STATUS_OBJECT_NAME_COLLISION;
+        else
+            (void)unlink(path); /* stale: its server died without cleaning up */
+    }
+    if (FP_NT_SUCCESS(st)) {
+        l->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (l->fd < 0)
+            st = FP_STATUS_INSUFFICIENT_RESOURCES;
+        else if (bind(l->fd, (struct sockaddr *)&l->addr, sizeof l->addr) != 0)
+            st = errno == EADDRINUSE ? FP_STATUS_OBJECT_NAME_COLLISION
+                 : errno == EACCES   ? FP_STATUS_ACCESS_DENIED
+                                     : FP_STATUS_INSUFFICIENT_RESOURCES;
+        else if (chmod(path, s->access == FSIM_ACCESS_EVERYONE ? 0666 : 0600) != 0 ||
+                 lstat(path, &sb) != 0 || listen(l->fd, SOMAXCONN) != 0) {
+            (void)unlink(path);
+            st = FP_STATUS_INSUFFICIENT_RESOURCES;
+        } else {
+            l->dev = sb.st_dev;
+            l->ino = sb.st_ino;
+        }
+    }
+    close(lk);
+    if (FP_NT_SUCCESS(st)) {
+        l->wake = eventfd(0, EFD_CLOEXEC);
+        if (l->wake < 0 || sk_thread_create(&l->thread, accept_main, l) != 0) {
+            (void)unlink(path);
+            st = FP_STATUS_INSUFFICIENT_RESOURCES;
+        }
+    }
+    if (!FP_NT_SUCCESS(st)) {
+        if (l->fd >= 0)
+            close(l->fd);
+        if (l->wake >= 0)
+            close(l->wake);
+        free(l);
+        return st;
+    }
+    s->listener = l;
+    return FP_STATUS_SUCCESS;
+}
+
+void fsim_sock_unlisten(fsim_server *s)
+{
+    klistener *l = s->listener;
+    if (!l)
+        return;
+    s->listener = NULL;
+    uint64_t one = 1;
+    ssize_t w;
+    do
+        w = write(l->wake, &one, sizeof one);
+    while (w < 0 && errno == EINTR);
+    pthread_join(l->thread, NULL);
+    /* Remove our socket file, not one that replaced it. */
+    int lk = lock_dir(l->lockpath);
+    struct stat sb;
+    if (lstat(l->addr.sun_path, &sb) == 0 && sb.st_dev == l->dev && sb.st_ino == l->ino)
+        (void)unlink(l->addr.sun_path);
+    if (lk >= 0)
+        close(lk);
+    close(l->fd); /* connections waiting in the backlog are refused; live ones go on */
+    close(l->wake);
+    free(l);
+}

@@ -1,0 +1,142 @@
+/* The socket transport's wire protocol and the helpers both of its sides share (sock_common.c).
+ *
+ * One connection = one AF_UNIX SOCK_SEQPACKET socket between a user process (sock_user.c) and the
+ * process holding the kernel side (sock_kernel.c). Everything on it is a FRAME: an sk_hdr, then a
+ * body whose layout depends on the type. Both sides are little-endian x64 processes of one host,
+ * so structs go on the wire as they are (sizes are checked below).
+ *
+ * Records and frames. A SEQPACKET record must fit the sender's socket buffer, and a non-root
+ * process cannot raise SO_SNDBUF beyond net.core.wmem_max (often 208 KiB). Emulator's choice: a
+ * frame is sent as consecutive records of at most rec_max bytes (64 KiB, less if the buffer is
+ * smaller); the first record starts with the header, whose `len` says how many bytes to gather.
+ * Writers of one socket hold a lock for the whole frame, so records of two frames never
+ * interleave and a record never spans two frames. A frame is at most SK_FRAME_MAX bytes: batches
+ * (messages, replies) are split into several frames when they would be larger.
+ *
+ * Frames, user -> kernel:
+ *   HELLO      count = SK_MAGIC, hr = SK_VERSION; body = connection context (<= 65535 bytes)
+ *   GET        req = tag of one waiting get, count = its entries: grants that many credits
+ *   REVOKE     req = tag: withdraw that get's credits (its timeout or cancel)
+ *   REPLY      req = request id, count = n; body = n x (sk_reply_ent + reply bytes, 8-aligned)
+ *   SEND       req = request id, count = output buffer size; body = input (FilterSendMessage)
+ * Frames, kernel -> user:
+ *   HELLO_ACK  hr = the connect's HRESULT (then the connection is closed unless S_OK)
+ *   MSGS       count = n; body = n x (sk_msg_ent + message bytes, 8-aligned)
+ *   REVOKE_ACK req = tag; count = 1 if the get's credits were withdrawn before any message went to
+ *              it, 0 if it had already been closed by a delivery (its messages precede this ack)
+ *   REPLY_ACK  req; hr = S_OK or the connection's error; count = n; body = n x int32 HRESULT
+ *   SEND_ACK   req; hr; count = bytes returned; body = the output bytes
+ * The credit accounting behind GET / MSGS / REVOKE is described at the top of sock_kernel.c.
+ */
+#ifndef FLTSIM_SOCK_PROTO_H
+#define FLTSIM_SOCK_PROTO_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include "internal.h"
+
+#define SK_MAGIC     0x31505346u /* "FSP1" */
+#define SK_VERSION   1
+#define SK_REC_MAX   (64u * 1024u)
+#define SK_FRAME_MAX (FSIM_MAX_MESSAGE + 64u * 1024u) /* one 1 MiB message or reply always fits */
+#define SK_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
+
+enum {
+    SK_HELLO = 1,
+    SK_HELLO_ACK,
+    SK_GET,
+    SK_REVOKE,
+    SK_REVOKE_ACK,
+    SK_REPLY,
+    SK_REPLY_ACK,
+    SK_SEND,
+    SK_SEND_ACK,
+    SK_MSGS,
+};
+
+typedef struct sk_hdr {
+    uint32_t len;   /* bytes of the frame, this header included */
+    uint16_t type;
+    uint16_t flags; /* 0 */
+    uint32_t count;
+    int32_t hr;
+    uint64_t req;
+} sk_hdr;
+
+/* One message in a MSGS frame, followed by `length` bytes and padding to 8. */
+typedef struct sk_msg_ent {
+    uint64_t tag;          /* the get (GET frame's req) this message goes to */
+    uint64_t id;           /* MessageId */
+    uint32_t reply_length; /* FP_MESSAGE_HEADER.ReplyLength */
+    uint32_t length;
+    uint32_t flags;        /* SK_LAST: the get's credits are closed after this message */
+    uint32_t _pad;
+} sk_msg_ent;
+#define SK_LAST 1u
+
+/* One reply in a REPLY frame, followed by `size` bytes (FP_REPLY_HEADER + payload), padded to 8. */
+typedef struct sk_reply_ent {
+    uint32_t size;
+    uint32_t _pad;
+} sk_reply_ent;
+
+_Static_assert(sizeof(sk_hdr) == 24, "sk_hdr is 24 bytes");
+_Static_assert(sizeof(sk_msg_ent) == 32, "sk_msg_ent is 32 bytes");
+_Static_assert(sizeof(sk_reply_ent) == 8, "sk_reply_ent is 8 bytes");
+
+/* HELLO's body: this, the port name (the kernel checks it: a hashed file name may collide), then
+ * the connection context. */
+typedef struct sk_hello {
+    uint32_t name_len;
+    uint32_t ctx_len;
+} sk_hello;
+
+/* Limits on what one connection may ask of the kernel side (emulator's choice). */
+#define SK_MAX_GET    65536u /* entries of one get: a larger batch get is served as this many */
+#define SK_MAX_GROUPS 16384u /* gets waiting at once on one connection */
+
+/* ---- sockets ---- */
+
+/* Sets CLOEXEC-created socket's buffers as high as allowed (or $FASTPORT_SOCK_BUFSIZE, a test knob
+ * that simulates a capped non-root process) and returns the record size to use on it. */
+uint32_t sk_tune_socket(int fd);
+
+/* Sends iov[0..iovcnt) (total bytes) as records of at most rec_max bytes, from byte *done on
+ * (*done must be 0 or a record boundary of an earlier call); *done advances by whole records.
+ * flags: 0 (blocking) or MSG_DONTWAIT. EINTR is retried, SIGPIPE never raised. Returns 0 when
+ * everything was sent, -1 with errno otherwise (EAGAIN: try again from *done). */
+int sk_send_records(int fd, const struct iovec *iov, int iovcnt, size_t total, uint32_t rec_max,
+                    int flags, size_t *done);
+
+/* Reassembles frames from the records of one socket. */
+typedef struct sk_reader {
+    int fd;
+    uint8_t *buf;
+    uint32_t cap;
+} sk_reader;
+/* Reads one frame into r->buf (*out points at it). Returns 1, 0 at EOF before a frame starts, -1
+ * on an error, a truncated or oversized frame, or EOF inside a frame (errno EPROTO for the peer's
+ * protocol violations). */
+int sk_read_frame(sk_reader *r, sk_hdr **out);
+void sk_reader_free(sk_reader *r);
+
+/* pthread_create with every blockable signal blocked in the new thread. */
+int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
+
+/* ---- names and places ---- */
+
+/* The socket file of a port: dir + "/" + the name with bytes outside [A-Za-z0-9._-] (and a
+ * leading '.') percent-escaped, or dir + "/h-<FNV-1a 64 hex>" when that does not fit sun_path.
+ * Returns -1 if even the hashed form does not fit. */
+int sk_port_path(const char *dir, const char *name, struct sockaddr_un *addr);
+
+/* Creates (0711) or checks (ours, not writable by group/others) the runtime directory. Returns
+ * STATUS_SUCCESS or the NTSTATUS fsim_create_port should return. */
+fp_ntstatus sk_prepare_dir(char *dir, size_t cap);
+
+/* The default runtime directory of a uid: /tmp/fastport-<uid>. */
+void sk_default_dir(uint32_t uid, char *dir, size_t cap);
+
+#endif

@@ -1,0 +1,603 @@
+/* User side of the socket transport: SimFilterConnectCommunicationPort to a port whose kernel side
+ * lives in another process (or in this one, but on FSIM_SOCKET), and the handle ops over the
+ * connection. See sock_proto.h for the frames and sock_kernel.c for the credit accounting.
+ *
+ * Every call that needs an answer registers a waiter under a connection-unique id (a get's id is
+ * its credit group's tag) BEFORE writing its frame, then sleeps on its thread's condition variable.
+ * One receiver thread per connection reads the kernel's frames and completes waiters by id:
+ * messages are copied straight into the waiting get's buffers, acks into the caller's arrays. So
+ * any number of threads may get, reply and send at once on one handle. When the connection ends
+ * (EOF: the kernel closed the client port or its process died; or this handle was closed) the
+ * receiver marks it dead and wakes everyone: every pending and later call returns
+ * FP_E_INVALID_HANDLE (a get that already holds messages returns them first).
+ *
+ * Writes are blocking, whole frames under `wlock`; the kernel side never stops reading (it never
+ * blocks on its own writes), so they cannot deadlock. A failed write shuts the socket down, which
+ * the receiver sees as the end of the connection: nobody waits for an answer that cannot come.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "sock_proto.h"
+
+#define U_BUCKETS 64
+#define U_STACK 64          /* entries handled without malloc */
+#define U_REPLY_CHUNK 4096u /* replies per REPLY frame at most */
+#define U_CLOSE_WAIT_MS 2000
+
+enum { UW_GET = 1, UW_REPLY, UW_SEND, UW_CLOSE };
+
+typedef struct uwait {
+    struct uwait *next, *prev;
+    uint64_t id;
+    int kind;
+    int done; /* get: closed by SK_LAST or REVOKE_ACK; others: ack received */
+    pthread_cond_t *cv;
+    /* get */
+    SIM_GET_ENTRY *e;
+    uint32_t n, filled;
+    int cancelled;
+    /* reply */
+    int32_t *hrs;
+    uint32_t nhrs;
+    fp_hresult hr;
+    /* send */
+    void *out;
+    uint32_t out_size, returned;
+} uwait;
+
+typedef struct ucon {
+    int fd;
+    uint32_t rec_max;
+    pthread_mutex_t lock; /* guards dead, next_id, the waiters */
+    int dead;
+    uint64_t next_id;
+    uwait *b[U_BUCKETS];
+    pthread_mutex_t wlock; /* one frame at a time on the socket */
+    pthread_t rx;
+    int rx_started;
+    sk_reader rd;
+} ucon;
+
+static const uint8_t zeros[8];
+
+/* ---- waiters (u->lock held) ---- */
+
+static void w_link(ucon *u, uwait *w)
+{
+    w->id = u->next_id++;
+    uwait **b = &u->b[w->id % U_BUCKETS];
+    w->prev = NULL;
+    w->next = *b;
+    if (*b)
+        (*b)->prev = w;
+    *b = w;
+}
+
+static void w_unlink(ucon *u, uwait *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        u->b[w->id % U_BUCKETS] = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+}
+
+static uwait *w_find(ucon *u, uint64_t id)
+{
+    for (uwait *w = u->b[id % U_BUCKETS]; w; w = w->next)
+        if (w->id == id)
+            return w;
+    return NULL;
+}
+
+/* ---- writing ---- */
+
+static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
+{
+    size_t done = 0;
+    pthread_mutex_lock(&u->wlock);
+    int rc = sk_send_records(u->fd, iov, iovcnt, total, u->rec_max, 0, &done);
+    if (rc != 0)
+        (void)shutdown(u->fd, SHUT_RDWR); /* the receiver ends the connection */
+    pthread_mutex_unlock(&u->wlock);
+    return rc;
+}
+
+static int u_write_hdr(ucon *u, uint16_t type, uint64_t req, uint32_t count)
+{
+    sk_hdr h = {sizeof h, type, 0, count, 0, req};
+    struct iovec v = {&h, sizeof h};
+    return u_write(u, &v, 1, sizeof h);
+}
+
+/* Waits (u->lock held) until the waiter is done or the connection dead. */
+static void wait_done(ucon *u, uwait *w)
+{
+    while (!w->done && !u->dead)
+        pthread_cond_wait(w->cv, &u->lock);
+}
+
+/* ---- the receiver ---- */
+
+static int on_msgs(ucon *u, const sk_hdr *h)
+{
+    const uint8_t *b = (const uint8_t *)h;
+    size_t off = sizeof *h;
+    for (uint32_t i = 0; i < h->count; i++) {
+        sk_msg_ent me;
+        if (h->len - off < sizeof me)
+            return -1;
+        memcpy(&me, b + off, sizeof me);
+        off += sizeof me;
+        if (me.length > FSIM_MAX_MESSAGE || SK_ALIGN8(me.length) > h->len - off)
+            return -1;
+        uwait *w = w_find(u, me.tag);
+        if (!w || w->kind != UW_GET || w->done || w->filled >= w->n)
+            return -1; /* a message nobody asked for: the kernel side broke the protocol */
+        SIM_GET_ENTRY *e = &w->e[w->filled++];
+        FP_MESSAGE_HEADER mh = {me.reply_length, 0, me.id};
+        memcpy(e->buffer, &mh, sizeof mh);
+        uint32_t room = e->size - (uint32_t)sizeof mh;
+        uint32_t n = me.length < room ? me.length : room;
+        if (n)
+            memcpy((uint8_t *)e->buffer + sizeof mh, b + off, n);
+        e->length = (uint32_t)sizeof mh + n;
+        e->hr = n < me.length ? FP_E_INSUFFICIENT_BUFFER : FP_S_OK;
+        off += SK_ALIGN8(me.length);
+        if (me.flags & SK_LAST) {
+            w->done = 1;
+            pthread_cond_signal(w->cv);
+        }
+    }
+    return off == h->len ? 0 : -1;
+}
+
+static int dispatch(ucon *u, const sk_hdr *h)
+{
+    uwait *w;
+    switch (h->type) {
+    case SK_MSGS:
+        return on_msgs(u, h);
+    case SK_REVOKE_ACK:
+        /* Unknown: the get was already closed by its SK_LAST and has returned. */
+        if (h->len != sizeof *h)
+            return -1;
+        w = w_find(u, h->req);
+        if (w && w->kind == UW_GET && !w->done) {
+            w->done = 1;
+            pthread_cond_signal(w->cv);
+        }
+        return 0;
+    case SK_REPLY_ACK:
+        w = w_find(u, h->req);
+        if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs ||
+            h->len != sizeof *h + (size_t)h->count * sizeof(int32_t))
+            return -1;
+        memcpy(w->hrs, (const uint8_t *)h + sizeof *h, (size_t)h->count * sizeof(int32_t));
+        w->hr = h->hr;
+        w->done = 1;
+        pthread_cond_signal(w->cv);
+        return 0;
+    case SK_SEND_ACK:
+        w = w_find(u, h->req);
+        if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size ||
+            h->len != sizeof *h + (size_t)h->count)
+            return -1;
+        if (h->count)
+            memcpy(w->out, (const uint8_t *)h + sizeof *h, h->count);
+        w->returned = h->count;
+        w->hr = h->hr;
+        w->done = 1;
+        pthread_cond_signal(w->cv);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static void *rx_main(void *p)
+{
+    ucon *u = p;
+    sk_hdr *h;
+    while (sk_read_frame(&u->rd, &h) == 1) {
+        pthread_mutex_lock(&u->lock);
+        int rc = dispatch(u, h);
+        pthread_mutex_unlock(&u->lock);
+        if (rc != 0)
+            break;
+    }
+    (void)shutdown(u->fd, SHUT_RDWR); /* garbage from the peer: hang up on it */
+    pthread_mutex_lock(&u->lock);
+    u->dead = 1;
+    for (uint32_t i = 0; i < U_BUCKETS; i++)
+        for (uwait *w = u->b[i]; w; w = w->next)
+            pthread_cond_signal(w->cv);
+    pthread_mutex_unlock(&u->lock);
+    return NULL;
+}
+
+/* ---- handle ops ---- */
+
+static fp_hresult u_get(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
+                        uint32_t *filled)
+{
+    ucon *u = impl;
+    uwait w;
+    memset(&w, 0, sizeof w);
+    w.kind = UW_GET;
+    w.e = e;
+    w.n = n < SK_MAX_GET ? n : SK_MAX_GET;
+    w.cv = fsim_thread_cond();
+    *filled = 0;
+    struct timespec dl;
+    if (timeout_ms != FSIM_INFINITE)
+        fsim_deadline(&dl, (uint64_t)timeout_ms * 1000000u);
+    pthread_mutex_lock(&u->lock);
+    if (u->dead) {
+        pthread_mutex_unlock(&u->lock);
+        return FP_E_INVALID_HANDLE;
+    }
+    w_link(u, &w);
+    pthread_mutex_unlock(&u->lock);
+    int sent = u_write_hdr(u, SK_GET, w.id, w.n) == 0;
+    fp_hresult why = FP_S_OK;
+    pthread_mutex_lock(&u->lock);
+    while (sent && !w.done && !u->dead) {
+        if (w.cancelled) {
+            why = FP_E_OPERATION_ABORTED;
+            break;
+        }
+        if (timeout_ms == FSIM_INFINITE)
+            pthread_cond_wait(w.cv, &u->lock);
+        else if (pthread_cond_timedwait(w.cv, &u->lock, &dl) == ETIMEDOUT && !w.done &&
+                 !w.cancelled) {
+            why = FP_E_TIMEOUT;
+            break;
+        }
+    }
+    if (sent && !w.done && !u->dead) {
+        /* Withdraw the credits and wait for the kernel's word: either they are gone, or a
+         * delivery closed them first and its messages are already here. */
+        pthread_mutex_unlock(&u->lock);
+        (void)u_write_hdr(u, SK_REVOKE, w.id, 0);
+        pthread_mutex_lock(&u->lock);
+        wait_done(u, &w);
+    }
+    w_unlink(u, &w);
+    pthread_mutex_unlock(&u->lock);
+    *filled = w.filled;
+    if (w.filled)
+        return FP_S_OK;
+    if (w.done)
+        return why;
+    return FP_E_INVALID_HANDLE;
+}
+
+static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
+{
+    ucon *u = impl;
+    for (uint32_t i = 0; i < n;) {
+        /* One frame: as many replies as fit SK_FRAME_MAX (always at least one). */
+        uint32_t j = i, nv = 0;
+        size_t total = sizeof(sk_hdr);
+        while (j < n && j - i < U_REPLY_CHUNK) {
+            const SIM_REPLY_ENTRY *x = &e[j];
+            int ok = x->buffer && x->size >= sizeof(FP_REPLY_HEADER) &&
+                     x->size - sizeof(FP_REPLY_HEADER) <= FSIM_MAX_MESSAGE;
+            if (ok) {
+                size_t add = sizeof(sk_reply_ent) + SK_ALIGN8(x->size);
+                if (nv && total + add > SK_FRAME_MAX)
+                    break;
+                total += add;
+                nv++;
+            }
+            j++;
+        }
+        if (nv == 0) {
+            for (uint32_t k = i; k < j; k++)
+                e[k].hr = FP_E_INVALIDARG;
+            i = j;
+            continue;
+        }
+        sk_reply_ent stack_re[U_STACK];
+        struct iovec stack_iov[1 + 3 * U_STACK];
+        int32_t stack_hr[U_STACK];
+        sk_reply_ent *re = nv <= U_STACK ? stack_re : malloc(nv * sizeof *re);
+        struct iovec *iov = nv <= U_STACK ? stack_iov : malloc((1 + 3 * (size_t)nv) * sizeof *iov);
+        int32_t *hrs = nv <= U_STACK ? stack_hr : malloc(nv * sizeof *hrs);
+        fp_hresult hr = FP_S_OK;
+        if (!re || !iov || !hrs) {
+            hr = FP_E_OUTOFMEMORY;
+            goto chunk_done;
+        }
+        sk_hdr h = {(uint32_t)total, SK_REPLY, 0, nv, 0, 0};
+        int iv = 0;
+        uint32_t r = 0;
+        iov[iv++] = (struct iovec){&h, sizeof h};
+        for (uint32_t k = i; k < j; k++) {
+            const SIM_REPLY_ENTRY *x = &e[k];
+            if (!x->buffer || x->size < sizeof(FP_REPLY_HEADER) ||
+                x->size - sizeof(FP_REPLY_HEADER) > FSIM_MAX_MESSAGE)
+                continue;
+            re[r] = (sk_reply_ent){x->size, 0};
+            iov[iv++] = (struct iovec){&re[r], sizeof re[r]};
+            iov[iv++] = (struct iovec){(void *)x->buffer, x->size};
+            if (SK_ALIGN8(x->size) != x->size)
+                iov[iv++] = (struct iovec){(void *)zeros, SK_ALIGN8(x->size) - x->size};
+            r++;
+        }
+        uwait w;
+        memset(&w, 0, sizeof w);
+        w.kind = UW_REPLY;
+        w.hrs = hrs;
+        w.nhrs = nv;
+        w.cv = fsim_thread_cond();
+        pthread_mutex_lock(&u->lock);
+        if (u->dead) {
+            pthread_mutex_unlock(&u->lock);
+            hr = FP_E_INVALID_HANDLE;
+            goto chunk_done;
+        }
+        w_link(u, &w);
+        h.req = w.id;
+        pthread_mutex_unlock(&u->lock);
+        int sent = u_write(u, iov, iv, total) == 0;
+        pthread_mutex_lock(&u->lock);
+        if (sent)
+            wait_done(u, &w);
+        w_unlink(u, &w);
+        pthread_mutex_unlock(&u->lock);
+        hr = !w.done ? FP_E_INVALID_HANDLE : w.hr;
+        if (FP_SUCCEEDED(hr)) {
+            r = 0;
+            for (uint32_t k = i; k < j; k++) {
+                const SIM_REPLY_ENTRY *x = &e[k];
+                if (!x->buffer || x->size < sizeof(FP_REPLY_HEADER) ||
+                    x->size - sizeof(FP_REPLY_HEADER) > FSIM_MAX_MESSAGE)
+                    e[k].hr = FP_E_INVALIDARG;
+                else
+                    e[k].hr = hrs[r++];
+            }
+        }
+    chunk_done:
+        if (re != stack_re)
+            free(re);
+        if (iov != stack_iov)
+            free(iov);
+        if (hrs != stack_hr)
+            free(hrs);
+        if (!FP_SUCCEEDED(hr))
+            return hr;
+        i = j;
+    }
+    return FP_S_OK;
+}
+
+static fp_hresult u_send(void *impl, const void *in, uint32_t in_size, void *out,
+                         uint32_t out_size, uint32_t *returned)
+{
+    ucon *u = impl;
+    uwait w;
+    memset(&w, 0, sizeof w);
+    w.kind = UW_SEND;
+    w.out = out;
+    w.out_size = out_size;
+    w.cv = fsim_thread_cond();
+    *returned = 0;
+    pthread_mutex_lock(&u->lock);
+    if (u->dead) {
+        pthread_mutex_unlock(&u->lock);
+        return FP_E_INVALID_HANDLE;
+    }
+    w_link(u, &w);
+    pthread_mutex_unlock(&u->lock);
+    sk_hdr h = {(uint32_t)(sizeof h + in_size), SK_SEND, 0, out_size, 0, w.id};
+    struct iovec v[2] = {{&h, sizeof h}, {(void *)in, in_size}};
+    int sent = u_write(u, v, in_size ? 2 : 1, sizeof h + in_size) == 0;
+    pthread_mutex_lock(&u->lock);
+    if (sent)
+        wait_done(u, &w);
+    w_unlink(u, &w);
+    pthread_mutex_unlock(&u->lock);
+    if (!w.done)
+        return FP_E_INVALID_HANDLE;
+    *returned = w.returned;
+    return w.hr;
+}
+
+static fp_hresult u_cancel(void *impl)
+{
+    ucon *u = impl;
+    pthread_mutex_lock(&u->lock);
+    for (uint32_t i = 0; i < U_BUCKETS; i++)
+        for (uwait *w = u->b[i]; w; w = w->next)
+            if (w->kind == UW_GET && !w->done) {
+                w->cancelled = 1;
+                pthread_cond_signal(w->cv);
+            }
+    pthread_mutex_unlock(&u->lock);
+    return FP_S_OK;
+}
+
+/* CloseHandle. Like FltLib's, it returns once the kernel side has disconnected the client port
+ * (DisconnectNotify has run): we stop writing, the kernel reads EOF, closes the client and then
+ * hangs up, which our receiver sees. A kernel that does not answer within U_CLOSE_WAIT_MS (its
+ * process stopped, say) is hung up on without waiting further. */
+static void u_close(void *impl)
+{
+    ucon *u = impl;
+    if (u->rx_started) {
+        uwait w;
+        memset(&w, 0, sizeof w);
+        w.kind = UW_CLOSE;
+        w.cv = fsim_thread_cond();
+        struct timespec dl;
+        fsim_deadline(&dl, (uint64_t)U_CLOSE_WAIT_MS * 1000000u);
+        pthread_mutex_lock(&u->lock);
+        w_link(u, &w);
+        pthread_mutex_unlock(&u->lock);
+        (void)shutdown(u->fd, SHUT_WR);
+        pthread_mutex_lock(&u->lock);
+        while (!u->dead && pthread_cond_timedwait(w.cv, &u->lock, &dl) != ETIMEDOUT)
+            ;
+        w_unlink(u, &w);
+        pthread_mutex_unlock(&u->lock);
+    }
+    (void)shutdown(u->fd, SHUT_RDWR);
+    if (u->rx_started)
+        pthread_join(u->rx, NULL);
+}
+
+static void u_free(ucon *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    sk_reader_free(&u->rd);
+    pthread_mutex_destroy(&u->lock);
+    pthread_mutex_destroy(&u->wlock);
+    free(u);
+}
+
+static void u_release(void *impl) { u_free(impl); }
+
+static const fsim_handle_ops sock_handle_ops = {u_get, u_reply, u_send, u_cancel, u_close,
+                                                u_release};
+
+/* ---- connecting ---- */
+
+/* Connects to the port's socket in dir. FP_E_FILE_NOT_FOUND if there is none (or a stale one);
+ * with must_exist, a dir we cannot look into counts as not having it. */
+static fp_hresult try_dir(const char *dir, const char *name, int must_exist, int *fdp)
+{
+    struct sockaddr_un a;
+    if (sk_port_path(dir, name, &a) != 0)
+        return FP_E_FILE_NOT_FOUND;
+    struct stat st;
+    if (must_exist && (stat(a.sun_path, &st) != 0 || !S_ISSOCK(st.st_mode)))
+        return FP_E_FILE_NOT_FOUND;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return FP_E_OUTOFMEMORY;
+    int r;
+    do
+        r = connect(fd, (struct sockaddr *)&a, sizeof a);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        *fdp = fd;
+        return FP_S_OK;
+    }
+    int e = errno;
+    close(fd);
+    return e == EACCES || e == EPERM ? FP_E_ACCESSDENIED : FP_E_FILE_NOT_FOUND;
+}
+
+static int cmp_uid(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* $FASTPORT_RUNTIME_DIR if set; else our /tmp/fastport-<euid>; else another user's
+ * /tmp/fastport-<uid> holding that port (root's first). Emulator's choice for the last step: only
+ * directories that really belong to the uid in their name and that nobody else can write to, so
+ * a third user cannot plant a fake port there. */
+static fp_hresult find_port(const char *name, int *fdp)
+{
+    char dir[sizeof(struct sockaddr_un)];
+    const char *env = getenv("FASTPORT_RUNTIME_DIR");
+    if (env && *env)
+        return try_dir(env, name, 0, fdp);
+    uint32_t me = (uint32_t)geteuid();
+    sk_default_dir(me, dir, sizeof dir);
+    fp_hresult hr = try_dir(dir, name, 0, fdp);
+    if (hr != FP_E_FILE_NOT_FOUND)
+        return hr;
+    uint32_t uids[64];
+    size_t nu = 0;
+    DIR *d = opendir("/tmp");
+    if (!d)
+        return FP_E_FILE_NOT_FOUND;
+    struct dirent *de;
+    while ((de = readdir(d)) && nu < 64) {
+        if (strncmp(de->d_name, "fastport-", 9) != 0)
+            continue;
+        char *end;
+        errno = 0;
+        unsigned long uid = strtoul(de->d_name + 9, &end, 10);
+        if (errno || *end || end == de->d_name + 9 || uid > UINT32_MAX || uid == me)
+            continue;
+        struct stat st;
+        sk_default_dir((uint32_t)uid, dir, sizeof dir);
+        if (strcmp(dir + 5, de->d_name) != 0) /* canonical names only ("fastport-007" is not 7's) */
+            continue;
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != uid ||
+            (st.st_mode & 022))
+            continue;
+        uids[nu++] = (uint32_t)uid;
+    }
+    closedir(d);
+    qsort(uids, nu, sizeof uids[0], cmp_uid);
+    for (size_t i = 0; i < nu; i++) {
+        sk_default_dir(uids[i], dir, sizeof dir);
+        hr = try_dir(dir, name, 1, fdp);
+        if (hr != FP_E_FILE_NOT_FOUND)
+            return hr;
+    }
+    return FP_E_FILE_NOT_FOUND;
+}
+
+fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_size, SIM_HANDLE *out)
+{
+    int fd = -1;
+    fp_hresult hr = find_port(name, &fd);
+    if (!FP_SUCCEEDED(hr))
+        return hr;
+    ucon *u = calloc(1, sizeof *u);
+    if (!u) {
+        close(fd);
+        return FP_E_OUTOFMEMORY;
+    }
+    u->fd = fd;
+    u->rd.fd = fd;
+    u->rec_max = sk_tune_socket(fd);
+    u->next_id = 1;
+    pthread_mutex_init(&u->lock, NULL);
+    pthread_mutex_init(&u->wlock, NULL);
+
+    uint32_t name_len = (uint32_t)strlen(name);
+    sk_hello hello = {name_len, ctx_size};
+    size_t total = sizeof(sk_hdr) + sizeof hello + name_len + ctx_size;
+    sk_hdr h = {(uint32_t)total, SK_HELLO, 0, SK_MAGIC, SK_VERSION, 0};
+    struct iovec v[4] = {{&h, sizeof h}, {&hello, sizeof hello}, {(void *)name, name_len},
+                         {(void *)ctx, ctx_size}};
+    sk_hdr *a;
+    if (u_write(u, v, ctx_size ? 4 : 3, total) != 0 || sk_read_frame(&u->rd, &a) != 1 ||
+        a->type != SK_HELLO_ACK || a->len != sizeof *a)
+        hr = FP_E_FILE_NOT_FOUND; /* hung up on: the port closed meanwhile */
+    else
+        hr = a->hr;
+    if (FP_SUCCEEDED(hr) && sk_thread_create(&u->rx, rx_main, u) != 0)
+        hr = FP_E_OUTOFMEMORY;
+    if (!FP_SUCCEEDED(hr)) {
+        u_free(u);
+        return hr;
+    }
+    u->rx_started = 1;
+    SIM_HANDLE handle = fsim_handle_new(&sock_handle_ops, u);
+    if (!handle) {
+        u_close(u);
+        u_free(u);
+        return FP_E_OUTOFMEMORY;
+    }
+    *out = handle;
+    return FP_S_OK;
+}
