@@ -27,6 +27,7 @@ typedef struct sender {
     fp_hist *hist;
     pthread_t thread;
     int created;
+    uint64_t last_done_ns; /* completion of the last measured send; read after join */
     /* Written by the sender only (relaxed store of load + 1: no locked instruction), read by
      * progress snapshots. */
     _Atomic uint64_t sent, ok, bad, timeouts, disconnects, overflows, errors, warmup;
@@ -307,8 +308,10 @@ static void *sender_main(void *arg)
         }
         int measured = intended >= d->window_ns;
         if (measured && d->cfg.messages &&
-            atomic_fetch_add_explicit(&d->tickets, 1, RLX) >= d->cfg.messages)
+            atomic_fetch_add_explicit(&d->tickets, 1, RLX) >= d->cfg.messages) {
+            atomic_store(&d->stop, 1); /* wakes open-loop senders sleeping to far arrivals */
             break;
+        }
 
         uint32_t len;
         BENCH_REPLY exp_b;
@@ -327,6 +330,7 @@ static void *sender_main(void *arg)
         if (!measured) {
             bump(&s->warmup);
         } else {
+            s->last_done_ns = done;
             bump(&s->sent);
             if (st == FP_STATUS_SUCCESS) {
                 int good = rlen == d->reply_size &&
@@ -589,9 +593,15 @@ int fp_driver_wait(fp_driver *d, int64_t timeout_ns)
         fp_hist_reset(d->merged);
         for (uint32_t i = 0; i < d->nsenders; i++)
             fp_hist_merge(d->merged, d->senders[i].hist);
+        /* The window ends with the last measured completion (not when the last sender noticed
+         * the end: an open-loop sender may sleep towards an arrival that never comes). */
+        uint64_t last = 0;
+        for (uint32_t i = 0; i < d->nsenders; i++)
+            if (d->senders[i].last_done_ns > last)
+                last = d->senders[i].last_done_ns;
         fp_driver_result *r = &d->final;
         sum_counts(d, r);
-        set_rate(r, d->window_ns, fin);
+        set_rate(r, d->window_ns, r->sent ? last : fin);
         r->in_warmup = 0;
         r->running = 0;
         r->senders_running = 0;

@@ -24,7 +24,8 @@
  *   window, which ends after `seconds` (0 = no time limit), after `messages` measured sends in
  *   total (0 = no limit), on fp_driver_stop, or when every sender stopped (disconnects). At least
  *   one of seconds / messages must be set. A message belongs to the window its (intended) send
- *   time falls in.
+ *   time falls in. The window's length (result.seconds) runs from its start to the completion
+ *   of the last measured send.
  *
  * Outcomes of a measured send (every one counts exactly once):
  *   sent = replies_ok + bad_replies + timeouts + disconnects + overflows + errors
