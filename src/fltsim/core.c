@@ -466,6 +466,8 @@ static int deliver_or_queue(fsim_client *c, fsim_msg *m)
         return 0;
     }
     q_push(c, m);
+    if (c->q_head == m && c->remote_ops && c->remote_ops->queued)
+        c->remote_ops->queued(c->remote);
     return 0;
 }
 

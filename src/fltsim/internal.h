@@ -46,6 +46,9 @@ typedef struct fsim_remote_ops {
     void (*disconnected)(void *remote);
     /* The client is being freed. */
     void (*release)(void *remote);
+    /* Optional. Called with the client's lock held when a message had to be queued (no credits)
+     * and the queue was empty before: lets the peer know there is something to get. */
+    void (*queued)(void *remote);
 } fsim_remote_ops;
 
 #define FSIM_REPLY_BUCKETS 256u

@@ -93,6 +93,7 @@ typedef struct kconn {
     /* guarded by client->lock */
     kgroup *g_head, *g_tail, *g_free;
     uint32_t ngroups;
+    int hinted; /* the user knows something may be queued (QUEUED sent, no SK_F_EMPTY since) */
 
     /* output: guarded by out_mu */
     pthread_mutex_t out_mu;
@@ -233,12 +234,18 @@ out:
     return rc;
 }
 
+static int k_write_frame(kconn *k, uint16_t type, uint16_t flags, uint64_t req, uint32_t count,
+                         int32_t hr, const void *body, size_t body_len)
+{
+    sk_hdr h = {(uint32_t)(sizeof h + body_len), type, flags, count, hr, req};
+    struct iovec v[2] = {{&h, sizeof h}, {(void *)body, body_len}};
+    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len);
+}
+
 static int k_write_hdr(kconn *k, uint16_t type, uint64_t req, uint32_t count, int32_t hr,
                        const void *body, size_t body_len)
 {
-    sk_hdr h = {(uint32_t)(sizeof h + body_len), type, 0, count, hr, req};
-    struct iovec v[2] = {{&h, sizeof h}, {(void *)body, body_len}};
-    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len);
+    return k_write_frame(k, type, 0, req, count, hr, body, body_len);
 }
 
 /* ---- remote ops (called by core.c) ---- */
@@ -307,6 +314,10 @@ static int k_deliver(void *remote, fsim_msg *const *msgs, uint32_t n)
             i++;
         }
         h.len = (uint32_t)total;
+        if (i == n && !c->q_head) { /* core's queue is drained: polls may answer locally */
+            h.flags = SK_F_EMPTY;
+            k->hinted = 0;
+        }
         rc = k_write(k, iov, nv, total);
     }
 out:
@@ -367,7 +378,17 @@ static void k_release(void *remote)
     k_free(k);
 }
 
-static const fsim_remote_ops k_rops = {k_deliver, k_disconnected, k_release};
+/* Client lock held: the first message queued since the user last heard "empty". */
+static void k_queued(void *remote)
+{
+    kconn *k = remote;
+    if (!k->hinted) {
+        k->hinted = 1;
+        (void)k_write_hdr(k, SK_QUEUED, 0, 0, FP_S_OK, NULL, 0);
+    }
+}
+
+static const fsim_remote_ops k_rops = {k_deliver, k_disconnected, k_release, k_queued};
 
 /* ---- FilterSendMessage workers ---- */
 
@@ -438,6 +459,39 @@ static void submit_job(kconn *k, kjob *j)
 
 /* ---- the user's frames ---- */
 
+/* Client lock held. Withdraws the group `tag` if it still waits (1), and answers REVOKE_ACK: under
+ * the lock, so the answer's SK_F_EMPTY is in order with QUEUED and deliveries. */
+static int revoke_locked(kconn *k, uint64_t tag, int answer_if_gone)
+{
+    fsim_client *c = k->client;
+    uint32_t found = 0;
+    kgroup *prev = NULL;
+    for (kgroup *g = k->g_head; g; prev = g, g = g->next) {
+        if (g->tag != tag)
+            continue;
+        if (prev)
+            prev->next = g->next;
+        else
+            k->g_head = g->next;
+        if (k->g_tail == g)
+            k->g_tail = prev;
+        k->ngroups--;
+        c->credits -= g->remaining < c->credits ? g->remaining : c->credits;
+        g->next = k->g_free;
+        k->g_free = g;
+        found = 1;
+        break;
+    }
+    if (!found && !answer_if_gone)
+        return 0;
+    uint16_t flags = 0;
+    if (!c->q_head) {
+        flags = SK_F_EMPTY;
+        k->hinted = 0;
+    }
+    return k_write_frame(k, SK_REVOKE_ACK, flags, tag, found, FP_S_OK, NULL, 0);
+}
+
 static int on_get(kconn *k, const sk_hdr *h)
 {
     fsim_client *c = k->client;
@@ -468,7 +522,13 @@ static int on_get(kconn *k, const sk_hdr *h)
     /* The group is queued behind every earlier one before its credits exist, so no delivery can
      * reach it before they do. */
     fsim_client_grant(c, h->count);
-    return 0;
+    if (!(h->flags & SK_F_POLL))
+        return 0;
+    /* A poll: whatever the grant delivered closed the group; if nothing did, withdraw it now. */
+    pthread_mutex_lock(&c->lock);
+    int rc = revoke_locked(k, h->req, 0);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }
 
 static int on_revoke(kconn *k, const sk_hdr *h)
@@ -476,27 +536,10 @@ static int on_revoke(kconn *k, const sk_hdr *h)
     fsim_client *c = k->client;
     if (h->len != sizeof *h)
         return -1;
-    uint32_t found = 0;
     pthread_mutex_lock(&c->lock);
-    kgroup *prev = NULL;
-    for (kgroup *g = k->g_head; g; prev = g, g = g->next) {
-        if (g->tag != h->req)
-            continue;
-        if (prev)
-            prev->next = g->next;
-        else
-            k->g_head = g->next;
-        if (k->g_tail == g)
-            k->g_tail = prev;
-        k->ngroups--;
-        c->credits -= g->remaining < c->credits ? g->remaining : c->credits;
-        g->next = k->g_free;
-        k->g_free = g;
-        found = 1;
-        break;
-    }
+    int rc = revoke_locked(k, h->req, 1);
     pthread_mutex_unlock(&c->lock);
-    return k_write_hdr(k, SK_REVOKE_ACK, h->req, found, FP_S_OK, NULL, 0);
+    return rc;
 }
 
 static int on_reply(kconn *k, const sk_hdr *h)
@@ -683,6 +726,7 @@ static kconn *k_new(int fd, fsim_server *s)
     k->fd = fd;
     k->rd.fd = fd;
     k->rec_max = sk_tune_socket(fd);
+    k->hinted = 1; /* a new user assumes something may be queued until told otherwise */
     fsim_server_retain(s);
     k->server = s;
     pthread_mutex_init(&k->start_mu, NULL);

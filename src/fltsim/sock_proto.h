@@ -14,8 +14,10 @@
  * (messages, replies) are split into several frames when they would be larger.
  *
  * Frames, user -> kernel:
- *   HELLO      count = SK_MAGIC, hr = SK_VERSION; body = connection context (<= 65535 bytes)
- *   GET        req = tag of one waiting get, count = its entries: grants that many credits
+ *   HELLO      count = SK_MAGIC, hr = SK_VERSION; body = sk_hello, port name, connection context
+ *   GET        req = tag of one waiting get, count = its entries: grants that many credits.
+ *              flags SK_F_POLL (a get with timeout 0): what is queued now, or at once a
+ *              REVOKE_ACK (count 1) if nothing is: one round trip
  *   REVOKE     req = tag: withdraw that get's credits (its timeout or cancel)
  *   REPLY      req = request id, count = n; body = n x (sk_reply_ent + reply bytes, 8-aligned)
  *   SEND       req = request id, count = output buffer size; body = input (FilterSendMessage)
@@ -24,6 +26,13 @@
  *   MSGS       count = n; body = n x (sk_msg_ent + message bytes, 8-aligned)
  *   REVOKE_ACK req = tag; count = 1 if the get's credits were withdrawn before any message went to
  *              it, 0 if it had already been closed by a delivery (its messages precede this ack)
+ *   QUEUED     a message is queued at the kernel for want of a waiting get
+ * MSGS and REVOKE_ACK carry SK_F_EMPTY when the kernel's queue is empty after them. QUEUED and
+ * SK_F_EMPTY are written under the client's lock, in the order of the queue's changes, so the
+ * user side always knows whether something is queued as of the last frame it read: a get with
+ * timeout 0 (the pump's "anything more right now?") answers FP_E_TIMEOUT locally when nothing is,
+ * where the round trip would cost as much as the get it saves. (Emulator's choice: a message
+ * queued during the few microseconds its QUEUED frame is in flight is not seen by such a poll.)
  *   REPLY_ACK  req; hr = S_OK or the connection's error; count = n; body = n x int32 HRESULT
  *   SEND_ACK   req; hr; count = bytes returned; body = the output bytes
  * The credit accounting behind GET / MSGS / REVOKE is described at the top of sock_kernel.c.
@@ -54,12 +63,15 @@ enum {
     SK_SEND,
     SK_SEND_ACK,
     SK_MSGS,
+    SK_QUEUED,
 };
+#define SK_F_EMPTY 1u /* sk_hdr.flags of MSGS / REVOKE_ACK: nothing queued at the kernel now */
+#define SK_F_POLL  2u /* sk_hdr.flags of GET: timeout 0 */
 
 typedef struct sk_hdr {
     uint32_t len;   /* bytes of the frame, this header included */
     uint16_t type;
-    uint16_t flags; /* 0 */
+    uint16_t flags; /* SK_F_* */
     uint32_t count;
     int32_t hr;
     uint64_t req;

@@ -55,8 +55,9 @@ typedef struct uwait {
 typedef struct ucon {
     int fd;
     uint32_t rec_max;
-    pthread_mutex_t lock; /* guards dead, next_id, the waiters */
+    pthread_mutex_t lock; /* guards dead, queued, next_id, the waiters */
     int dead;
+    int queued; /* the kernel may have messages queued (QUEUED seen, no SK_F_EMPTY since) */
     uint64_t next_id;
     uwait *b[U_BUCKETS];
     pthread_mutex_t wlock; /* one frame at a time on the socket */
@@ -166,11 +167,18 @@ static int dispatch(ucon *u, const sk_hdr *h)
     uwait *w;
     switch (h->type) {
     case SK_MSGS:
+        if (h->flags & SK_F_EMPTY)
+            u->queued = 0;
         return on_msgs(u, h);
+    case SK_QUEUED:
+        u->queued = 1;
+        return h->len == sizeof *h ? 0 : -1;
     case SK_REVOKE_ACK:
         /* Unknown: the get was already closed by its SK_LAST and has returned. */
         if (h->len != sizeof *h)
             return -1;
+        if (h->flags & SK_F_EMPTY)
+            u->queued = 0;
         w = w_find(u, h->req);
         if (w && w->kind == UW_GET && !w->done) {
             w->done = 1;
@@ -246,11 +254,19 @@ static fp_hresult u_get(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeo
         pthread_mutex_unlock(&u->lock);
         return FP_E_INVALID_HANDLE;
     }
+    if (timeout_ms == 0 && !u->queued) { /* a poll, and nothing is queued: no round trip */
+        pthread_mutex_unlock(&u->lock);
+        return FP_E_TIMEOUT;
+    }
     w_link(u, &w);
     pthread_mutex_unlock(&u->lock);
-    int sent = u_write_hdr(u, SK_GET, w.id, w.n) == 0;
-    fp_hresult why = FP_S_OK;
+    sk_hdr gh = {sizeof gh, SK_GET, timeout_ms == 0 ? SK_F_POLL : 0, w.n, 0, w.id};
+    struct iovec gv = {&gh, sizeof gh};
+    int sent = u_write(u, &gv, 1, sizeof gh) == 0;
+    fp_hresult why = timeout_ms == 0 ? FP_E_TIMEOUT : FP_S_OK;
     pthread_mutex_lock(&u->lock);
+    while (sent && !w.done && !u->dead && timeout_ms == 0) /* a poll: answered at once */
+        pthread_cond_wait(w.cv, &u->lock);
     while (sent && !w.done && !u->dead) {
         if (w.cancelled) {
             why = FP_E_OPERATION_ABORTED;
@@ -570,6 +586,7 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     u->rd.fd = fd;
     u->rec_max = sk_tune_socket(fd);
     u->next_id = 1;
+    u->queued = 1; /* until the kernel says otherwise */
     pthread_mutex_init(&u->lock, NULL);
     pthread_mutex_init(&u->wlock, NULL);
 
