@@ -1,0 +1,1819 @@
+/* C test program of the emulated Filter Manager's socket transport (FSIM_SOCKET), no Python.
+ *
+ * Most tests keep both sides in this process, talking over the socket (SimFilterConnect finds the
+ * port on the socket transport because it is not an inproc port); the tests about processes
+ * fork: a user process killed with -9, a kernel process killed, another uid, the stress run.
+ * Ports live in a fresh mkdtemp directory ($FASTPORT_RUNTIME_DIR). Last line: "N passed, M failed". */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "fltsim/fltsim.h"
+#include "fltsim/sock_proto.h" /* hand-built frames for the garbage tests */
+
+static int passed, failed;
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond)                                                                    \
+            passed++;                                                                \
+        else {                                                                       \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+#define CHECK_EQ(a, b)                                                                 \
+    do {                                                                               \
+        long long _a = (long long)(a), _b = (long long)(b);                            \
+        if (_a == _b)                                                                  \
+            passed++;                                                                  \
+        else {                                                                         \
+            failed++;                                                                  \
+            fprintf(stderr, "%s:%d: %s == %s failed: 0x%llx != 0x%llx\n", __FILE__,    \
+                    __LINE__, #a, #b, (unsigned long long)_a, (unsigned long long)_b); \
+        }                                                                              \
+    } while (0)
+/* Polls `cond` every millisecond for up to `ms`; true if it came true. */
+#define WAIT_UNTIL(cond, ms)                                    \
+    ({                                                          \
+        int _ok = 0;                                            \
+        for (int _i = 0; _i < (ms); _i++) {                     \
+            if (cond) {                                         \
+                _ok = 1;                                        \
+                break;                                          \
+            }                                                   \
+            usleep(1000);                                       \
+        }                                                       \
+        _ok || (cond);                                          \
+    })
+
+#define MS 1000000LL
+#define MIB (1u << 20)
+
+static char rundir[64];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- a kernel side whose callbacks record what they saw ---- */
+typedef struct kstate {
+    pthread_mutex_t lock;
+    fsim_client *last;
+    int connects, disconnects;
+    uint32_t ctx_size;
+    uint64_t ctx_sum;
+    uint32_t peer_uid, peer_pid;
+    fp_ntstatus reject; /* ConnectNotify's answer when not 0 */
+    pthread_cond_t cv;
+    int inside, max_inside; /* MessageNotify calls running at once ("slow" ones) */
+} kstate;
+
+static uint64_t checksum(const void *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const uint8_t *)p)[i]) * 1099511628211ull;
+    return h;
+}
+
+static fp_ntstatus on_connect(void *cookie, fsim_client *c, const void *ctx, uint32_t n, void **cc)
+{
+    kstate *k = cookie;
+    pthread_mutex_lock(&k->lock);
+    if (k->reject) {
+        pthread_mutex_unlock(&k->lock);
+        return k->reject;
+    }
+    k->connects++;
+    k->last = c;
+    k->ctx_size = n;
+    k->ctx_sum = checksum(ctx, n);
+    k->peer_uid = fsim_client_peer_uid(c);
+    k->peer_pid = fsim_client_peer_pid(c);
+    *cc = k;
+    pthread_mutex_unlock(&k->lock);
+    return FP_STATUS_SUCCESS;
+}
+
+static void on_disconnect(void *cookie, fsim_client *c)
+{
+    kstate *k = cookie;
+    pthread_mutex_lock(&k->lock);
+    k->disconnects++;
+    if (k->last == c)
+        k->last = NULL;
+    pthread_mutex_unlock(&k->lock);
+}
+
+/* MessageNotify: the input reversed, as much as fits. Inputs starting with "slow" wait (up to
+ * 2 s) until another MessageNotify runs at the same time. */
+static fp_ntstatus on_message(void *cookie, fsim_client *c, const void *in, uint32_t in_size,
+                              void *out, uint32_t out_size, uint32_t *returned)
+{
+    kstate *k = cookie;
+    (void)c;
+    if (in_size >= 4 && memcmp(in, "slow", 4) == 0) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 2;
+        pthread_mutex_lock(&k->lock);
+        if (++k->inside > k->max_inside)
+            k->max_inside = k->inside;
+        pthread_cond_broadcast(&k->cv);
+        while (k->inside < 2 && pthread_cond_timedwait(&k->cv, &k->lock, &dl) == 0)
+            ;
+        pthread_mutex_unlock(&k->lock);
+        usleep(5000);
+        pthread_mutex_lock(&k->lock);
+        k->inside--;
+        pthread_mutex_unlock(&k->lock);
+    }
+    uint32_t n = in_size < out_size ? in_size : out_size;
+    for (uint32_t i = 0; i < n; i++)
+        ((char *)out)[i] = ((const char *)in)[in_size - 1 - i];
+    *returned = n;
+    return in_size == 4 && memcmp(in, "fail", 4) == 0 ? FP_STATUS_ACCESS_DENIED : FP_STATUS_SUCCESS;
+}
+
+static int kget_disconnects(kstate *k)
+{
+    pthread_mutex_lock(&k->lock);
+    int n = k->disconnects;
+    pthread_mutex_unlock(&k->lock);
+    return n;
+}
+
+static int kget_connects(kstate *k)
+{
+    pthread_mutex_lock(&k->lock);
+    int n = k->connects;
+    pthread_mutex_unlock(&k->lock);
+    return n;
+}
+
+/* Messages queued at the kernel for want of a waiting get (white-box: the client's queue). */
+static int kqueued(fsim_client *c)
+{
+    int n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (fsim_msg *m = c->q_head; m; m = m->next)
+        n++;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+/* SimFilterClose of a live connection to k's port. Like FltLib's CloseHandle it returns once the
+ * kernel side has disconnected the client port: DisconnectNotify has run. */
+static void close_user(SIM_HANDLE h, kstate *k)
+{
+    int before = kget_disconnects(k);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    CHECK_EQ(kget_disconnects(k), before + 1);
+}
+
+static fsim_client *kget_last(kstate *k)
+{
+    pthread_mutex_lock(&k->lock);
+    fsim_client *c = k->last;
+    if (c)
+        fsim_client_retain(c);
+    pthread_mutex_unlock(&k->lock);
+    return c;
+}
+
+static fsim_server *make_port(const char *name, uint32_t maxc, enum fsim_access acc, kstate *k,
+                              int with_message_notify)
+{
+    memset(k, 0, sizeof *k);
+    pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    fsim_callbacks cb = {on_connect, on_disconnect, with_message_notify ? on_message : NULL, k};
+    fsim_server *s = NULL;
+    fp_ntstatus st = fsim_create_port(name, FSIM_SOCKET, maxc, acc, &cb, &s);
+    CHECK_EQ(st, FP_STATUS_SUCCESS);
+    return s;
+}
+
+/* ---- a kernel sender on its own thread ---- */
+typedef struct sender {
+    pthread_t t;
+    fsim_client *c;
+    const void *data;
+    uint32_t len;
+    void *reply;
+    uint32_t reply_len;
+    int64_t timeout_ns;
+    int32_t reply_status;
+    fp_ntstatus st;
+    uint64_t done_ms;
+    char small[64], small_reply[64];
+} sender;
+
+static void *sender_main(void *p)
+{
+    sender *s = p;
+    s->st = fsim_send(s->c, s->data, s->len, s->reply, &s->reply_len, s->timeout_ns,
+                      &s->reply_status);
+    s->done_ms = now_ms();
+    return NULL;
+}
+
+static void start_sender(sender *s, fsim_client *c, const char *text, int want_reply,
+                         uint32_t reply_cap, int64_t timeout_ns)
+{
+    memset(s, 0, sizeof *s);
+    s->c = c;
+    s->len = (uint32_t)strlen(text);
+    memcpy(s->small, text, s->len);
+    s->data = s->small;
+    s->reply = want_reply ? s->small_reply : NULL;
+    s->reply_len = reply_cap;
+    s->timeout_ns = timeout_ns;
+    pthread_create(&s->t, NULL, sender_main, s);
+}
+
+typedef struct {
+    FP_MESSAGE_HEADER h;
+    char body[256];
+} msgbuf;
+typedef struct {
+    FP_REPLY_HEADER h;
+    char body[256];
+} replybuf;
+
+/* ---- a user getter on its own thread ---- */
+typedef struct getter {
+    pthread_t t;
+    atomic_int done;
+    SIM_HANDLE h;
+    uint32_t count, timeout_ms;
+    fp_hresult hr;
+    uint32_t filled;
+    msgbuf m[8];
+} getter;
+
+static void *getter_main(void *p)
+{
+    getter *g = p;
+    SIM_GET_ENTRY e[8];
+    for (int i = 0; i < 8; i++)
+        e[i] = (SIM_GET_ENTRY){&g->m[i].h, sizeof g->m[i], 0, 0, 0};
+    g->hr = SimFilterGetMessages(g->h, e, g->count ? g->count : 4,
+                                 g->timeout_ms ? g->timeout_ms : FSIM_INFINITE, &g->filled);
+    atomic_store(&g->done, 1);
+    return NULL;
+}
+
+static void start_getter(getter *g, SIM_HANDLE h, uint32_t count, uint32_t timeout_ms)
+{
+    memset(g, 0, sizeof *g);
+    g->h = h;
+    g->count = count;
+    g->timeout_ms = timeout_ms;
+    pthread_create(&g->t, NULL, getter_main, g);
+}
+
+static void reply_to(SIM_HANDLE h, uint64_t id, const char *text, int32_t status, fp_hresult want)
+{
+    replybuf r;
+    memset(&r, 0, sizeof r);
+    r.h.MessageId = id;
+    r.h.Status = status;
+    uint32_t n = (uint32_t)strlen(text);
+    memcpy(r.body, text, n);
+    CHECK_EQ(SimFilterReplyMessage(h, &r.h, 16 + n), want);
+}
+
+static void sock_path(const char *name, char *out, size_t cap)
+{
+    struct sockaddr_un a;
+    CHECK_EQ(sk_port_path(rundir, name, &a), 0);
+    snprintf(out, cap, "%s", a.sun_path);
+}
+
+/* ================================================================================== tests == */
+
+static void test_connect_rules(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\ConnectRules", 2, FSIM_ACCESS_OWNER, &k, 1);
+    char path[200], want[200];
+    sock_path("\\ConnectRules", path, sizeof path);
+    snprintf(want, sizeof want, "%s/%%5CConnectRules", rundir);
+    CHECK(strcmp(path, want) == 0);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
+
+    SIM_HANDLE a = 0, b = 0, c = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\NoSuchPort", 0, NULL, 0, NULL, &a),
+             FP_E_FILE_NOT_FOUND);
+    CHECK_EQ(a, 0);
+    /* the largest context, checked byte for byte on the kernel side; freed right after */
+    uint8_t *ctx = malloc(65535);
+    for (uint32_t i = 0; i < 65535; i++)
+        ctx[i] = (uint8_t)(i * 7 + 3);
+    uint64_t sum = checksum(ctx, 65535);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, ctx, 65535, NULL, &a), FP_S_OK);
+    memset(ctx, 0, 65535);
+    free(ctx);
+    CHECK_EQ(k.ctx_size, 65535);
+    CHECK_EQ(k.ctx_sum, sum);
+    CHECK_EQ(k.peer_pid, getpid());
+    CHECK_EQ(k.peer_uid, geteuid());
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", FLT_PORT_FLAG_SYNC_HANDLE, "hi", 2,
+                                               NULL, &b), FP_S_OK);
+    CHECK_EQ(k.ctx_size, 2);
+    CHECK_EQ(k.ctx_sum, checksum("hi", 2));
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, NULL, 0, NULL, &c),
+             FP_E_CONNECTION_COUNT_LIMIT);
+    CHECK_EQ(c, 0);
+    fsim_client *list[4];
+    size_t n = fsim_server_clients(s, list, 4);
+    CHECK_EQ(n, 2);
+    for (size_t i = 0; i < n && i < 4; i++)
+        fsim_client_release(list[i]);
+    close_user(a, &k);
+    CHECK_EQ(SimFilterClose(a), FP_E_INVALID_HANDLE);
+    CHECK_EQ(fsim_server_clients(s, NULL, 0), 1);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, NULL, 0, NULL, &c), FP_S_OK);
+    close_user(c, &k);
+
+    /* ConnectNotify rejects: its NTSTATUS, as the user sees it */
+    k.reject = FP_STATUS_ACCESS_DENIED;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, NULL, 0, NULL, &c),
+             FP_E_ACCESSDENIED);
+    k.reject = FP_STATUS_INVALID_PARAMETER;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, NULL, 0, NULL, &c),
+             FP_E_INVALIDARG);
+    CHECK_EQ(c, 0);
+    k.reject = 0;
+
+    /* a name collision in this process, and a name too long for sun_path: hashed file name */
+    fsim_server *dup = NULL;
+    fsim_callbacks none = {0};
+    CHECK_EQ(fsim_create_port("\\ConnectRules", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &dup),
+             FP_STATUS_OBJECT_NAME_COLLISION);
+    char longname[FSIM_MAX_NAME + 1];
+    memset(longname, '\\', FSIM_MAX_NAME);
+    longname[FSIM_MAX_NAME] = 0;
+    kstate k2;
+    fsim_server *s2 = make_port(longname, 1, FSIM_ACCESS_EVERYONE, &k2, 1);
+    sock_path(longname, path, sizeof path);
+    CHECK(strstr(path, "/h-") != NULL && strlen(strrchr(path, '/')) == 1 + 2 + 16);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0666);
+    SIM_HANDLE d = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(longname, 0, NULL, 0, NULL, &d), FP_S_OK);
+    close_user(d, &k2);
+    fsim_close_server(s2);
+    CHECK(stat(path, &st) != 0);
+
+    /* closing the server: its socket file goes, new connects fail, live connections go on */
+    fsim_close_server(s);
+    sock_path("\\ConnectRules", path, sizeof path);
+    CHECK(stat(path, &st) != 0);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, NULL, 0, NULL, &d),
+             FP_E_FILE_NOT_FOUND);
+    uint32_t ret = 0;
+    char out[8];
+    CHECK_EQ(SimFilterSendMessage(b, "abc", 3, out, sizeof out, &ret), FP_S_OK);
+    CHECK_EQ(ret, 3);
+    CHECK(memcmp(out, "cba", 3) == 0);
+    close_user(b, &k);
+}
+
+static void test_runtime_dir_rules(void)
+{
+    /* the default directory: /tmp/fastport-<euid>, 0711 */
+    char def[64], name[64], path[200];
+    snprintf(def, sizeof def, "/tmp/fastport-%u", (unsigned)geteuid());
+    snprintf(name, sizeof name, "\\SockDefault%d", (int)getpid());
+    struct stat st;
+    int existed = stat(def, &st) == 0;
+    unsetenv("FASTPORT_RUNTIME_DIR");
+    CHECK(strcmp(fsim_runtime_dir(), def) == 0);
+    kstate k;
+    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, &k, 1);
+    CHECK(lstat(def, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+          (st.st_mode & 022) == 0);
+    struct sockaddr_un a;
+    sk_port_path(def, name, &a);
+    CHECK(stat(a.sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    close_user(h, &k);
+    fsim_close_server(s);
+    CHECK(stat(a.sun_path, &st) != 0);
+    if (!existed) { /* leave no trace */
+        snprintf(path, sizeof path, "%s/.lock", def);
+        unlink(path);
+        rmdir(def);
+    }
+    setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
+    CHECK(strcmp(fsim_runtime_dir(), rundir) == 0);
+
+    /* a directory others may write to, or (as root) one owned by someone else: refused */
+    char bad[80];
+    snprintf(bad, sizeof bad, "%s/bad", rundir);
+    mkdir(bad, 0700);
+    chmod(bad, 0777);
+    setenv("FASTPORT_RUNTIME_DIR", bad, 1);
+    fsim_server *x = NULL;
+    fsim_callbacks none = {0};
+    CHECK_EQ(fsim_create_port("\\Bad", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+             FP_STATUS_ACCESS_DENIED);
+    if (geteuid() == 0) {
+        chmod(bad, 0711);
+        CHECK(chown(bad, 65534, 65534) == 0);
+        CHECK_EQ(fsim_create_port("\\Bad", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+                 FP_STATUS_ACCESS_DENIED);
+    }
+    /* a fresh directory is created 0711 whatever the umask */
+    snprintf(path, sizeof path, "%s/fresh", rundir);
+    setenv("FASTPORT_RUNTIME_DIR", path, 1);
+    mode_t old = umask(077);
+    CHECK_EQ(fsim_create_port("\\Fresh", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+             FP_STATUS_SUCCESS);
+    umask(old);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0711);
+    fsim_close_server(x);
+    rmdir(path);
+    rmdir(bad);
+    setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
+}
+
+static void test_round_trip(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\RoundTrip", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\RoundTrip", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = k.last;
+
+    /* send first (the message queues: no get waits), then get */
+    sender sd;
+    start_sender(&sd, c, "ping", 1, 8, -1);
+    msgbuf m;
+    uint32_t got = 0;
+    CHECK(WAIT_UNTIL(kqueued(c) == 1, 5000));
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
+    CHECK_EQ(got, 16 + 4);
+    CHECK_EQ(m.h.ReplyLength, 16 + 8);
+    CHECK(memcmp(m.body, "ping", 4) == 0);
+    reply_to(h, m.h.MessageId, "pong", 0x1234, FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    CHECK_EQ(sd.reply_len, 4);
+    CHECK_EQ(sd.reply_status, 0x1234);
+    CHECK(memcmp(sd.small_reply, "pong", 4) == 0);
+    reply_to(h, m.h.MessageId, "pong", 0, FP_E_FLT_NO_WAITER_FOR_REPLY); /* answered once */
+
+    /* get first (waits), then send: immediate delivery */
+    getter g;
+    start_getter(&g, h, 1, 0);
+    usleep(10000);
+    start_sender(&sd, c, "second", 1, 8, 2000 * MS);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_S_OK);
+    CHECK_EQ(g.filled, 1);
+    CHECK(memcmp(g.m[0].body, "second", 6) == 0);
+    reply_to(h, g.m[0].h.MessageId, "ok", -5, FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    CHECK_EQ(sd.reply_status, -5);
+
+    /* no reply expected: ReplyLength 0, the sender returns once delivered, a reply finds none */
+    start_sender(&sd, c, "note", 0, 0, -1);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
+    CHECK_EQ(m.h.ReplyLength, 0);
+    CHECK(memcmp(m.body, "note", 4) == 0);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    reply_to(h, m.h.MessageId, "", 0, FP_E_FLT_NO_WAITER_FOR_REPLY);
+    reply_to(h, 987654321, "x", 0, FP_E_FLT_NO_WAITER_FOR_REPLY); /* unknown id */
+
+    /* a reply longer than the kernel's buffer */
+    start_sender(&sd, c, "big", 1, 2, -1);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
+    CHECK_EQ(m.h.ReplyLength, 18);
+    reply_to(h, m.h.MessageId, "abc", 0, FP_E_INSUFFICIENT_BUFFER);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_BUFFER_OVERFLOW);
+
+    /* an undersized get buffer: header + what fits, delivered; the sender still waits */
+    start_sender(&sd, c, "0123456789", 1, 4, -1);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, 16 + 4, FSIM_INFINITE, &got), FP_E_INSUFFICIENT_BUFFER);
+    CHECK_EQ(got, 20);
+    CHECK(memcmp(m.body, "0123", 4) == 0);
+    reply_to(h, m.h.MessageId, "done", 0, FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    CHECK(memcmp(sd.small_reply, "done", 4) == 0);
+
+    /* a batch reply: per-entry results in one call */
+    sender s1, s2;
+    start_sender(&s1, c, "b1", 1, 4, -1);
+    start_sender(&s2, c, "b2", 1, 1, -1);
+    msgbuf mm[2];
+    SIM_GET_ENTRY ge[2] = {{&mm[0].h, sizeof mm[0], 0, 0, 0}, {&mm[1].h, sizeof mm[1], 0, 0, 0}};
+    uint32_t filled = 0, total = 0;
+    while (total < 2) {
+        CHECK_EQ(SimFilterGetMessages(h, ge + total, 2 - total, 2000, &filled), FP_S_OK);
+        if (!filled)
+            break;
+        total += filled;
+    }
+    CHECK_EQ(total, 2);
+    replybuf rb[4];
+    memset(rb, 0, sizeof rb);
+    rb[0].h.MessageId = mm[0].h.MessageId;
+    rb[1].h.MessageId = mm[1].h.MessageId;
+    rb[2].h.MessageId = 424242;
+    SIM_REPLY_ENTRY re[4] = {{&rb[0].h, 16 + 2, 0}, {&rb[1].h, 16 + 2, 0}, {&rb[2].h, 16, 0},
+                             {NULL, 16, 0}};
+    CHECK_EQ(SimFilterReplyMessages(h, re, 4), FP_S_OK);
+    int b1 = memcmp(mm[0].body, "b1", 2) == 0;
+    CHECK_EQ(re[b1 ? 0 : 1].hr, FP_S_OK);                   /* b1 accepts 4 bytes */
+    CHECK_EQ(re[b1 ? 1 : 0].hr, FP_E_INSUFFICIENT_BUFFER); /* b2 only 1 */
+    CHECK_EQ(re[2].hr, FP_E_FLT_NO_WAITER_FOR_REPLY);
+    CHECK_EQ(re[3].hr, FP_E_INVALIDARG);
+    pthread_join(s1.t, NULL);
+    pthread_join(s2.t, NULL);
+    CHECK_EQ(s1.st, FP_STATUS_SUCCESS);
+    CHECK_EQ(s2.st, FP_STATUS_BUFFER_OVERFLOW);
+
+    /* argument checks still happen before the transport */
+    CHECK_EQ(SimFilterGetMessage(h, NULL, 100, 0, &got), FP_E_INVALIDARG);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, 15, 0, &got), FP_E_INVALIDARG);
+    CHECK_EQ(SimFilterReplyMessage(h, &rb[0].h, 15), FP_E_INVALIDARG);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_TIMEOUT);
+
+    close_user(h, &k);
+    fsim_close_server(s);
+}
+
+static void test_send_message(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\SendMsg", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\SendMsg", 0, NULL, 0, NULL, &h), FP_S_OK);
+    char out[16];
+    uint32_t ret = 99;
+    CHECK_EQ(SimFilterSendMessage(h, "hello", 5, out, sizeof out, &ret), FP_S_OK);
+    CHECK_EQ(ret, 5);
+    CHECK(memcmp(out, "olleh", 5) == 0);
+    CHECK_EQ(SimFilterSendMessage(h, "hello", 5, out, 2, &ret), FP_S_OK);
+    CHECK_EQ(ret, 2);
+    CHECK_EQ(SimFilterSendMessage(h, "hello", 5, NULL, 0, &ret), FP_S_OK);
+    CHECK_EQ(ret, 0);
+    CHECK_EQ(SimFilterSendMessage(h, "fail", 4, out, sizeof out, &ret), FP_E_ACCESSDENIED);
+    CHECK_EQ(ret, 0);
+    CHECK_EQ(SimFilterSendMessage(h, "x", 1, out, sizeof out, NULL), FP_E_INVALIDARG);
+    /* 1 MiB in, 1 MiB out */
+    uint8_t *in = malloc(MIB), *big = malloc(MIB);
+    for (uint32_t i = 0; i < MIB; i++)
+        in[i] = (uint8_t)(i * 31 + (i >> 11));
+    CHECK_EQ(SimFilterSendMessage(h, in, MIB, big, MIB, &ret), FP_S_OK);
+    CHECK_EQ(ret, MIB);
+    int same = 1;
+    for (uint32_t i = 0; i < MIB && same; i++)
+        same = big[i] == in[MIB - 1 - i];
+    CHECK(same);
+    free(in);
+    free(big);
+    close_user(h, &k);
+    fsim_close_server(s);
+
+    /* no MessageNotify: E_INVALIDARG */
+    s = make_port("\\SendNone", 1, FSIM_ACCESS_OWNER, &k, 0);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\SendNone", 0, NULL, 0, NULL, &h), FP_S_OK);
+    CHECK_EQ(SimFilterSendMessage(h, "hello", 5, out, sizeof out, &ret), FP_E_INVALIDARG);
+    close_user(h, &k);
+    fsim_close_server(s);
+}
+
+/* FilterSendMessage from many threads of one handle: MessageNotify calls run in parallel (a slow
+ * one does not hold up the others), and every answer goes to its own caller. */
+typedef struct usend {
+    pthread_t t;
+    SIM_HANDLE h;
+    int id;
+    int bad;
+} usend;
+
+static void *usend_main(void *p)
+{
+    usend *u = p;
+    for (int i = 0; i < 50; i++) {
+        char in[32], out[32];
+        int n = snprintf(in, sizeof in, "%s%d-%d", i == 0 ? "slow" : "", u->id, i);
+        uint32_t ret = 0;
+        if (SimFilterSendMessage(u->h, in, (uint32_t)n, out, sizeof out, &ret) != FP_S_OK ||
+            ret != (uint32_t)n)
+            u->bad++;
+        for (int j = 0; j < n && !u->bad; j++)
+            if (out[j] != in[n - 1 - j])
+                u->bad++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_sends(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\ManySends", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ManySends", 0, NULL, 0, NULL, &h), FP_S_OK);
+    usend u[8];
+    for (int i = 0; i < 8; i++) {
+        u[i] = (usend){0, h, i, 0};
+        pthread_create(&u[i].t, NULL, usend_main, &u[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(u[i].t, NULL);
+        bad += u[i].bad;
+    }
+    CHECK_EQ(bad, 0);
+    pthread_mutex_lock(&k.lock);
+    CHECK(k.max_inside >= 2);
+    pthread_mutex_unlock(&k.lock);
+    close_user(h, &k);
+    fsim_close_server(s);
+}
+
+static void test_timeouts_and_credits(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Timeouts", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Timeouts", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = k.last;
+    char rep[8];
+    uint32_t cap = sizeof rep;
+    msgbuf m;
+    uint32_t got;
+
+    /* nobody gets: withdrawn, STATUS_TIMEOUT, never delivered later */
+    CHECK_EQ(fsim_send(c, "lost", 4, rep, &cap, 20 * MS, NULL), FP_STATUS_TIMEOUT);
+    CHECK_EQ(fsim_send(c, "lost2", 5, NULL, NULL, 20 * MS, NULL), FP_STATUS_TIMEOUT);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 30, &got), FP_E_TIMEOUT);
+
+    /* a get that timed out withdrew its credits: a later send is not delivered to it */
+    CHECK_EQ(fsim_send(c, "lost3", 5, NULL, NULL, 30 * MS, NULL), FP_STATUS_TIMEOUT);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_TIMEOUT);
+
+    /* a batch get that got 1 of 8 returned: its 7 other credits are gone too */
+    getter g;
+    start_getter(&g, h, 8, 0);
+    usleep(10000);
+    CHECK_EQ(fsim_send(c, "one", 3, NULL, NULL, 1000 * MS, NULL), FP_STATUS_SUCCESS);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_S_OK);
+    CHECK_EQ(g.filled, 1);
+    CHECK_EQ(fsim_send(c, "nobody", 6, NULL, NULL, 30 * MS, NULL), FP_STATUS_TIMEOUT);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 20, &got), FP_E_TIMEOUT);
+
+    /* delivered but not answered in time: STATUS_TIMEOUT, a late reply gets NO_WAITER */
+    sender sd;
+    start_sender(&sd, c, "slow", 1, 8, 30 * MS);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_TIMEOUT);
+    reply_to(h, m.h.MessageId, "late", 0, FP_E_FLT_NO_WAITER_FOR_REPLY);
+
+    close_user(h, &k);
+    fsim_close_server(s);
+}
+
+/* A poll (timeout 0) until it returns a message, for up to 2 s: the QUEUED hint is in flight for
+ * a few microseconds after the message was queued. */
+static fp_hresult poll_get(SIM_HANDLE h, msgbuf *m)
+{
+    uint32_t got;
+    fp_hresult hr = FP_E_TIMEOUT;
+    for (int i = 0; i < 2000 && hr == FP_E_TIMEOUT; i++) {
+        hr = SimFilterGetMessage(h, &m->h, sizeof *m, 0, &got);
+        if (hr == FP_E_TIMEOUT)
+            usleep(1000);
+    }
+    return hr;
+}
+
+/* A get with timeout 0 answers from what the user side knows is queued at the kernel (QUEUED /
+ * SK_F_EMPTY), with a round trip only when something may be there. */
+static void test_polls(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Polls", 1, FSIM_ACCESS_OWNER, &k, 1);
+    fsim_client *c = NULL;
+    SIM_HANDLE h;
+    msgbuf m;
+    uint32_t got;
+    /* queued before the user ever asked: the first poll finds it */
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Polls", 0, NULL, 0, NULL, &h), FP_S_OK);
+    c = k.last;
+    sender sd;
+    start_sender(&sd, c, "early", 0, 0, -1);
+    CHECK(WAIT_UNTIL(kqueued(c) == 1, 5000));
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_S_OK);
+    CHECK(memcmp(m.body, "early", 5) == 0);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    /* the queue is empty: polls time out (locally) */
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_TIMEOUT);
+    /* queued while nobody gets: the QUEUED hint makes the next poll go and fetch it */
+    start_sender(&sd, c, "later", 1, 8, -1);
+    CHECK_EQ(poll_get(h, &m), FP_S_OK);
+    CHECK(memcmp(m.body, "later", 5) == 0);
+    reply_to(h, m.h.MessageId, "ok", 0, FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    /* two queued, a poll batch of 4 takes both */
+    sender s2;
+    start_sender(&sd, c, "a", 0, 0, -1);
+    start_sender(&s2, c, "b", 0, 0, -1);
+    CHECK(WAIT_UNTIL(kqueued(c) == 2, 5000));
+    msgbuf mm[4];
+    SIM_GET_ENTRY e[4];
+    for (int i = 0; i < 4; i++)
+        e[i] = (SIM_GET_ENTRY){&mm[i].h, sizeof mm[i], 0, 0, 0};
+    uint32_t filled = 0;
+    CHECK(WAIT_UNTIL(SimFilterGetMessages(h, e, 4, 0, &filled) == FP_S_OK, 2000));
+    CHECK_EQ(filled, 2);
+    pthread_join(sd.t, NULL);
+    pthread_join(s2.t, NULL);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_TIMEOUT);
+    /* queued, then withdrawn by its sender's timeout: a poll asks once, finds nothing */
+    CHECK_EQ(fsim_send(c, "gone", 4, NULL, NULL, 20 * MS, NULL), FP_STATUS_TIMEOUT);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_TIMEOUT);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_TIMEOUT);
+    /* a poll once the kernel's close has reached this side */
+    fsim_close_client(c);
+    CHECK(WAIT_UNTIL(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got) == FP_E_INVALID_HANDLE, 2000));
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    fsim_close_server(s);
+}
+
+static void test_batches_and_many_getters(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Batches", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Batches", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = k.last;
+
+    /* five messages queued (by five no-reply senders); one batch get of 8 takes them all */
+    sender q[5];
+    for (int i = 0; i < 5; i++) {
+        char t[16];
+        snprintf(t, sizeof t, "q%d", i);
+        start_sender(&q[i], c, t, 0, 0, -1);
+    }
+    CHECK(WAIT_UNTIL(kqueued(c) == 5, 5000));
+    getter g;
+    start_getter(&g, h, 8, 2000);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_S_OK);
+    CHECK_EQ(g.filled, 5);
+    for (int i = 0; i < 5; i++) {
+        pthread_join(q[i].t, NULL);
+        CHECK_EQ(q[i].st, FP_STATUS_SUCCESS);
+    }
+    /* a batch get of 2 with 5 queued: 2 now, 3 for the next */
+    for (int i = 0; i < 5; i++)
+        start_sender(&q[i], c, "r", 0, 0, -1);
+    CHECK(WAIT_UNTIL(kqueued(c) == 5, 5000));
+    start_getter(&g, h, 2, 2000);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.filled, 2);
+    start_getter(&g, h, 8, 2000);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.filled, 3);
+    for (int i = 0; i < 5; i++)
+        pthread_join(q[i].t, NULL);
+
+    /* six getters wait; three messages: three getters get one each, the rest time out, and
+     * nothing is left behind (a later timed send is withdrawn) */
+    getter gs[6];
+    for (int i = 0; i < 6; i++)
+        start_getter(&gs[i], h, 4, 1000);
+    usleep(30000);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(fsim_send(c, "m", 1, NULL, NULL, 3000 * MS, NULL), FP_STATUS_SUCCESS);
+    int ok = 0, to = 0, msgs = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(gs[i].t, NULL);
+        ok += gs[i].hr == FP_S_OK;
+        to += gs[i].hr == FP_E_TIMEOUT;
+        msgs += (int)gs[i].filled;
+    }
+    CHECK_EQ(msgs, 3);
+    CHECK_EQ(ok + to, 6);
+    CHECK_EQ(fsim_send(c, "after", 5, NULL, NULL, 20 * MS, NULL), FP_STATUS_TIMEOUT);
+    close_user(h, &k);
+    fsim_close_server(s);
+}
+
+/* Gets that time out or are cancelled race deliveries: a message is either returned by a get
+ * (its sender saw STATUS_SUCCESS) or withdrawn (STATUS_TIMEOUT), never lost, never both. */
+typedef struct race {
+    SIM_HANDLE h;
+    fsim_client *c;
+    atomic_int stop;
+    atomic_int received, sent_ok, sent_timeout, bad;
+    atomic_uint_fast64_t seen[64]; /* bit per message index */
+} race;
+
+static void *race_getter(void *p)
+{
+    race *r = p;
+    unsigned seed = (unsigned)(uintptr_t)&seed;
+    while (!atomic_load(&r->stop)) {
+        msgbuf m[3];
+        SIM_GET_ENTRY e[3];
+        for (int i = 0; i < 3; i++)
+            e[i] = (SIM_GET_ENTRY){&m[i].h, sizeof m[i], 0, 0, 0};
+        uint32_t n = 0;
+        fp_hresult hr = SimFilterGetMessages(r->h, e, 1 + rand_r(&seed) % 3, rand_r(&seed) % 3, &n);
+        if (hr == FP_S_OK) {
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t idx;
+                memcpy(&idx, m[i].body, 4);
+                uint64_t bit = 1ull << (idx % 64);
+                if (atomic_fetch_or(&r->seen[idx / 64], bit) & bit)
+                    atomic_fetch_add(&r->bad, 1); /* twice */
+            }
+            atomic_fetch_add(&r->received, (int)n);
+        } else if (hr != FP_E_TIMEOUT && hr != FP_E_OPERATION_ABORTED) {
+            atomic_fetch_add(&r->bad, 1);
+        }
+        if (rand_r(&seed) % 4 == 0)
+            usleep(rand_r(&seed) % 200); /* nobody waiting for a while: sends time out */
+    }
+    return NULL;
+}
+
+static void *race_canceller(void *p)
+{
+    race *r = p;
+    while (!atomic_load(&r->stop)) {
+        SimFilterCancel(r->h);
+        usleep(300);
+    }
+    return NULL;
+}
+
+static void test_cancel_and_timeout_races(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Races", 1, FSIM_ACCESS_OWNER, &k, 1);
+    race *r = calloc(1, sizeof *r);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Races", 0, NULL, 0, NULL, &r->h), FP_S_OK);
+    r->c = k.last;
+    pthread_t tg[4], tc;
+    for (int i = 0; i < 4; i++)
+        pthread_create(&tg[i], NULL, race_getter, r);
+    pthread_create(&tc, NULL, race_canceller, r);
+    const uint32_t total = 64 * 64;
+    unsigned seed = 7;
+    for (uint32_t i = 0; i < total; i++) {
+        fp_ntstatus st = fsim_send(r->c, &i, 4, NULL, NULL, (rand_r(&seed) % 400) * 1000, NULL);
+        if (st == FP_STATUS_SUCCESS)
+            atomic_fetch_add(&r->sent_ok, 1);
+        else if (st == FP_STATUS_TIMEOUT)
+            atomic_fetch_add(&r->sent_timeout, 1);
+        else
+            atomic_fetch_add(&r->bad, 1);
+    }
+    atomic_store(&r->stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(tg[i], NULL);
+    pthread_join(tc, NULL);
+    CHECK_EQ(atomic_load(&r->bad), 0);
+    CHECK_EQ(atomic_load(&r->sent_ok) + atomic_load(&r->sent_timeout), (int)total);
+    CHECK_EQ(atomic_load(&r->received), atomic_load(&r->sent_ok));
+    CHECK(atomic_load(&r->sent_ok) > 0);
+    fprintf(stderr, "  races: %d delivered, %d withdrawn\n", atomic_load(&r->sent_ok),
+            atomic_load(&r->sent_timeout));
+    /* afterwards nothing is left at the kernel: a timed send is withdrawn */
+    CHECK_EQ(fsim_send(r->c, "z", 1, NULL, NULL, 20 * MS, NULL), FP_STATUS_TIMEOUT);
+    close_user(r->h, &k);
+    free(r);
+    fsim_close_server(s);
+}
+
+static void test_cancel_and_disconnect(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Cancel", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = kget_last(&k);
+
+    /* cancel of a blocked get; its credits are withdrawn */
+    getter g;
+    start_getter(&g, h, 4, 0);
+    usleep(20000);
+    CHECK_EQ(SimFilterCancel(h), FP_S_OK);
+    /* (under heavy load the getter may not have been waiting yet: cancel again until it is) */
+    CHECK(WAIT_UNTIL((SimFilterCancel(h), atomic_load(&g.done)), 3000));
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_E_OPERATION_ABORTED);
+    CHECK_EQ(g.filled, 0);
+    CHECK_EQ(fsim_send(c, "x", 1, NULL, NULL, 20 * MS, NULL), FP_STATUS_TIMEOUT);
+
+    /* user closes while a sender waits for its reply and another is queued */
+    sender s1, s2;
+    start_sender(&s1, c, "one", 1, 8, -1);
+    msgbuf m;
+    uint32_t got;
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
+    start_sender(&s2, c, "two", 1, 8, -1);
+    usleep(20000);
+    uint64_t t0 = now_ms();
+    close_user(h, &k);
+    pthread_join(s1.t, NULL);
+    pthread_join(s2.t, NULL);
+    CHECK_EQ(s1.st, FP_STATUS_PORT_DISCONNECTED);
+    CHECK_EQ(s2.st, FP_STATUS_PORT_DISCONNECTED);
+    CHECK(s1.done_ms - t0 < 1000 && s2.done_ms - t0 < 1000);
+    CHECK(!fsim_client_connected(c));
+    CHECK_EQ(fsim_send(c, "x", 1, NULL, NULL, -1, NULL), FP_STATUS_PORT_DISCONNECTED);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_INVALID_HANDLE);
+    fsim_client_release(c);
+
+    /* the kernel closes the client port: a waiting get and every later call see INVALID_HANDLE */
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
+    c = kget_last(&k);
+    start_getter(&g, h, 4, 0);
+    usleep(20000);
+    fsim_close_client(c);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_E_INVALID_HANDLE);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, &got), FP_E_INVALID_HANDLE);
+    reply_to(h, 1, "x", 0, FP_E_INVALID_HANDLE);
+    char out[4];
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &got), FP_E_INVALID_HANDLE);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    CHECK_EQ(kget_disconnects(&k), 2);
+    fsim_client_release(c);
+
+    /* fsim_disconnect_all (filter unload) */
+    SIM_HANDLE a;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &a), FP_S_OK);
+    fsim_disconnect_all(s);
+    CHECK_EQ(SimFilterGetMessage(a, &m.h, sizeof m, 2000, &got), FP_E_INVALID_HANDLE);
+    CHECK_EQ(SimFilterClose(a), FP_S_OK);
+    CHECK_EQ(kget_disconnects(&k), 3);
+    fsim_close_server(s);
+}
+
+/* 1 MiB messages and replies; run with default buffers and with a 64 KiB socket buffer (what a
+ * non-root process may be capped to). */
+typedef struct bigsend {
+    pthread_t t;
+    fsim_client *c;
+    uint8_t *data, *reply;
+    uint32_t reply_len;
+    fp_ntstatus st;
+} bigsend;
+
+static void *bigsend_main(void *p)
+{
+    bigsend *b = p;
+    b->reply_len = MIB;
+    b->st = fsim_send(b->c, b->data, MIB, b->reply, &b->reply_len, 10000 * MS, NULL);
+    return NULL;
+}
+
+static void test_one_mib(const char *bufsize)
+{
+    if (bufsize)
+        setenv("FASTPORT_SOCK_BUFSIZE", bufsize, 1);
+    kstate k;
+    fsim_server *s = make_port("\\OneMiB", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\OneMiB", 0, NULL, 0, NULL, &h), FP_S_OK);
+    enum { N = 3 };
+    bigsend b[N];
+    for (int j = 0; j < N; j++) {
+        b[j].c = k.last;
+        b[j].data = malloc(MIB);
+        b[j].reply = malloc(MIB);
+        for (uint32_t i = 0; i < MIB; i++)
+            b[j].data[i] = (uint8_t)(i * 13 + j + (i >> 9));
+        pthread_create(&b[j].t, NULL, bigsend_main, &b[j]);
+    }
+    usleep(30000); /* all three queued: one batch get takes them, one frame each */
+    struct bigmsg {
+        FP_MESSAGE_HEADER h;
+        uint8_t body[MIB];
+    };
+    struct bigmsg *m = malloc(N * sizeof *m);
+    SIM_GET_ENTRY e[N];
+    for (int j = 0; j < N; j++)
+        e[j] = (SIM_GET_ENTRY){&m[j].h, sizeof m[j], 0, 0, 0};
+    uint32_t total = 0, filled;
+    while (total < N) {
+        fp_hresult hr = SimFilterGetMessages(h, e + total, N - total, 5000, &filled);
+        CHECK_EQ(hr, FP_S_OK);
+        if (hr != FP_S_OK)
+            break;
+        total += filled;
+    }
+    CHECK_EQ(total, N);
+    struct bigrep {
+        FP_REPLY_HEADER h;
+        uint8_t body[MIB];
+    } *r = malloc(sizeof *r);
+    for (uint32_t j = 0; j < total; j++) {
+        CHECK_EQ(e[j].hr, FP_S_OK);
+        CHECK_EQ(e[j].length, 16 + MIB);
+        CHECK_EQ(m[j].h.ReplyLength, 16 + MIB);
+        int which = -1;
+        for (int x = 0; x < N; x++)
+            if (memcmp(m[j].body, b[x].data, MIB) == 0)
+                which = x;
+        CHECK(which >= 0);
+        r->h.MessageId = m[j].h.MessageId;
+        r->h.Status = which;
+        for (uint32_t i = 0; i < MIB; i++)
+            r->body[i] = (uint8_t)~m[j].body[i];
+        CHECK_EQ(SimFilterReplyMessage(h, &r->h, 16 + MIB), FP_S_OK);
+    }
+    for (int j = 0; j < N; j++) {
+        pthread_join(b[j].t, NULL);
+        CHECK_EQ(b[j].st, FP_STATUS_SUCCESS);
+        CHECK_EQ(b[j].reply_len, MIB);
+        int same = 1;
+        for (uint32_t i = 0; i < MIB && same; i++)
+            same = (uint8_t)(b[j].reply[i] ^ b[j].data[i]) == 0xFF;
+        CHECK(same);
+        free(b[j].data);
+        free(b[j].reply);
+    }
+    /* a reply larger than 1 MiB is refused locally */
+    CHECK_EQ(SimFilterReplyMessage(h, &r->h, 16 + MIB + 1), FP_E_INVALIDARG);
+    free(r);
+    free(m);
+    close_user(h, &k);
+    fsim_close_server(s);
+    unsetenv("FASTPORT_SOCK_BUFSIZE");
+}
+
+/* ---- processes ----
+ * A child is this program re-executed with "--child ROLE NAME FD" (fork, then exec: a fresh
+ * process, so no state or lock of this multi-threaded one is inherited, and TSAN copes). FD is the
+ * write end of a pipe the child reports on. */
+
+static pid_t spawn(const char *role, const char *name, int fd)
+{
+    char fds[16];
+    snprintf(fds, sizeof fds, "%d", fd);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/proc/self/exe", "test_socket", "--child", role, name, fds, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void wait_child(pid_t pid, int *status)
+{
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static void stress_user(const char *name, int fd);
+
+static int child_main(const char *role, const char *name, int fd)
+{
+    if (strcmp(role, "getter") == 0) { /* connects, takes one message, says "g", waits */
+        SIM_HANDLE h;
+        if (SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h) != FP_S_OK)
+            return 1;
+        msgbuf m;
+        uint32_t got;
+        if (SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got) != FP_S_OK)
+            return 2;
+        (void)!write(fd, "g", 1);
+        for (;;)
+            pause();
+    }
+    if (strcmp(role, "kernel") == 0) { /* creates the port, says "r", waits */
+        kstate k;
+        memset(&k, 0, sizeof k);
+        pthread_mutex_init(&k.lock, NULL);
+        fsim_callbacks cb = {on_connect, on_disconnect, on_message, &k};
+        fsim_server *s;
+        if (fsim_create_port(name, FSIM_SOCKET, 4, FSIM_ACCESS_OWNER, &cb, &s) != 0)
+            return 1;
+        (void)!write(fd, "r", 1);
+        for (;;)
+            pause();
+    }
+    if (strcmp(role, "nobody") == 0) { /* as uid 65534: connect, round trip; writes the HRESULT */
+        fp_hresult hr = (fp_hresult)0xFFFFFFFF;
+        if (setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0) {
+            SIM_HANDLE h;
+            hr = SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h);
+            if (hr == FP_S_OK) {
+                char out[8];
+                uint32_t ret = 0;
+                hr = SimFilterSendMessage(h, "xyz", 3, out, sizeof out, &ret);
+                if (hr == FP_S_OK && (ret != 3 || memcmp(out, "zyx", 3) != 0))
+                    hr = FP_E_INVALIDARG;
+                SimFilterClose(h);
+            }
+        }
+        (void)!write(fd, &hr, sizeof hr);
+        return 0;
+    }
+    if (strcmp(role, "bigget") == 0) { /* says "w", then one get of four 1 MiB buffers */
+        SIM_HANDLE h;
+        if (SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h) != FP_S_OK)
+            return 1;
+        (void)!write(fd, "w", 1);
+        static uint8_t bufs[4][16 + MIB];
+        SIM_GET_ENTRY e[4];
+        for (int i = 0; i < 4; i++)
+            e[i] = (SIM_GET_ENTRY){(FP_MESSAGE_HEADER *)(void *)bufs[i], sizeof bufs[i], 0, 0, 0};
+        uint32_t n;
+        SimFilterGetMessages(h, e, 4, FSIM_INFINITE, &n);
+        for (;;)
+            pause();
+    }
+    if (strcmp(role, "nobodykernel") == 0) { /* uid 65534, default runtime dir, an open port */
+        unsetenv("FASTPORT_RUNTIME_DIR");
+        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+            return 1;
+        kstate k;
+        memset(&k, 0, sizeof k);
+        pthread_mutex_init(&k.lock, NULL);
+        fsim_callbacks cb = {on_connect, on_disconnect, on_message, &k};
+        fsim_server *s;
+        if (fsim_create_port(name, FSIM_SOCKET, 4, FSIM_ACCESS_EVERYONE, &cb, &s) != 0)
+            return 2;
+        (void)!write(fd, "r", 1);
+        for (;;)
+            pause();
+    }
+    if (strcmp(role, "stress") == 0) {
+        stress_user(name, fd);
+        return failed ? (failed > 99 ? 99 : failed) : 0;
+    }
+    return 126;
+}
+
+/* The user process is killed with -9 while kernel senders wait: they are told promptly. */
+static void test_kill_9_client(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Kill9", 1, FSIM_ACCESS_OWNER, &k, 1);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = spawn("getter", "\\Kill9", p[1]);
+    close(p[1]);
+    CHECK(WAIT_UNTIL(kget_connects(&k) == 1, 5000));
+    fsim_client *c = kget_last(&k);
+    CHECK_EQ(fsim_client_peer_pid(c), pid);
+    sender s1, s2;
+    start_sender(&s1, c, "one", 1, 8, -1);
+    char ch = 0;
+    CHECK_EQ(read(p[0], &ch, 1), 1);
+    start_sender(&s2, c, "two", 1, 8, -1); /* queued: the child gets no more */
+    usleep(30000);
+    uint64_t t0 = now_ms();
+    kill(pid, SIGKILL);
+    pthread_join(s1.t, NULL);
+    pthread_join(s2.t, NULL);
+    CHECK_EQ(s1.st, FP_STATUS_PORT_DISCONNECTED);
+    CHECK_EQ(s2.st, FP_STATUS_PORT_DISCONNECTED);
+    CHECK(s1.done_ms - t0 < 1000);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 2000));
+    fsim_client_release(c);
+    int status;
+    wait_child(pid, &status);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    close(p[0]);
+    fsim_close_server(s);
+}
+
+/* The kernel's process: creates the port, says "r", waits to be killed. */
+static pid_t spawn_kernel(const char *name, int *rfd)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = spawn("kernel", name, p[1]);
+    close(p[1]);
+    *rfd = p[0];
+    return pid;
+}
+
+static void test_kernel_process_dies(void)
+{
+    int rfd;
+    pid_t pid = spawn_kernel("\\KernelDies", &rfd);
+    char ch = 0;
+    CHECK_EQ(read(rfd, &ch, 1), 1);
+    close(rfd);
+    /* a live port of another process: collision */
+    fsim_server *x = NULL;
+    fsim_callbacks none = {0};
+    CHECK_EQ(fsim_create_port("\\KernelDies", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+             FP_STATUS_OBJECT_NAME_COLLISION);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\KernelDies", 0, NULL, 0, NULL, &h), FP_S_OK);
+    char out[8];
+    uint32_t ret;
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
+    CHECK(ret == 3 && memcmp(out, "cba", 3) == 0);
+    getter g;
+    start_getter(&g, h, 4, 0);
+    usleep(30000);
+    uint64_t t0 = now_ms();
+    kill(pid, SIGKILL);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_E_INVALID_HANDLE);
+    CHECK(now_ms() - t0 < 1000);
+    msgbuf m;
+    uint32_t got;
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_E_INVALID_HANDLE);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    int status;
+    wait_child(pid, &status);
+    /* its socket file is stale now: connecting says not found, a new port replaces it */
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\KernelDies", 0, NULL, 0, NULL, &h),
+             FP_E_FILE_NOT_FOUND);
+    CHECK_EQ(fsim_create_port("\\KernelDies", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+             FP_STATUS_SUCCESS);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\KernelDies", 0, NULL, 0, NULL, &h), FP_S_OK);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    fsim_close_server(x);
+}
+
+/* Connects as uid/gid 65534 in a child; returns the HRESULT (0 after a round trip). */
+static fp_hresult connect_as_nobody(const char *name)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = spawn("nobody", name, p[1]);
+    close(p[1]);
+    fp_hresult hr = (fp_hresult)0xEEEEEEEE;
+    CHECK_EQ(read(p[0], &hr, sizeof hr), sizeof hr);
+    close(p[0]);
+    int status;
+    wait_child(pid, &status);
+    return hr;
+}
+
+static void test_other_uid(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "  (not root: the other-uid tests are skipped)\n");
+        return;
+    }
+    kstate k, ke;
+    fsim_server *s = make_port("\\OwnerOnly", 4, FSIM_ACCESS_OWNER, &k, 1);
+    fsim_server *e = make_port("\\Everyone", 4, FSIM_ACCESS_EVERYONE, &ke, 1);
+    /* the socket file's mode stops it */
+    CHECK_EQ(connect_as_nobody("\\OwnerOnly"), FP_E_ACCESSDENIED);
+    /* and with the file opened up, SO_PEERCRED still does */
+    char path[200];
+    sock_path("\\OwnerOnly", path, sizeof path);
+    CHECK(chmod(path, 0666) == 0);
+    CHECK_EQ(connect_as_nobody("\\OwnerOnly"), FP_E_ACCESSDENIED);
+    pthread_mutex_lock(&k.lock);
+    CHECK_EQ(k.connects, 0);
+    pthread_mutex_unlock(&k.lock);
+    /* an everyone port admits it, and sees who it is */
+    CHECK_EQ(connect_as_nobody("\\Everyone"), FP_S_OK);
+    pthread_mutex_lock(&ke.lock);
+    CHECK_EQ(ke.connects, 1);
+    CHECK_EQ(ke.peer_uid, 65534);
+    pthread_mutex_unlock(&ke.lock);
+    CHECK(WAIT_UNTIL(kget_disconnects(&ke) == 1, 2000));
+    fsim_close_server(s);
+    fsim_close_server(e);
+}
+
+/* A user process that stops reading (SIGSTOP) while its gets hold credits for 4 MiB of messages:
+ * deliveries never block the kernel's senders (the frames wait in the backlog, a 64 KiB socket
+ * buffer here), their timeouts still fire, and killing the process ends it all. */
+static int kcredits(fsim_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int n = (int)c->credits;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+static void *bigsend_timed(void *p)
+{
+    bigsend *b = p;
+    b->reply_len = 8;
+    b->st = fsim_send(b->c, b->data, MIB, b->reply, &b->reply_len, 300 * MS, NULL);
+    return NULL;
+}
+
+static void test_stopped_user(void)
+{
+    setenv("FASTPORT_SOCK_BUFSIZE", "65536", 1);
+    kstate k;
+    fsim_server *s = make_port("\\Stopped", 1, FSIM_ACCESS_OWNER, &k, 1);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = spawn("bigget", "\\Stopped", p[1]);
+    close(p[1]);
+    char ch = 0;
+    CHECK_EQ(read(p[0], &ch, 1), 1);
+    close(p[0]);
+    CHECK(WAIT_UNTIL(kget_connects(&k) == 1, 5000));
+    fsim_client *c = kget_last(&k);
+    CHECK(WAIT_UNTIL(kcredits(c) == 4, 5000));
+    kill(pid, SIGSTOP);
+    bigsend b[4];
+    uint8_t *data = calloc(1, MIB);
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 4; i++) {
+        b[i].c = c;
+        b[i].data = data;
+        b[i].reply = malloc(8);
+        pthread_create(&b[i].t, NULL, bigsend_timed, &b[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(b[i].t, NULL);
+        CHECK_EQ(b[i].st, FP_STATUS_TIMEOUT); /* delivered (credits), never answered */
+        free(b[i].reply);
+    }
+    CHECK(now_ms() - t0 < 3000);
+    CHECK(fsim_client_connected(c));
+    kill(pid, SIGKILL);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 3000));
+    CHECK(!fsim_client_connected(c));
+    int status;
+    wait_child(pid, &status);
+    free(data);
+    fsim_client_release(c);
+    fsim_close_server(s);
+    unsetenv("FASTPORT_SOCK_BUFSIZE");
+}
+
+/* Without $FASTPORT_RUNTIME_DIR a port of another user is found in its /tmp/fastport-<uid>. */
+static void test_other_users_dir(void)
+{
+    if (geteuid() != 0)
+        return;
+    char name[64], dir[64];
+    snprintf(name, sizeof name, "\\NobodysPort%d", (int)getpid());
+    sk_default_dir(65534, dir, sizeof dir);
+    struct stat st;
+    int existed = stat(dir, &st) == 0;
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = spawn("nobodykernel", name, p[1]);
+    close(p[1]);
+    char ch = 0;
+    CHECK_EQ(read(p[0], &ch, 1), 1);
+    close(p[0]);
+    unsetenv("FASTPORT_RUNTIME_DIR");
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    char out[8];
+    uint32_t ret = 0;
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
+    CHECK(ret == 3 && memcmp(out, "cba", 3) == 0);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
+    kill(pid, SIGKILL);
+    int status;
+    wait_child(pid, &status);
+    struct sockaddr_un a;
+    sk_port_path(dir, name, &a);
+    unlink(a.sun_path);
+    if (!existed) {
+        char lock[80];
+        snprintf(lock, sizeof lock, "%s/.lock", dir);
+        unlink(lock);
+        rmdir(dir);
+    }
+}
+
+/* ---- garbage on the wire: the other side hangs up, nobody crashes ---- */
+
+static int raw_connect(const char *name)
+{
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int raw_hello(int fd, const char *name)
+{
+    struct {
+        sk_hdr h;
+        sk_hello hello;
+        char name[64];
+    } f;
+    memset(&f, 0, sizeof f);
+    uint32_t n = (uint32_t)strlen(name);
+    f.h = (sk_hdr){(uint32_t)(sizeof f.h + sizeof f.hello + n), SK_HELLO, 0, SK_MAGIC, SK_VERSION, 0};
+    f.hello = (sk_hello){n, 0};
+    memcpy(f.name, name, n);
+    if (send(fd, &f, f.h.len, MSG_NOSIGNAL) != (ssize_t)f.h.len)
+        return -1;
+    sk_hdr a;
+    if (recv(fd, &a, sizeof a, 0) != sizeof a || a.type != SK_HELLO_ACK)
+        return -1;
+    return a.hr;
+}
+
+/* 1 if the peer hung up (EOF) within 2 s */
+static int hung_up(int fd)
+{
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return 1;
+        if (r < 0)
+            return 0;
+    }
+}
+
+static void test_garbage_to_kernel(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Garbage", 8, FSIM_ACCESS_OWNER, &k, 1);
+    struct {
+        const char *what;
+        uint8_t bytes[64];
+        size_t len;
+    } cases[] = {
+        {"unknown type", {0}, 0},
+        {"short record", {1, 2, 3}, 3},
+        {"len too small", {0}, 0},
+        {"len too large", {0}, 0},
+        {"get of 0", {0}, 0},
+        {"reply overrun", {0}, 0},
+    };
+    sk_hdr h;
+    h = (sk_hdr){24, 77, 0, 0, 0, 0};
+    memcpy(cases[0].bytes, &h, 24), cases[0].len = 24;
+    h = (sk_hdr){10, SK_GET, 0, 1, 0, 0};
+    memcpy(cases[2].bytes, &h, 24), cases[2].len = 24;
+    h = (sk_hdr){SK_FRAME_MAX + 1, SK_SEND, 0, 0, 0, 0};
+    memcpy(cases[3].bytes, &h, 24), cases[3].len = 24;
+    h = (sk_hdr){24, SK_GET, 0, 0, 0, 0};
+    memcpy(cases[4].bytes, &h, 24), cases[4].len = 24;
+    h = (sk_hdr){40, SK_REPLY, 0, 1, 0, 0};
+    memcpy(cases[5].bytes, &h, 24);
+    sk_reply_ent re = {1000, 0};
+    memcpy(cases[5].bytes + 24, &re, 8), cases[5].len = 40;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = raw_connect("\\Garbage");
+        CHECK(fd >= 0);
+        CHECK_EQ(raw_hello(fd, "\\Garbage"), FP_S_OK);
+        CHECK_EQ(send(fd, cases[i].bytes, cases[i].len, MSG_NOSIGNAL), (ssize_t)cases[i].len);
+        if (!hung_up(fd))
+            fprintf(stderr, "  not disconnected after: %s\n", cases[i].what);
+        CHECK(WAIT_UNTIL(kget_disconnects(&k) == (int)i + 1, 2000));
+        close(fd);
+    }
+    /* a frame cut short by the peer's death (EOF inside a frame) */
+    int fd = raw_connect("\\Garbage");
+    CHECK_EQ(raw_hello(fd, "\\Garbage"), FP_S_OK);
+    h = (sk_hdr){5000, SK_SEND, 0, 0, 0, 1};
+    CHECK_EQ(send(fd, &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    close(fd);
+    int base = (int)(sizeof cases / sizeof cases[0]);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == base + 1, 2000));
+    /* a bad hello, the wrong port name, a silent peer: refused without a client */
+    fd = raw_connect("\\Garbage");
+    CHECK_EQ(send(fd, "hello?", 6, MSG_NOSIGNAL), 6);
+    CHECK(hung_up(fd));
+    close(fd);
+    fd = raw_connect("\\Garbage");
+    CHECK_EQ(raw_hello(fd, "\\Other"), FP_E_FILE_NOT_FOUND);
+    close(fd);
+    CHECK_EQ(k.connects, base + 1);
+    /* the port still works */
+    SIM_HANDLE hh;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Garbage", 0, NULL, 0, NULL, &hh), FP_S_OK);
+    char out[4];
+    uint32_t ret;
+    CHECK_EQ(SimFilterSendMessage(hh, "ab", 2, out, sizeof out, &ret), FP_S_OK);
+    close_user(hh, &k);
+    fsim_close_server(s);
+}
+
+/* A fake kernel side: answers the hello with `ack_hr`, then sends `frame` (if any). */
+typedef struct fake {
+    pthread_t t;
+    int lfd;
+    fp_hresult ack_hr;
+    const void *frame;
+    size_t frame_len;
+} fake;
+
+static void *fake_main(void *p)
+{
+    fake *f = p;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    char buf[4096];
+    (void)!recv(fd, buf, sizeof buf, 0);
+    sk_hdr a = {24, SK_HELLO_ACK, 0, 0, f->ack_hr, 0};
+    (void)!send(fd, &a, sizeof a, MSG_NOSIGNAL);
+    if (f->frame) {
+        /* wait for the user's GET, then answer with garbage */
+        (void)!recv(fd, buf, sizeof buf, 0);
+        (void)!send(fd, f->frame, f->frame_len, MSG_NOSIGNAL);
+    }
+    (void)!recv(fd, buf, sizeof buf, 0); /* until the user hangs up */
+    close(fd);
+    return NULL;
+}
+
+static void fake_start(fake *f, const char *name, fp_hresult ack_hr, const void *frame, size_t len)
+{
+    memset(f, 0, sizeof *f);
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    unlink(a.sun_path);
+    f->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    CHECK_EQ(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    CHECK_EQ(listen(f->lfd, 4), 0);
+    f->ack_hr = ack_hr;
+    f->frame = frame;
+    f->frame_len = len;
+    pthread_create(&f->t, NULL, fake_main, f);
+}
+
+static void fake_stop(fake *f, const char *name)
+{
+    pthread_join(f->t, NULL);
+    close(f->lfd);
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    unlink(a.sun_path);
+}
+
+static void test_garbage_to_user(void)
+{
+    fake f;
+    SIM_HANDLE h = 0;
+    /* a connect refused with the kernel's code */
+    fake_start(&f, "\\Fake", FP_E_CONNECTION_COUNT_LIMIT, NULL, 0);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Fake", 0, NULL, 0, NULL, &h),
+             FP_E_CONNECTION_COUNT_LIMIT);
+    fake_stop(&f, "\\Fake");
+    /* messages for a get nobody made; a truncated message entry; an unknown frame type */
+    struct {
+        sk_hdr h;
+        sk_msg_ent m;
+        char data[8];
+    } bad1 = {{sizeof bad1, SK_MSGS, 0, 1, 0, 0}, {999, 1, 0, 8, SK_LAST, 0}, "12345678"},
+      bad2 = {{sizeof bad2, SK_MSGS, 0, 1, 0, 0}, {1, 1, 0, 4000, SK_LAST, 0}, "12345678"},
+      bad3 = {{24, 99, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0}, ""};
+    const void *frames[] = {&bad1, &bad2, &bad3};
+    size_t lens[] = {sizeof bad1, sizeof bad2, 24};
+    for (int i = 0; i < 3; i++) {
+        fake_start(&f, "\\Fake", FP_S_OK, frames[i], lens[i]);
+        CHECK_EQ(SimFilterConnectCommunicationPort("\\Fake", 0, NULL, 0, NULL, &h), FP_S_OK);
+        msgbuf m;
+        uint32_t got;
+        CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 3000, &got), FP_E_INVALID_HANDLE);
+        CHECK_EQ(SimFilterClose(h), FP_S_OK);
+        fake_stop(&f, "\\Fake");
+    }
+}
+
+/* ---- stress: 32 kernel senders here, 8 getter threads in a user process ---- */
+#define NSEND 32
+#define NGET 8
+#define TOTAL 100000
+
+typedef struct stress {
+    fsim_client *c;
+    SIM_HANDLE h;
+    int id;
+    int bad;
+    uint32_t received;
+} stress;
+
+static void *stress_sender(void *p)
+{
+    stress *s = p;
+    for (int i = 0; i < TOTAL / NSEND; i++) {
+        uint32_t v[2] = {(uint32_t)s->id, (uint32_t)i}, r[2] = {0, 0}, cap = sizeof r;
+        int32_t rs = 0;
+        fp_ntstatus st = fsim_send(s->c, v, sizeof v, r, &cap, -1, &rs);
+        if (st != FP_STATUS_SUCCESS || cap != sizeof r || r[0] != ~v[0] || r[1] != ~v[1] ||
+            rs != (int32_t)(v[0] ^ v[1]))
+            s->bad++;
+    }
+    return NULL;
+}
+
+static atomic_int stress_stop, stress_running;
+
+static void *stress_getter(void *p)
+{
+    stress *s = p;
+    msgbuf m[8];
+    SIM_GET_ENTRY e[8];
+    replybuf r[8];
+    SIM_REPLY_ENTRY re[8];
+    while (!atomic_load(&stress_stop)) {
+        for (int i = 0; i < 8; i++)
+            e[i] = (SIM_GET_ENTRY){&m[i].h, sizeof m[i], 0, 0, 0};
+        uint32_t n = 0, k = 0;
+        fp_hresult hr = SimFilterGetMessages(s->h, e, (uint32_t)(1 + s->id % 8), FSIM_INFINITE, &n);
+        if (hr == FP_E_OPERATION_ABORTED && atomic_load(&stress_stop))
+            break;
+        if (hr != FP_S_OK) {
+            s->bad++;
+            break;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t v[2];
+            if (m[i].h.ReplyLength == 0 && memcmp(m[i].body, "stop", 4) == 0) {
+                atomic_store(&stress_stop, 1); /* the kernel has had all its replies */
+                continue;
+            }
+            if (m[i].h.ReplyLength != 16 + 8 || e[i].length != 16 + 8)
+                s->bad++;
+            memcpy(v, m[i].body, sizeof v);
+            r[k].h.MessageId = m[i].h.MessageId;
+            r[k].h.Status = (int32_t)(v[0] ^ v[1]);
+            v[0] = ~v[0];
+            v[1] = ~v[1];
+            memcpy(r[k].body, v, sizeof v);
+            re[k] = (SIM_REPLY_ENTRY){&r[k].h, 16 + 8, 0};
+            k++;
+        }
+        s->received += k;
+        if (k % 2) { /* mix the single and the batch reply */
+            if (SimFilterReplyMessage(s->h, &r[0].h, 16 + 8) != FP_S_OK)
+                s->bad++;
+            if (k > 1 && SimFilterReplyMessages(s->h, re + 1, k - 1) != FP_S_OK)
+                s->bad++;
+        } else if (k && SimFilterReplyMessages(s->h, re, k) != FP_S_OK) {
+            s->bad++;
+        }
+        for (uint32_t i = (k % 2); i < k; i++)
+            if (re[i].hr != FP_S_OK)
+                s->bad++;
+    }
+    atomic_fetch_sub(&stress_running, 1);
+    return NULL;
+}
+
+/* The user process of the stress run: NGET getter threads until the kernel's "stop" message, then
+ * cancel the others' gets, close, and report {received, bad} on fd. */
+static void stress_user(const char *name, int fd)
+{
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    pthread_t tg[NGET];
+    stress sg[NGET];
+    atomic_store(&stress_running, NGET);
+    for (int i = 0; i < NGET; i++) {
+        sg[i] = (stress){NULL, h, i, 0, 0};
+        pthread_create(&tg[i], NULL, stress_getter, &sg[i]);
+    }
+    while (atomic_load(&stress_running) > 0) {
+        if (atomic_load(&stress_stop))
+            SimFilterCancel(h);
+        usleep(1000);
+    }
+    uint32_t res[2] = {0, 0};
+    for (int i = 0; i < NGET; i++) {
+        pthread_join(tg[i], NULL);
+        res[0] += sg[i].received;
+        res[1] += (uint32_t)sg[i].bad;
+    }
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    (void)!write(fd, res, sizeof res);
+}
+
+static void test_stress(void)
+{
+    kstate k;
+    fsim_server *srv = make_port("\\Stress", 1, FSIM_ACCESS_OWNER, &k, 1);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    pid_t pid = spawn("stress", "\\Stress", p[1]);
+    close(p[1]);
+    CHECK(WAIT_UNTIL(kget_connects(&k) == 1, 5000));
+    fsim_client *c = kget_last(&k);
+    uint64_t t0 = now_ms();
+    pthread_t ts[NSEND];
+    stress ss[NSEND];
+    for (int i = 0; i < NSEND; i++) {
+        ss[i] = (stress){c, 0, i, 0, 0};
+        pthread_create(&ts[i], NULL, stress_sender, &ss[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < NSEND; i++) {
+        pthread_join(ts[i], NULL);
+        bad += ss[i].bad;
+    }
+    uint64_t dt = now_ms() - t0;
+    fprintf(stderr, "  stress: %d messages in %llu ms (%.0f/s) across processes\n", TOTAL,
+            (unsigned long long)dt, (double)TOTAL * 1000.0 / (double)(dt ? dt : 1));
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(fsim_send(c, "stop", 4, NULL, NULL, 5000 * MS, NULL), FP_STATUS_SUCCESS);
+    uint32_t res[2] = {0, 99};
+    CHECK_EQ(read(p[0], res, sizeof res), sizeof res);
+    close(p[0]);
+    CHECK_EQ(res[0], TOTAL); /* none lost, none twice */
+    CHECK_EQ(res[1], 0);
+    int status;
+    wait_child(pid, &status);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 2000));
+    fsim_client_release(c);
+    fsim_close_server(srv);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "--child") == 0)
+        return child_main(argv[2], argv[3], atoi(argv[4]));
+    snprintf(rundir, sizeof rundir, "/tmp/fpsock-XXXXXX");
+    if (!mkdtemp(rundir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    chmod(rundir, 0711); /* others may traverse: the other-uid tests */
+    setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
+    unsetenv("FASTPORT_SOCK_BUFSIZE");
+    uint64_t t0 = now_ms();
+    alarm(180); /* a hang is a failure, not a stuck CI job */
+#define RUN(t)                                                                       \
+    do {                                                                             \
+        uint64_t _t = now_ms();                                                      \
+        t;                                                                           \
+        fprintf(stderr, "%-40s %5llu ms\n", #t, (unsigned long long)(now_ms() - _t)); \
+    } while (0)
+    RUN(test_connect_rules());
+    RUN(test_runtime_dir_rules());
+    RUN(test_round_trip());
+    RUN(test_send_message());
+    RUN(test_concurrent_sends());
+    RUN(test_timeouts_and_credits());
+    RUN(test_batches_and_many_getters());
+    RUN(test_polls());
+    RUN(test_cancel_and_timeout_races());
+    RUN(test_cancel_and_disconnect());
+    RUN(test_one_mib(NULL));
+    RUN(test_one_mib("65536"));
+    RUN(test_kill_9_client());
+    RUN(test_kernel_process_dies());
+    RUN(test_other_uid());
+    RUN(test_other_users_dir());
+    RUN(test_stopped_user());
+    RUN(test_garbage_to_kernel());
+    RUN(test_garbage_to_user());
+    RUN(test_stress());
+#ifdef FASTPORT_DEBUG
+    /* every connection thread has dropped its client, every server is gone */
+    CHECK(WAIT_UNTIL(fsim_debug_live_clients() == 0, 3000));
+    CHECK(WAIT_UNTIL(fsim_debug_live_servers() == 0, 3000));
+    CHECK_EQ(fsim_debug_live_clients(), 0);
+    CHECK_EQ(fsim_debug_live_servers(), 0);
+#endif
+    rmdir(rundir);
+    fprintf(stderr, "total %llu ms\n", (unsigned long long)(now_ms() - t0));
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
