@@ -1042,7 +1042,8 @@ static void test_one_mib(const char *bufsize)
     struct bigrep {
         FP_REPLY_HEADER h;
         uint8_t body[MIB];
-    } *r = malloc(sizeof *r);
+    } *r = malloc(N * sizeof *r);
+    SIM_REPLY_ENTRY re[N];
     for (uint32_t j = 0; j < total; j++) {
         CHECK_EQ(e[j].hr, FP_S_OK);
         CHECK_EQ(e[j].length, 16 + MIB);
@@ -1052,12 +1053,16 @@ static void test_one_mib(const char *bufsize)
             if (memcmp(m[j].body, b[x].data, MIB) == 0)
                 which = x;
         CHECK(which >= 0);
-        r->h.MessageId = m[j].h.MessageId;
-        r->h.Status = which;
+        r[j].h.MessageId = m[j].h.MessageId;
+        r[j].h.Status = which;
         for (uint32_t i = 0; i < MIB; i++)
-            r->body[i] = (uint8_t)~m[j].body[i];
-        CHECK_EQ(SimFilterReplyMessage(h, &r->h, 16 + MIB), FP_S_OK);
+            r[j].body[i] = (uint8_t)~m[j].body[i];
+        re[j] = (SIM_REPLY_ENTRY){&r[j].h, 16 + MIB, 0};
     }
+    /* one call: 3 MiB of replies go as one frame each (SK_FRAME_MAX), results per entry */
+    CHECK_EQ(SimFilterReplyMessages(h, re, total), FP_S_OK);
+    for (uint32_t j = 0; j < total; j++)
+        CHECK_EQ(re[j].hr, FP_S_OK);
     for (int j = 0; j < N; j++) {
         pthread_join(b[j].t, NULL);
         CHECK_EQ(b[j].st, FP_STATUS_SUCCESS);
