@@ -27,13 +27,22 @@
  *   FP_E_OPERATION_ABORTED with nothing delivered and nothing on its way.
  * - Many gets on one handle are many groups: each gets its own messages, none is starved by
  *   another's leftovers, and the total credits never exceed the entries of the gets waiting.
+ * - A get with timeout 0 (a poll) is GET with SK_F_POLL: after the grant, a group that nothing
+ *   closed is withdrawn at once (REVOKE_ACK count 1). The user side skips even that round trip
+ *   when it knows nothing is queued: core's `queued` hook sends QUEUED when a message has to wait
+ *   and the user may believe the queue empty; MSGS / REVOKE_ACK say SK_F_EMPTY once it is.
+ * - This file takes c->lock itself (the groups live under it, and a group's credits must leave
+ *   c->credits in the same critical section as the group: core's pooled fsim_client_revoke cannot
+ *   say WHOSE credits it took). deliver() and the queued hook are called with it held.
  *
  * Threads and lifetimes
  * - One accept thread per listening server (joined by fsim_sock_unlisten).
  * - One thread per connection: handshake, then reads the user's frames. It owns the reference
  *   fsim_server_connect returned. When the connection ends (EOF, error, garbage, or a kernel-side
- *   fsim_close_client that shut the socket down) it calls fsim_close_client, joins the writer and
- *   the FilterSendMessage workers, and drops its reference as its very last act. remote_ops.release
+ *   fsim_close_client that shut the socket down) it calls fsim_close_client, hangs up only then
+ *   (the user's SimFilterClose waits for that: DisconnectNotify has run when it returns, as with
+ *   FltLib), joins the writer and the FilterSendMessage workers, and drops its reference as its
+ *   very last act. remote_ops.release
  *   runs when the last reference goes: on the connection thread itself it detaches the thread,
  *   anywhere else it joins it (already past its last access), then frees the state.
  * - Frames are written without blocking: deliver() runs under the client's lock and must not wait

@@ -298,18 +298,28 @@ static fp_hresult u_get(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeo
     return FP_E_INVALID_HANDLE;
 }
 
+/* What fsim_client_reply refuses with E_INVALIDARG is refused here, without a round trip. */
+static int reply_ok(const SIM_REPLY_ENTRY *x)
+{
+    return x->buffer && x->size >= sizeof(FP_REPLY_HEADER) &&
+           x->size - sizeof(FP_REPLY_HEADER) <= FSIM_MAX_MESSAGE;
+}
+
 static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
 {
     ucon *u = impl;
+    pthread_mutex_lock(&u->lock);
+    int dead = u->dead;
+    pthread_mutex_unlock(&u->lock);
+    if (dead)
+        return FP_E_INVALID_HANDLE; /* entries untouched, as on inproc */
     for (uint32_t i = 0; i < n;) {
         /* One frame: as many replies as fit SK_FRAME_MAX (always at least one). */
         uint32_t j = i, nv = 0;
         size_t total = sizeof(sk_hdr);
         while (j < n && j - i < U_REPLY_CHUNK) {
             const SIM_REPLY_ENTRY *x = &e[j];
-            int ok = x->buffer && x->size >= sizeof(FP_REPLY_HEADER) &&
-                     x->size - sizeof(FP_REPLY_HEADER) <= FSIM_MAX_MESSAGE;
-            if (ok) {
+            if (reply_ok(x)) {
                 size_t add = sizeof(sk_reply_ent) + SK_ALIGN8(x->size);
                 if (nv && total + add > SK_FRAME_MAX)
                     break;
@@ -341,8 +351,7 @@ static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
         iov[iv++] = (struct iovec){&h, sizeof h};
         for (uint32_t k = i; k < j; k++) {
             const SIM_REPLY_ENTRY *x = &e[k];
-            if (!x->buffer || x->size < sizeof(FP_REPLY_HEADER) ||
-                x->size - sizeof(FP_REPLY_HEADER) > FSIM_MAX_MESSAGE)
+            if (!reply_ok(x))
                 continue;
             re[r] = (sk_reply_ent){x->size, 0};
             iov[iv++] = (struct iovec){&re[r], sizeof re[r]};
@@ -375,14 +384,8 @@ static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
         hr = !w.done ? FP_E_INVALID_HANDLE : w.hr;
         if (FP_SUCCEEDED(hr)) {
             r = 0;
-            for (uint32_t k = i; k < j; k++) {
-                const SIM_REPLY_ENTRY *x = &e[k];
-                if (!x->buffer || x->size < sizeof(FP_REPLY_HEADER) ||
-                    x->size - sizeof(FP_REPLY_HEADER) > FSIM_MAX_MESSAGE)
-                    e[k].hr = FP_E_INVALIDARG;
-                else
-                    e[k].hr = hrs[r++];
-            }
+            for (uint32_t k = i; k < j; k++)
+                e[k].hr = reply_ok(&e[k]) ? hrs[r++] : FP_E_INVALIDARG;
         }
     chunk_done:
         if (re != stack_re)
