@@ -68,23 +68,61 @@ cdef class Batch:
     cdef _ChunkHold hold
     cdef fp_chunk *chunk
     cdef readonly uint32_t count
-    cdef readonly object headers
-    cdef readonly object messages
-    cdef readonly object replies
-    cdef readonly object status
-    cdef readonly object lengths
-    cdef readonly object receive_ns
+    cdef fp_chunk_info info
+    cdef object _headers, _messages, _replies, _status, _lengths, _receive_ns
     cdef bint _released
 
     def __len__(self):
         return self.count
 
+    # Views are built on first use (each is one numpy object over the chunk) and cached.
+    @property
+    def headers(self):
+        if self._headers is None:
+            self._headers = _view(self.core._header_dtype, self.count, self.info.slot_size,
+                                  self.info.slots, False, self.hold)
+        return self._headers
+
+    @property
+    def messages(self):
+        if self._messages is None:
+            self._messages = _view(self.core.message_dtype, self.count, self.info.slot_size,
+                                   self.info.slots + 16, False, self.hold)
+        return self._messages
+
+    @property
+    def replies(self):
+        if self._replies is None:
+            self._replies = _view(self.core.reply_dtype, self.count, self.info.reply_stride,
+                                  self.info.reply_payload, True, self.hold)
+        return self._replies
+
+    @property
+    def status(self):
+        if self._status is None:
+            self._status = _view(self.core._status_dtype, self.count, 4, self.info.status, True,
+                                 self.hold)
+        return self._status
+
+    @property
+    def lengths(self):
+        if self._lengths is None:
+            self._lengths = _view(self.core._length_dtype, self.count, 4,
+                                  <void *>self.info.length, False, self.hold)
+        return self._lengths
+
+    @property
+    def receive_ns(self):
+        if self._receive_ns is None:
+            self._receive_ns = _view(self.core._ns_dtype, self.count, 8,
+                                     <void *>self.info.recv_ns, False, self.hold)
+        return self._receive_ns
+
     @property
     def payload(self):
         """The message payloads as a read-only 2-d uint8 view (len(batch), message itemsize):
         raw bytes for byte-level work (checksums, pattern search); zero-copy like the others."""
-        cdef fp_chunk_info info
-        fp_chunk_get_info(self.core._p, self.chunk, &info)
+        cdef fp_chunk_info info = self.info
         cdef cnp.npy_intp dims[2]
         cdef cnp.npy_intp strides[2]
         dims[0] = self.count
@@ -240,8 +278,6 @@ cdef class _PumpCore:
             fp_pump_stop(self._p)
 
     cdef Batch _wrap(self, fp_chunk *c):
-        cdef fp_chunk_info info
-        fp_chunk_get_info(self._p, c, &info)
         cdef _ChunkHold hold = _ChunkHold.__new__(_ChunkHold)
         hold.core = self
         hold.chunk = c
@@ -249,15 +285,8 @@ cdef class _PumpCore:
         b.core = self
         b.hold = hold
         b.chunk = c
-        b.count = info.count
-        b.headers = _view(self._header_dtype, info.count, info.slot_size, info.slots, False, hold)
-        b.messages = _view(self.message_dtype, info.count, info.slot_size, info.slots + 16, False,
-                           hold)
-        b.replies = _view(self.reply_dtype, info.count, info.reply_stride, info.reply_payload,
-                          True, hold)
-        b.status = _view(self._status_dtype, info.count, 4, info.status, True, hold)
-        b.lengths = _view(self._length_dtype, info.count, 4, <void *>info.length, False, hold)
-        b.receive_ns = _view(self._ns_dtype, info.count, 8, <void *>info.recv_ns, False, hold)
+        fp_chunk_get_info(self._p, c, &b.info)
+        b.count = b.info.count
         return b
 
     def _next(self, timeout=None):

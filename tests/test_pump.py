@@ -132,7 +132,11 @@ def test_view_kept_past_its_batch_keeps_its_slots(served):
     with Pump(port, message=MSG, reply=REP, threads=1, batch=1, linger_us=0) as pump:
         it = iter(pump)
         batch = next(it)
-        assert batch.exports == 6  # headers, messages, replies, status, lengths, receive_ns
+        assert batch.exports == 0  # views are made on first use
+        views = (batch.headers, batch.messages, batch.replies, batch.status, batch.lengths,
+                 batch.receive_ns)
+        assert batch.exports == 6 and batch.headers is views[0]  # cached
+        del views
         kept = batch.messages
         hold = kept.base
         refs = sys.getrefcount(hold)
