@@ -206,7 +206,8 @@ cdef class _PumpCore:
         self._backend = NULL
 
     def __init__(self, Port port not None, message, reply, uint32_t threads, uint32_t outstanding,
-                 uint32_t batch, uint32_t linger_us, deadline, default_reply):
+                 uint32_t batch, uint32_t linger_us, deadline, default_reply,
+                 uint32_t reply_threads, uint32_t spin_us):
         self.port = port
         self.message_dtype = _np.dtype(message)
         self.reply_dtype = _np.dtype(reply)
@@ -225,6 +226,8 @@ cdef class _PumpCore:
         cfg.outstanding = outstanding
         cfg.batch = batch
         cfg.linger_us = linger_us
+        cfg.reply_threads = reply_threads
+        cfg.spin_us = spin_us
         cfg.deadline_ns = _timeout_ns(deadline)
         if self.message_dtype.itemsize > FSIM_MAX_MESSAGE:
             raise ValueError(f"message dtype is {self.message_dtype.itemsize} bytes; the limit is "
@@ -337,7 +340,7 @@ cdef class _PumpCore:
             raise OSError("cannot create the pump's event fd")
         return fd
 
-    def _handle_each(self, Batch b, handler):
+    cdef int _handle_each(self, Batch b, handler) except -1:
         """Per-message mode: handler(record) -> reply record, bytes, or None (default)."""
         cdef uint32_t i
         cdef Py_ssize_t size = self.reply_dtype.itemsize
@@ -353,6 +356,31 @@ cdef class _PumpCore:
                 replies[i] = _np.frombuffer(r, dtype=self.reply_dtype)[0]
             else:
                 replies[i] = r
+        return 0
+
+    def _run(self, handler, bint per_message, bint raise_errors, log):
+        """The loop behind Pump.run (see there), in C: per batch, one wait, one handler call,
+        one release."""
+        cdef Batch b
+        while True:
+            try:
+                b = self._next()
+            except StopIteration:
+                return
+            try:
+                if per_message:
+                    self._handle_each(b, handler)
+                    b.reply()
+                else:
+                    handler(b)
+            except Exception as e:
+                b.release(True)
+                if raise_errors:
+                    self.stop()
+                    raise
+                log(e)
+            finally:
+                b.release(False)
 
     @property
     def stats(self):

@@ -33,6 +33,9 @@ class Pump(_PumpCore):
     counted (stats['late_python']), not sent. default_reply: bytes, a record, or None (zeros).
     on_error: what a handler exception does in run(): "default" logs it and goes on, "raise"
     stops the pump and re-raises; either way its unanswered messages get default_reply.
+    reply_threads: C threads that send the replies batch.reply() queues (None = `threads`; 0 =
+    batch.reply() sends them itself before returning). spin_us: how long the consumer
+    busy-waits for the next batch before sleeping (0 = never).
 
     A context manager: entering starts the workers, leaving stops them (every received message
     is answered, every thread joined)."""
@@ -50,17 +53,23 @@ class Pump(_PumpCore):
         deadline: Optional[float] = None,
         default_reply: Any = None,
         on_error: str = "default",
+        reply_threads: Optional[int] = None,
+        spin_us: int = 0,
     ) -> None:
         if on_error not in ("default", "raise"):
             raise ValueError(f"on_error must be 'default' or 'raise', not {on_error!r}")
+        if reply_threads is None:
+            reply_threads = threads
         for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
-                            ("linger_us", linger_us)):
+                            ("linger_us", linger_us), ("reply_threads", reply_threads),
+                            ("spin_us", spin_us)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int")
-            if value < (0 if name == "linger_us" else 1) or value > 0xFFFFFFFF:
+            low = 1 if name in ("threads", "outstanding", "batch") else 0
+            if value < low or value > 0xFFFFFFFF:
                 raise ValueError(f"{name} out of range: {value}")
         super().__init__(port, message, reply, threads, outstanding, batch, linger_us, deadline,
-                         default_reply)
+                         default_reply, reply_threads, spin_us)
         self.on_error = on_error
         self._current: Optional[Batch] = None
 
@@ -97,25 +106,10 @@ class Pump(_PumpCore):
         reply dtype, bytes, or None for default_reply); the replies are sent per batch.
         In batch mode the handler sends with batch.reply(); whatever it leaves unanswered gets
         default_reply when it returns."""
-        while True:
-            try:
-                batch = self._next()
-            except StopIteration:
-                return
-            try:
-                if per_message:
-                    self._handle_each(batch, handler)
-                    batch.reply()
-                else:
-                    handler(batch)
-            except Exception as e:
-                batch.release(error=True)
-                if self.on_error == "raise":
-                    self.stop()
-                    raise
-                _log.error("pump handler raised; its batch got default replies", exc_info=e)
-            finally:
-                batch.release()
+        def log(e: BaseException) -> None:
+            _log.error("pump handler raised; its batch got default replies", exc_info=e)
+
+        self._run(handler, bool(per_message), self.on_error == "raise", log)
 
     async def batches(self) -> AsyncIterator[Batch]:
         """`async for batch in pump.batches():` on the running event loop, woken through the

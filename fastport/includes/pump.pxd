@@ -34,6 +34,8 @@ cdef extern from "pump/pump.h" nogil:
         uint32_t reply_size
         const void *default_reply
         uint32_t nchunks
+        uint32_t spin_us
+        uint32_t reply_threads
     void fp_pump_config_init(fp_pump_config *cfg)
     int32_t fp_pump_create(fp_backend *backend, const fp_pump_config *cfg, fp_pump **out)
     int32_t fp_pump_start(fp_pump *p)

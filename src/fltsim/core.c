@@ -448,13 +448,13 @@ static int deliver_or_queue(fsim_client *c, fsim_msg *m)
 {
     fsim_waiter *w = c->w_head;
     if (w) {
+        /* Oldest get first, as Windows completes pending gets (IRPs) in FIFO order: a batch get
+         * keeps collecting until its thread runs or it is full. */
         fsim_copy_message(m, &w->entries[w->filled]);
         if (w->filled++ == 0)
             pthread_cond_signal(w->cv);
-        /* Spread messages over idle getters first: a getter that has some goes to the back. */
-        waiter_unlink(c, w);
-        if (w->filled < w->count)
-            waiter_append(c, w);
+        if (w->filled == w->count)
+            waiter_unlink(c, w);
         mark_delivered(c, m);
         return 0;
     }

@@ -57,6 +57,7 @@ struct fp_chunk {
     uint8_t *slots;
     uint8_t *replies;   /* consumer reply slots */
     uint8_t *defaults;  /* default reply slots: payload prefilled once, header written per send */
+    uint8_t *outbox;    /* consumer replies copied at fp_chunk_reply, sent from here */
     /* per slot, written by the filling worker before `count` covers the slot: */
     uint64_t *recv_ns;
     uint64_t *msgid;    /* copied from the header: the consumer cannot change what C answers */
@@ -66,7 +67,11 @@ struct fp_chunk {
     /* under mu: */
     fp_send *send;
     uint32_t *send_idx;
+    uint32_t *out_idx;  /* outbox slots waiting for a reply thread */
+    uint32_t out_n;
+    bool out_queued;    /* on the pump's outbox queue (holding one hold) */
     fp_chunk *next;     /* q_mu: free list / ready queue link */
+    fp_chunk *out_next; /* o_mu: outbox queue link */
 };
 
 typedef struct worker {
@@ -115,6 +120,13 @@ struct fp_pump {
 
     pthread_mutex_t join_mu;
     bool joined;
+
+    _Alignas(CACHELINE) pthread_mutex_t o_mu; /* the outbox queue and its reply threads */
+    pthread_cond_t o_cv;
+    fp_chunk *o_head, *o_tail;
+    bool o_stop;
+    uint32_t o_started;
+    pthread_t *o_tids;
 
     _Alignas(CACHELINE) _Atomic uint64_t replied, late_replies, late_python, errors, reply_calls;
     _Atomic uint64_t defaulted[DEF_N];
@@ -239,6 +251,7 @@ static void free_all(fp_pump *p)
     free(p->chunks);
     free(p->workers);
     free(p->recv_area);
+    free(p->o_tids);
     free(p->default_reply);
     if (p->efd >= 0)
         close(p->efd);
@@ -249,6 +262,8 @@ static void free_all(fp_pump *p)
     pthread_mutex_destroy(&p->r_mu);
     pthread_cond_destroy(&p->r_cv);
     pthread_mutex_destroy(&p->join_mu);
+    pthread_mutex_destroy(&p->o_mu);
+    pthread_cond_destroy(&p->o_cv);
     free(p);
 }
 
@@ -265,7 +280,8 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         cfg.outstanding > FP_PUMP_MAX_OUTSTANDING || cfg.batch < 1 ||
         cfg.batch > FP_PUMP_MAX_BATCH || cfg.nchunks > FP_PUMP_MAX_CHUNKS ||
         cfg.message_size > FP_PUMP_MAX_MESSAGE || cfg.reply_size > FP_PUMP_MAX_MESSAGE ||
-        cfg.spin_us > FP_PUMP_MAX_SPIN_US)
+        cfg.spin_us > FP_PUMP_MAX_SPIN_US || cfg.reply_threads > FP_PUMP_MAX_THREADS ||
+        cfg._reserved)
         return FP_E_INVALIDARG;
     if (cfg.nchunks == 0)
         cfg.nchunks = cfg.threads * 2u + 4u;
@@ -279,7 +295,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     chunk_reply_bytes = round_up(chunk_reply_bytes, CACHELINE);
     if (!mul_ok(chunk_bytes, cfg.nchunks, &slab_bytes) ||
         !mul_ok(chunk_reply_bytes, cfg.nchunks, &replies_bytes) ||
-        !mul_ok(replies_bytes, 2, &area_bytes))
+        !mul_ok(replies_bytes, 3, &area_bytes))
         return FP_E_OUTOFMEMORY;
     slab_bytes = round_up(slab_bytes, PAGE);
 
@@ -291,7 +307,8 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     size_t off_status = round_up(off_len + 4 * B, CACHELINE);
     size_t off_send = round_up(off_status + 4 * B, CACHELINE);
     size_t off_sidx = round_up(off_send + sizeof(fp_send) * B, CACHELINE);
-    size_t off_ans = round_up(off_sidx + 4 * B, CACHELINE);
+    size_t off_oidx = round_up(off_sidx + 4 * B, CACHELINE);
+    size_t off_ans = round_up(off_oidx + 4 * B, CACHELINE);
     size_t meta_chunk = round_up(off_ans + B, CACHELINE), meta_bytes;
     if (!mul_ok(meta_chunk, cfg.nchunks, &meta_bytes))
         return FP_E_OUTOFMEMORY;
@@ -307,7 +324,8 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     if (pthread_mutex_init(&p->q_mu, NULL) || cond_init_mono(&p->free_cv) ||
         cond_init_mono(&p->ready_cv) || cond_init_mono(&p->exit_cv) ||
         pthread_mutex_init(&p->r_mu, NULL) || cond_init_mono(&p->r_cv) ||
-        pthread_mutex_init(&p->join_mu, NULL)) {
+        pthread_mutex_init(&p->join_mu, NULL) || pthread_mutex_init(&p->o_mu, NULL) ||
+        cond_init_mono(&p->o_cv)) {
         free(p); /* init failures on Linux only happen for bad attributes; nothing to destroy */
         return FP_E_OUTOFMEMORY;
     }
@@ -347,6 +365,8 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     if (posix_memalign(&mem, CACHELINE, recv_per_worker * cfg.threads))
         goto oom;
     p->recv_area = mem;
+    if (cfg.reply_threads && !(p->o_tids = calloc(cfg.reply_threads, sizeof(pthread_t))))
+        goto oom;
     p->default_reply = calloc(1, cfg.reply_size ? cfg.reply_size : 1);
     if (!p->default_reply)
         goto oom;
@@ -368,6 +388,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         c->slots = p->slab + (size_t)i * chunk_bytes;
         c->replies = p->reply_area + (size_t)i * chunk_reply_bytes;
         c->defaults = p->reply_area + replies_bytes + (size_t)i * chunk_reply_bytes;
+        c->outbox = p->reply_area + 2 * replies_bytes + (size_t)i * chunk_reply_bytes;
         uint8_t *m = p->meta + (size_t)i * meta_chunk;
         c->recv_ns = (uint64_t *)(void *)(m + off_recv);
         c->msgid = (uint64_t *)(void *)(m + off_msgid);
@@ -375,6 +396,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         c->status = (int32_t *)(void *)(m + off_status);
         c->send = (fp_send *)(void *)(m + off_send);
         c->send_idx = (uint32_t *)(void *)(m + off_sidx);
+        c->out_idx = (uint32_t *)(void *)(m + off_oidx);
         c->answered = m + off_ans;
         for (uint32_t s = 0; s < cfg.batch; s++)
             memcpy(c->defaults + (size_t)s * reply_stride + FP_PUMP_REPLY_HEADER, p->default_reply,
@@ -484,6 +506,25 @@ static uint64_t default_locked(fp_pump *p, fp_chunk *c, uint64_t cutoff, int rea
     return next;
 }
 
+/* Sends the chunk's outbox (chunk mu held). Returns the backend call's result. */
+static fp_hresult flush_outbox_locked(fp_pump *p, fp_chunk *c, uint32_t *late, uint32_t *errs)
+{
+    uint32_t n = c->out_n;
+    const uint32_t size = (uint32_t)p->reply_bytes;
+    for (uint32_t k = 0; k < n; k++) {
+        c->send[k].buffer = c->outbox + (size_t)c->out_idx[k] * p->reply_stride;
+        c->send[k].size = size;
+        c->send[k].hr = FP_S_OK;
+        c->send_idx[k] = c->out_idx[k];
+    }
+    c->out_n = 0;
+    if (!n)
+        return FP_S_OK;
+    fp_hresult hr = send_locked(p, c, n, late, errs);
+    atomic_fetch_add_explicit(&p->replied, n, RLX);
+    return hr;
+}
+
 fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply_result *res)
 {
     fp_reply_result r = {0};
@@ -494,7 +535,8 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
     fp_hresult hr = FP_S_OK;
     uint32_t n = 0;
     const size_t stride = p->reply_stride;
-    const uint32_t size = (uint32_t)p->reply_bytes;
+    const size_t payload = p->reply_bytes - FP_PUMP_REPLY_HEADER;
+    bool queue = false;
     pthread_mutex_lock(&c->mu);
     for (uint32_t i = 0; i < c->count; i++) {
         if (mask && !mask[i])
@@ -503,15 +545,14 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
         case ANS_PENDING: {
             c->answered[i] = ANS_CONSUMER;
             c->pending--;
-            uint8_t *slot = c->replies + (size_t)i * stride;
-            FP_REPLY_HEADER *h = (FP_REPLY_HEADER *)(void *)slot;
+            uint8_t *out = c->outbox + (size_t)i * stride;
+            FP_REPLY_HEADER *h = (FP_REPLY_HEADER *)(void *)out;
             h->Status = c->status[i];
             h->_pad = 0;
             h->MessageId = c->msgid[i];
-            c->send[n].buffer = slot;
-            c->send[n].size = size;
-            c->send[n].hr = FP_S_OK;
-            c->send_idx[n] = i;
+            memcpy(out + FP_PUMP_REPLY_HEADER, c->replies + (size_t)i * stride + FP_PUMP_REPLY_HEADER,
+                   payload);
+            c->out_idx[c->out_n++] = i;
             n++;
             break;
         }
@@ -523,18 +564,62 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
             break;
         }
     }
-    if (n)
-        hr = send_locked(p, c, n, &r.late, &r.errors);
+    if (n) {
+        pthread_mutex_lock(&p->o_mu);
+        if (p->o_started && !p->o_stop) {
+            queue = true;
+            if (!c->out_queued) {
+                c->out_queued = true;
+                c->holds++; /* the reply thread's, dropped after it sent */
+                c->out_next = NULL;
+                if (p->o_tail)
+                    p->o_tail->out_next = c;
+                else
+                    p->o_head = c;
+                p->o_tail = c;
+                pthread_cond_signal(&p->o_cv);
+            }
+        }
+        pthread_mutex_unlock(&p->o_mu);
+        if (!queue)
+            hr = flush_outbox_locked(p, c, &r.late, &r.errors);
+    }
     pthread_mutex_unlock(&c->mu);
     r.sent = n;
-    if (n)
-        atomic_fetch_add_explicit(&p->replied, n, RLX);
     if (r.already)
         atomic_fetch_add_explicit(&p->late_python, r.already, RLX);
     add_outcomes(p, r.late, r.errors);
     if (res)
         *res = r;
     return hr;
+}
+
+static void *replier_main(void *arg)
+{
+    fp_pump *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->o_mu);
+        while (!p->o_head && !p->o_stop)
+            pthread_cond_wait(&p->o_cv, &p->o_mu);
+        fp_chunk *c = p->o_head;
+        if (!c) { /* stopping and drained */
+            pthread_mutex_unlock(&p->o_mu);
+            return NULL;
+        }
+        p->o_head = c->out_next;
+        if (!p->o_head)
+            p->o_tail = NULL;
+        c->out_next = NULL;
+        pthread_mutex_unlock(&p->o_mu);
+
+        uint32_t late = 0, errs = 0;
+        pthread_mutex_lock(&c->mu);
+        c->out_queued = false;
+        flush_outbox_locked(p, c, &late, &errs);
+        pthread_mutex_unlock(&c->mu);
+        add_outcomes(p, late, errs);
+        fp_chunk_unref(p, c);
+    }
 }
 
 fp_hresult fp_chunk_finish(fp_pump *p, fp_chunk *c, int reason)
@@ -1010,7 +1095,15 @@ fp_hresult fp_pump_start(fp_pump *p)
     pthread_mutex_unlock(&p->q_mu);
 
     bool failed = false;
-    if (p->cfg.deadline_ns >= 0) {
+    for (uint32_t t = 0; t < p->cfg.reply_threads && !failed; t++) {
+        pthread_mutex_lock(&p->o_mu);
+        if (pthread_create(&p->o_tids[t], NULL, replier_main, p) == 0)
+            p->o_started++;
+        else
+            failed = true;
+        pthread_mutex_unlock(&p->o_mu);
+    }
+    if (!failed && p->cfg.deadline_ns >= 0) {
         if (pthread_create(&p->r_tid, NULL, reaper_main, p) == 0)
             p->r_started = true;
         else
@@ -1091,6 +1184,14 @@ void fp_pump_join(fp_pump *p)
         pthread_join(p->r_tid, NULL);
         p->r_started = false;
     }
+    /* reply threads send what is queued, then exit; replies queued later are sent in place */
+    pthread_mutex_lock(&p->o_mu);
+    p->o_stop = true;
+    pthread_cond_broadcast(&p->o_cv);
+    uint32_t repliers = p->o_started;
+    pthread_mutex_unlock(&p->o_mu);
+    for (uint32_t t = 0; t < repliers; t++)
+        pthread_join(p->o_tids[t], NULL);
     /* every chunk is now free, ready or held: answer what is left */
     for (uint32_t i = 0; i < p->cfg.nchunks; i++) {
         fp_chunk *c = &p->chunks[i];

@@ -92,6 +92,11 @@ typedef struct fp_pump_config {
     uint32_t spin_us;      /* fp_pump_next busy-waits up to this long (once per call) before it
                               sleeps: saves a futex wake-up per batch when batches come fast,
                               costs a core while it spins; 0 = never spin (default) */
+    uint32_t reply_threads; /* threads that send the consumer's replies: fp_chunk_reply queues
+                              them and returns at once, so the consumer never waits on the
+                              port (the sends wake the kernel's senders, which is most of their
+                              cost). 0 = fp_chunk_reply sends in the calling thread. */
+    uint32_t _reserved;    /* must be 0 */
 } fp_pump_config;
 
 /* threads 2, outstanding 16, batch 64, linger 0, no deadline, sizes 0, auto nchunks. */
@@ -174,13 +179,17 @@ typedef struct fp_reply_result {
     uint32_t _pad;
 } fp_reply_result;
 
-/* Sends the consumer's replies for the selected messages of the chunk (mask: uint8[count],
- * nonzero = selected; NULL = all): header Status = status[i], MessageId from the message; payload
- * = the reply slot's payload; size 16 + reply_size (also when the message's ReplyLength is smaller:
- * the port refuses it with FP_E_INSUFFICIENT_BUFFER, counted as an error). One backend call for
- * all of them. Every selected message is answered exactly once: already answered ones are
- * skipped. res (optional) gets the counts. Returns FP_S_OK, or the backend's call-level failure
- * (then every reply of the call counts as an error; the messages stay answered). */
+/* Answers the selected messages of the chunk (mask: uint8[count], nonzero = selected; NULL = all)
+ * with the consumer's replies: header Status = status[i], MessageId from the message; payload =
+ * the reply slot's payload, COPIED now (the consumer may reuse its reply slots at once); size
+ * 16 + reply_size (also when the message's ReplyLength is smaller: the port refuses it with
+ * FP_E_INSUFFICIENT_BUFFER, counted as an error). Every selected message is answered exactly
+ * once: already answered ones are skipped (late_python).
+ * With reply_threads > 0 the replies are queued for a reply thread (one backend call per chunk
+ * and turn) and this returns at once: res->sent counts the replies queued, late/errors are known
+ * only to the stats. With reply_threads == 0 (or once the pump is joined) they are sent here, in
+ * one backend call, and res has their outcomes. Returns FP_S_OK, or the backend's call-level
+ * failure of a synchronous send (then every reply of the call counts as an error). */
 fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply_result *res);
 
 enum fp_finish_reason {

@@ -218,6 +218,8 @@ static void test_config_validation(void)
     BAD(x.message_size = FP_PUMP_MAX_MESSAGE + 1);
     BAD(x.reply_size = FP_PUMP_MAX_MESSAGE + 1);
     BAD(x.spin_us = FP_PUMP_MAX_SPIN_US + 1);
+    BAD(x.reply_threads = FP_PUMP_MAX_THREADS + 1);
+    BAD(x._reserved = 1);
 #undef BAD
     /* huge but valid-looking: refused as out of memory, not crashed */
     c = base_cfg();
@@ -362,6 +364,7 @@ typedef struct stress_params {
     int use_mask;     /* reply in two masked halves */
     int sleepy;       /* consumers sometimes sleep (deadline races) */
     uint32_t spin_us;
+    uint32_t reply_threads;
 } stress_params;
 
 typedef struct consumer_arg {
@@ -439,6 +442,7 @@ static void run_stress(const stress_params *sp)
     fp_pump_config c = base_cfg();
     c.threads = sp->threads;
     c.spin_us = sp->spin_us;
+    c.reply_threads = sp->reply_threads;
     c.outstanding = sp->outstanding;
     c.batch = sp->batch;
     c.linger_us = sp->linger_us;
@@ -532,14 +536,17 @@ static uint64_t scaled(uint64_t n)
 static void test_stress_exactly_once(void)
 {
     stress_params ps[] = {
-        /* thr out batch linger chunks prod cons n deadline mask sleepy spin */
-        {2, 1, 1, 0, 0, 4, 1, scaled(20000), -1, 0, 0, 0},
-        {3, 4, 16, 0, 0, 4, 2, scaled(30000), -1, 1, 0, 0},
-        {4, 16, 256, 200, 0, 4, 2, scaled(100000), -1, 0, 0, 0},
-        {2, 16, 64, 1000, 3, 3, 1, scaled(30000), -1, 1, 0, 0},
-        {4, 8, 256, 0, 0, 6, 2, scaled(100000), -1, 0, 0, 0},
-        {2, 3, 7, 0, 5, 2, 3, scaled(20000), -1, 0, 0, 0},
-        {2, 16, 32, 0, 0, 2, 2, scaled(20000), -1, 0, 0, 50},
+        /* thr out batch linger chunks prod cons n deadline mask sleepy spin repliers */
+        {2, 1, 1, 0, 0, 4, 1, scaled(20000), -1, 0, 0, 0, 0},
+        {3, 4, 16, 0, 0, 4, 2, scaled(30000), -1, 1, 0, 0, 0},
+        {4, 16, 256, 200, 0, 4, 2, scaled(100000), -1, 0, 0, 0, 0},
+        {2, 16, 64, 1000, 3, 3, 1, scaled(30000), -1, 1, 0, 0, 0},
+        {4, 8, 256, 0, 0, 6, 2, scaled(100000), -1, 0, 0, 0, 0},
+        {2, 3, 7, 0, 5, 2, 3, scaled(20000), -1, 0, 0, 0, 0},
+        {2, 16, 32, 0, 0, 2, 2, scaled(20000), -1, 0, 0, 50, 0},
+        /* replies queued to reply threads */
+        {2, 8, 64, 50, 0, 4, 1, scaled(50000), -1, 0, 0, 0, 2},
+        {3, 4, 16, 0, 0, 4, 2, scaled(30000), -1, 1, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         run_stress(&ps[i]);
@@ -549,8 +556,9 @@ static void test_stress_exactly_once(void)
 static void test_stress_deadline_race(void)
 {
     stress_params ps[] = {
-        {2, 8, 32, 0, 0, 2, 2, scaled(20000), 300000, 0, 1, 0},
-        {3, 4, 8, 100, 0, 2, 2, scaled(20000), 0, 1, 1, 20},
+        {2, 8, 32, 0, 0, 2, 2, scaled(20000), 300000, 0, 1, 0, 0},
+        {3, 4, 8, 100, 0, 2, 2, scaled(20000), 0, 1, 1, 20, 0},
+        {2, 8, 32, 0, 0, 2, 2, scaled(20000), 300000, 1, 1, 0, 2},
     };
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         run_stress(&ps[i]);
