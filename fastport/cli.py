@@ -60,11 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--senders", nargs="+", type=int, default=[8, 64], metavar="K")
     b.add_argument("--payload", nargs="+", default=["1024"], metavar="B",
                    help="bytes, or a range MIN:MAX (uniform)")
-    b.add_argument("--seconds", type=float, default=2.0, help="measured seconds per case")
+    b.add_argument("--seconds", type=float, default=1.0, help="measured seconds per run")
+    b.add_argument("--repeat", type=int, default=3,
+                   help="runs per case, clients taking turns; the median run is reported")
     b.add_argument("--clients", default="pump,pump-per-message,c-reference,python-loop")
     b.add_argument("--protocol", choices=["bench", "scanner"], default="bench")
     b.add_argument("--threads", type=int, default=2, help="worker threads of every client")
-    b.add_argument("--outstanding", type=int, default=8, help="gets in flight per thread")
+    b.add_argument("--outstanding", type=int, default=64, help="gets in flight per thread")
     b.add_argument("--batch", type=int, default=256, help="pump batch size")
     b.add_argument("--timeout", type=float, default=10000, metavar="MS",
                    help="per-send timeout of the driver")
@@ -119,7 +121,9 @@ def _bench(a: argparse.Namespace) -> int:
     start = time.monotonic()
     results = benchmark.run_bench(transports=a.transport, senders=senders, payloads=payloads,
                                   clients=clients, seconds=a.seconds,
-                                  open_loop=not a.no_open_loop, settings=settings)
+                                  open_loop=not a.no_open_loop,
+                                  repeat=_positive_int("--repeat", a.repeat, 1, 100),
+                                  settings=settings)
     print(benchmark.format_table(results))
     m = benchmark.machine_info()
     print(f"\n{m['date']}  {m['cpu']}, {m['cores']} cores, Python {m['python']}, "

@@ -124,7 +124,7 @@ def test_driver_bad_arguments(fm, port_name):
 def test_bench_command_table_and_json(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = main(["bench", "--transport", "inproc", "--senders", "2", "--seconds", "0.2",
-               "--clients", "pump,c-reference", "--json", str(out)])
+               "--repeat", "2", "--clients", "pump,c-reference", "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "c-reference" in text and "x c-ref" in text
@@ -135,6 +135,7 @@ def test_bench_command_table_and_json(tmp_path, capsys):
                           "messages", "throughput", "latency_us", "timeouts", "bad_replies"}
         assert set(r["latency_us"]) >= {"p50", "p90", "p99", "p999", "max"}
         assert r["bad_replies"] == 0
+        assert len(r["runs"]) == 2 and r["throughput"] in r["runs"]
     modes = {(r["client"], r["mode"]) for r in doc["results"]}
     assert modes == {("pump", "closed"), ("c-reference", "closed"), ("pump", "open"),
                      ("c-reference", "open")}
