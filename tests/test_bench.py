@@ -21,6 +21,17 @@ def bench_payload(length, marker):
     return np.array([1, 2, length, marker], dtype="<u4").tobytes() + body
 
 
+def test_bench_dtypes_match_the_c_structs():
+    c = _ext.c_layouts()
+    msg = protocols.bench(1024).message
+    head = {n: msg.fields[n][1] for n in ("sender", "seq", "length", "marker")}
+    assert c["BENCH_MESSAGE"]["fields"] == head
+    assert msg.fields["data"][1] == c["BENCH_MESSAGE"]["size"] == 16  # data[] follows the header
+    assert c["BENCH_REPLY"]["size"] == protocols.BENCH_REPLY.itemsize == 8
+    assert c["BENCH_REPLY"]["fields"] == {n: protocols.BENCH_REPLY.fields[n][1]
+                                          for n in protocols.BENCH_REPLY.names}
+
+
 @pytest.mark.parametrize("length", [16, 17, 63, 64, 1000, 1024])
 def test_bench_handlers_agree_with_the_driver(length):
     proto = protocols.bench(1024)

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include "../fltsim/fltsim.h"
+#include "bench.h"
 #include "scanner.h"
 
 typedef struct fp_layout {
@@ -30,6 +31,14 @@ static const fp_layout fp_layout_table[] = {
     FP_LAYOUT_FIELD(SCANNER_NOTIFICATION, Contents),
     FP_LAYOUT_STRUCT(SCANNER_REPLY),
     FP_LAYOUT_FIELD(SCANNER_REPLY, SafeToOpen),
+    FP_LAYOUT_STRUCT(BENCH_MESSAGE), /* the header; data[] (flexible) starts at its end */
+    FP_LAYOUT_FIELD(BENCH_MESSAGE, sender),
+    FP_LAYOUT_FIELD(BENCH_MESSAGE, seq),
+    FP_LAYOUT_FIELD(BENCH_MESSAGE, length),
+    FP_LAYOUT_FIELD(BENCH_MESSAGE, marker),
+    FP_LAYOUT_STRUCT(BENCH_REPLY),
+    FP_LAYOUT_FIELD(BENCH_REPLY, checksum),
+    FP_LAYOUT_FIELD(BENCH_REPLY, verdict),
 };
 
 #define FP_LAYOUT_COUNT (sizeof fp_layout_table / sizeof fp_layout_table[0])
