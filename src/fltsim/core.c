@@ -304,7 +304,6 @@ fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_siz
     pthread_mutex_lock(&s->lock);
     if (FP_NT_SUCCESS(st) && s->open) {
         c->connected = 1;
-        c->accepted = 1;
         c->srv_next = s->clients;
         if (s->clients)
             s->clients->srv_prev = c;

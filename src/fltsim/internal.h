@@ -61,8 +61,6 @@ struct fsim_client {
     uint32_t peer_pid, peer_uid;
     pthread_mutex_t lock;
     int connected;                /* guarded by lock */
-    int notified;                 /* disconnect_notify done; guarded by lock */
-    int accepted;                 /* connect_notify accepted it */
     fsim_msg *q_head, *q_tail;    /* queued, not delivered */
     fsim_waiter *w_head, *w_tail; /* inproc gets waiting */
     uint32_t credits;             /* remote gets waiting at the peer */
