@@ -323,6 +323,8 @@ def plot(path: str, results: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = dict(zip(CLIENTS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    styles = {"inproc": "-", "socket": "--"}
     closed = [r for r in results if r["mode"] == "closed"]
     transports = sorted({r["transport"] for r in closed}) or ["inproc"]
     fig, axes = plt.subplots(1, len(transports) + 1, figsize=(6 * (len(transports) + 1), 4.5))
@@ -331,7 +333,8 @@ def plot(path: str, results: list[dict]) -> None:
             pts = sorted((r["senders"], r["throughput"]) for r in closed
                          if r["client"] == c and r["transport"] == t)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=c)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=c,
+                        color=colors[c])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("senders (kernel threads)")
@@ -348,7 +351,8 @@ def plot(path: str, results: list[dict]) -> None:
         counts = np.array([c for _, _, c in rows], dtype=float)
         highs = np.array([h for _, h, _ in rows], dtype=float) / 1e3
         cdf = np.cumsum(counts) / counts.sum()
-        ax.plot(highs, 1 - cdf + 1e-6, label=f"{r['client']} {r['transport']} {r['mode']}")
+        ax.plot(highs, 1 - cdf + 1e-6, label=f"{r['client']} {r['transport']} {r['mode']}",
+                color=colors.get(r["client"]), linestyle=styles.get(r["transport"], "-"))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("receive-to-reply latency seen by the kernel (us)")
