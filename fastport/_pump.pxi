@@ -276,10 +276,6 @@ cdef class _PumpCore:
             fp_pump_stop(self._p)
             fp_pump_join(self._p)
 
-    def _stop_async(self):
-        with nogil:
-            fp_pump_stop(self._p)
-
     cdef Batch _wrap(self, fp_chunk *c):
         cdef _ChunkHold hold = _ChunkHold.__new__(_ChunkHold)
         hold.core = self

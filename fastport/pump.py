@@ -94,7 +94,8 @@ class Pump(_PumpCore):
     def __next__(self) -> Batch:
         """The next batch; the previous one from this iterator is released first."""
         self._release_current()
-        b = self._next()
+        b = self._next()  # no timeout: a Batch, or StopIteration / PortError
+        assert b is not None
         self._current = b
         return b
 
@@ -122,8 +123,13 @@ class Pump(_PumpCore):
             except StopIteration:
                 return
             if b is None:
-                ready = loop.create_future()
-                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                ready: asyncio.Future[None] = loop.create_future()
+
+                def wake(ready: asyncio.Future[None] = ready) -> None:
+                    if not ready.done():
+                        ready.set_result(None)
+
+                loop.add_reader(fd, wake)
                 try:
                     await ready
                 finally:

@@ -218,6 +218,22 @@ def test_cancel_blocked_get(fm, port_name):
     assert errors[0].hresult == 0x800703E3
 
 
+def test_ctrl_c_interrupts_a_blocking_get(fm, port_name):
+    server, port = connected(fm, port_name)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        port.get_message()
+    timer.join()
+    assert time.monotonic() - start < 5
+    # the port still works: the interrupted get was withdrawn, not left holding a message
+    t = threading.Thread(target=lambda: server.send(server.clients[0], b"after", timeout=5))
+    t.start()
+    assert bytes(port.get_message(timeout=5).data) == b"after"
+    t.join()
+
+
 def test_send_message_served_by_message_notify(fm, port_name):
     calls = []
 
