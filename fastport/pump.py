@@ -33,9 +33,8 @@ class Pump(_PumpCore):
     counted (stats['late_python']), not sent. default_reply: bytes, a record, or None (zeros).
     on_error: what a handler exception does in run(): "default" logs it and goes on, "raise"
     stops the pump and re-raises; either way its unanswered messages get default_reply.
-    reply_threads: C threads that send the replies batch.reply() hands off when the next batch
-    is already waiting, so the consumer moves on at once (None = `threads`; 0 = batch.reply()
-    always sends them itself before returning). spin_us: how long the consumer
+    reply_threads: C threads that send the replies batch.reply() queues (None = `threads`; 0 =
+    batch.reply() sends them itself before returning). spin_us: how long the consumer
     busy-waits for the next batch before sleeping (0 = never).
 
     A context manager: entering starts the workers, leaving stops them (every received message

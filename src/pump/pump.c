@@ -566,10 +566,7 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
     }
     if (n) {
         pthread_mutex_lock(&p->o_mu);
-        /* Hand the sends off only when the consumer has another batch waiting: otherwise it has
-         * nothing better to do, and sending here saves waking a reply thread. */
-        if (p->o_started && !p->o_stop &&
-            (c->out_queued || atomic_load_explicit(&p->ready_count, RLX) > 0)) {
+        if (p->o_started && !p->o_stop) {
             queue = true;
             if (!c->out_queued) {
                 c->out_queued = true;

@@ -185,11 +185,10 @@ typedef struct fp_reply_result {
  * 16 + reply_size (also when the message's ReplyLength is smaller: the port refuses it with
  * FP_E_INSUFFICIENT_BUFFER, counted as an error). Every selected message is answered exactly
  * once: already answered ones are skipped (late_python).
- * With reply_threads > 0, when another batch is already waiting for the consumer (or this chunk
- * has replies queued), the replies are queued for a reply thread (one backend call per chunk and
- * turn) and this returns at once: res->sent counts the replies queued, late/errors are known only
- * to the stats. Otherwise (nothing else to do, reply_threads == 0, or the pump is joined) they
- * are sent here, in one backend call, and res has their outcomes. Returns FP_S_OK, or the backend's call-level
+ * With reply_threads > 0 the replies are queued for a reply thread (one backend call per chunk
+ * and turn) and this returns at once: res->sent counts the replies queued, late/errors are known
+ * only to the stats. With reply_threads == 0 (or once the pump is joined) they are sent here, in
+ * one backend call, and res has their outcomes. Returns FP_S_OK, or the backend's call-level
  * failure of a synchronous send (then every reply of the call counts as an error). */
 fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply_result *res);
 
