@@ -3,9 +3,5 @@
 # main job: `fastport bench` on the embedded emulated driver. Extra arguments go to fastport bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-rm -rf .venv
-"$PY" -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet '.[plot]'
+. scripts/venv.sh plot
 exec .venv/bin/fastport bench "$@"

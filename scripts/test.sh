@@ -4,11 +4,7 @@
 # ASAN/UBSAN build, and the micro-benchmarks once with benchmarking disabled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-rm -rf .venv
-"$PY" -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet '.[test]'
+. scripts/venv.sh test
 make --no-print-directory ctest
 make --no-print-directory asan
 # from outside the source tree, so that `import fastport` is the installed package

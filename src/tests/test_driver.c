@@ -10,28 +10,7 @@
 #include "driver/driver.h"
 #include "../../bench/cref/cref.h"
 
-static int passed, failed;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond)                                                                    \
-            passed++;                                                                \
-        else {                                                                       \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                   \
-    do {                                                                                 \
-        long long _a = (long long)(a), _b = (long long)(b);                              \
-        if (_a == _b)                                                                    \
-            passed++;                                                                    \
-        else {                                                                           \
-            failed++;                                                                    \
-            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld (0x%llx != 0x%llx)\n", \
-                    __FILE__, __LINE__, #a, #b, _a, _b, (unsigned long long)_a,          \
-                    (unsigned long long)_b);                                             \
-        }                                                                                \
-    } while (0)
+#include "check.h"
 
 #define MS 1000000LL
 

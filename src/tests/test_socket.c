@@ -23,27 +23,7 @@
 #include "fltsim/fltsim.h"
 #include "fltsim/sock_proto.h" /* hand-built frames for the garbage tests */
 
-static int passed, failed;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond)                                                                    \
-            passed++;                                                                \
-        else {                                                                       \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                 \
-    do {                                                                               \
-        long long _a = (long long)(a), _b = (long long)(b);                            \
-        if (_a == _b)                                                                  \
-            passed++;                                                                  \
-        else {                                                                         \
-            failed++;                                                                  \
-            fprintf(stderr, "%s:%d: %s == %s failed: 0x%llx != 0x%llx\n", __FILE__,    \
-                    __LINE__, #a, #b, (unsigned long long)_a, (unsigned long long)_b); \
-        }                                                                              \
-    } while (0)
+#include "check.h"
 /* Polls `cond` every millisecond for up to `ms`; true if it came true. */
 #define WAIT_UNTIL(cond, ms)                                    \
     ({                                                          \

@@ -1,0 +1,33 @@
+/* The C test programs' checks: count, report failures with file:line, and end with the line
+ * "N passed, M failed" that CI reads. */
+#ifndef FP_TESTS_CHECK_H
+#define FP_TESTS_CHECK_H
+
+#include <stdio.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond)                                                                    \
+            passed++;                                                                \
+        else {                                                                       \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                   \
+    do {                                                                                 \
+        long long _a = (long long)(a), _b = (long long)(b);                              \
+        if (_a == _b)                                                                    \
+            passed++;                                                                    \
+        else {                                                                           \
+            failed++;                                                                    \
+            fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld (0x%llx != 0x%llx)\n", \
+                    __FILE__, __LINE__, #a, #b, _a, _b, (unsigned long long)_a,          \
+                    (unsigned long long)_b);                                             \
+        }                                                                                \
+    } while (0)
+
+#endif
