@@ -9,10 +9,11 @@ from Python at the speed of C.
 from __future__ import annotations
 
 from fastport import dtypes, status
-from fastport._ext import Message, Port, _connect_sim
+from fastport._ext import Batch, Message, Port, _connect_sim
+from fastport.pump import Pump
 from fastport.status import PortError
 
-__all__ = ["connect", "Port", "Message", "PortError", "status", "dtypes"]
+__all__ = ["connect", "Port", "Message", "Pump", "Batch", "PortError", "status", "dtypes"]
 __version__ = "0.1.0"
 
 

@@ -60,7 +60,7 @@ cdef class Port:
         forever (then PortTimeout). A message longer than the buffer raises BufferTooSmall whose
         `.message` holds the header and the bytes that fit: it counts as delivered, and the sender
         still waits for a reply to its message_id."""
-        cdef uint32_t n = _u32_arg(size, "size", 16)
+        cdef uint32_t n = _u32_arg(size, "size", 16, 16 + FSIM_MAX_MESSAGE)
         cdef int64_t t = _timeout_ns(timeout)
         cdef SIM_HANDLE h = self._handle()
         buf = bytearray(n)

@@ -1,5 +1,6 @@
 # The pump's thin wrapper: batches as zero-copy numpy views over the pump's slab, replies sent
 # from C. The public class (iteration, run, asyncio) is fastport.pump.Pump, built on _PumpCore.
+cimport cython
 cimport numpy as cnp
 from cpython.ref cimport Py_INCREF, PyObject
 
@@ -22,6 +23,7 @@ cdef extern from "Python.h":
 cdef int _NEXT_SLICE_MS = 100
 
 
+@cython.no_gc_clear  # __dealloc__ needs `core`: a GC clear must never set it to None first
 cdef class _ChunkHold:
     """Owns one hold on a chunk: the base object of every numpy view of a batch. When the last
     view (and the Batch) is gone, the hold drops and the chunk may be recycled; never before."""
@@ -49,6 +51,7 @@ cdef object _view(cnp.dtype dt, uint32_t n, size_t stride, void *data, bint writ
     return arr
 
 
+@cython.no_gc_clear
 cdef class Batch:
     """One batch of messages, as numpy views over the pump's own memory (nothing is copied).
 
@@ -156,9 +159,6 @@ cdef class Batch:
         cdef cnp.ndarray m
         cdef const uint8_t *mp = NULL
         cdef int32_t hr
-        if self._released:
-            self.core._late_after_release += 1
-            return 0
         if mask is not None:
             m = _np.ascontiguousarray(mask, dtype=_np.bool_)
             if m.ndim != 1 or m.shape[0] != self.count:
@@ -189,6 +189,7 @@ cdef class Batch:
         return f"<Batch of {self.count}{' released' if self._released else ''}>"
 
 
+@cython.no_gc_clear  # the port and backend must outlive the C pump, whatever order GC frees in
 cdef class _PumpCore:
     """C pump plumbing; see fastport.pump.Pump for the public interface."""
     cdef fp_pump *_p
@@ -199,7 +200,6 @@ cdef class _PumpCore:
     cdef readonly bytes default_reply
     cdef cnp.dtype _header_dtype, _status_dtype, _length_dtype, _ns_dtype
     cdef bint _started
-    cdef public uint64_t _late_after_release
 
     def __cinit__(self):
         self._p = NULL
@@ -209,6 +209,8 @@ cdef class _PumpCore:
                  uint32_t batch, uint32_t linger_us, deadline, default_reply,
                  uint32_t reply_threads, uint32_t spin_us):
         self.port = port
+        if message is None or reply is None:
+            raise TypeError("message and reply must be numpy dtypes (or what np.dtype accepts)")
         self.message_dtype = _np.dtype(message)
         self.reply_dtype = _np.dtype(reply)
         if self.message_dtype.hasobject or self.reply_dtype.hasobject:
@@ -249,16 +251,25 @@ cdef class _PumpCore:
 
     def __dealloc__(self):
         # Every Batch and view holds a reference to this object, so no chunk is held here.
+        cdef int32_t hr = 0
         if self._p is not NULL:
             with nogil:
-                fp_pump_destroy(self._p)
+                hr = fp_pump_destroy(self._p)
+            if hr == FP_PUMP_E_BUSY:
+                return  # cannot happen (holds keep us alive); leak rather than free under them
             self._p = NULL
         if self._backend is not NULL:
             self._backend.ops.destroy(self._backend)
             self._backend = NULL
 
+    cdef inline int _ok(self) except -1:
+        if self._p is NULL:
+            raise RuntimeError("the pump was not initialised (call Pump(...), not __new__)")
+        return 0
+
     def start(self):
         """Start the worker threads."""
+        self._ok()
         if self._started:
             raise RuntimeError("the pump was already started")
         cdef int32_t hr
@@ -296,6 +307,7 @@ cdef class _PumpCore:
         cdef int rc
         cdef int64_t t = _timeout_ns(timeout), slice_ns
         cdef double deadline = _time.monotonic() + t / 1e9 if t >= 0 else 0
+        self._ok()
         while True:
             slice_ns = _NEXT_SLICE_MS * 1000000
             if t >= 0:
@@ -319,6 +331,7 @@ cdef class _PumpCore:
 
     def _try_next(self):
         """Non-blocking _next: a Batch, or None when nothing is ready."""
+        self._ok()
         cdef fp_chunk *c = NULL
         cdef int rc = fp_pump_try_next(self._p, &c)
         if rc == FP_PUMP_CHUNK:
@@ -331,6 +344,7 @@ cdef class _PumpCore:
         return None
 
     def _fd(self):
+        self._ok()
         cdef int fd = fp_pump_fd(self._p)
         if fd < 0:
             raise OSError("cannot create the pump's event fd")
@@ -375,12 +389,17 @@ cdef class _PumpCore:
                     self.stop()
                     raise
                 log(e)
+            except BaseException:  # Ctrl-C in the handler, SystemExit: stop cleanly, re-raise
+                b.release(True)
+                self.stop()
+                raise
             finally:
                 b.release(False)
 
     @property
     def stats(self):
         """Counters and the receive-to-reply latency (microseconds), as a dict."""
+        self._ok()
         cdef fp_pump_stats s
         with nogil:
             fp_pump_stats_get(self._p, &s)
@@ -395,7 +414,7 @@ cdef class _PumpCore:
             "defaulted_release": s.defaulted_release,
             "defaulted_stop": s.defaulted_stop,
             "late_replies": s.late_replies,
-            "late_python": s.late_python + self._late_after_release,
+            "late_python": s.late_python,
             "errors": s.errors,
             "truncated": s.truncated,
             "batches": s.batches,
@@ -419,6 +438,7 @@ cdef class _PumpCore:
     @property
     def layout(self):
         """Geometry of the slab (addresses as ints), for zero-copy checks and tuning."""
+        self._ok()
         cdef fp_pump_layout L
         fp_pump_get_layout(self._p, &L)
         return {

@@ -246,6 +246,9 @@ cdef class ServerPort:
         result = self._message_notify(cp, data, out_size)
         if result is None:
             return b""
+        if not isinstance(result, (bytes, bytearray, memoryview)):
+            raise TypeError(f"message_notify must return bytes or None, not "
+                            f"{type(result).__name__}")
         return bytes(result)
 
     cdef _callback_failed(self, str which, BaseException e):

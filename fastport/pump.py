@@ -22,6 +22,10 @@ __all__ = ["Pump", "Batch"]
 
 _log = logging.getLogger("fastport.pump")
 
+# the C pump's limits (src/pump/pump.h)
+_LIMITS = {"threads": 1024, "reply_threads": 1024, "outstanding": 65536, "batch": 65536,
+           "spin_us": 1_000_000}
+
 
 class Pump(_PumpCore):
     """Serve `port` with `threads` C worker threads, each keeping `outstanding` gets in flight.
@@ -66,8 +70,9 @@ class Pump(_PumpCore):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int")
             low = 1 if name in ("threads", "outstanding", "batch") else 0
-            if value < low or value > 0xFFFFFFFF:
-                raise ValueError(f"{name} out of range: {value}")
+            high = _LIMITS.get(name, 0xFFFFFFFF)
+            if value < low or value > high:
+                raise ValueError(f"{name} must be between {low} and {high}, got {value}")
         super().__init__(port, message, reply, threads, outstanding, batch, linger_us, deadline,
                          default_reply, reply_threads, spin_us)
         self.on_error = on_error

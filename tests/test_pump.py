@@ -287,6 +287,41 @@ def test_ctrl_c_stops_cleanly(served):
             assert r.status in (status.STATUS_SUCCESS, status.STATUS_TIMEOUT)
 
 
+def test_ctrl_c_inside_the_handler_stops_the_pump(served):
+    server, client, port = served
+    default = struct.pack("<II", 5, 5)
+
+    def interrupted(batch):
+        raise KeyboardInterrupt
+
+    with Pump(port, message=MSG, reply=REP, default_reply=default) as pump:
+        sender = threading.Thread(target=lambda: results.append(
+            server.send(client, bytes(64), reply_length=8, timeout=5)))
+        results = []
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            pump.run(interrupted)
+        sender.join()
+        assert results[0].reply == default  # answered, not left waiting
+        with pytest.raises(StopIteration):  # and the pump is stopped
+            pump._next(timeout=0.1)
+
+
+def test_abandoned_pump_is_collected(served):
+    server, client, port = served
+    senders, _ = run_senders(server, client, 1, 2, timeout=5)
+    gc.collect()
+    before = _ext.debug_counters()["pumps_live"]
+    pump = Pump(port, message=MSG, reply=REP, threads=1, batch=1, linger_us=0)
+    pump.start()
+    next(pump)  # the pump now refers to its batch, which refers to the pump: a cycle
+    del pump
+    gc.collect()
+    assert _ext.debug_counters()["pumps_live"] == before
+    for t in senders:
+        t.join()
+
+
 def test_per_message_mode(served):
     server, client, port = served
 
@@ -417,3 +452,11 @@ def test_bad_configuration(served):
         Pump(None, message=MSG, reply=REP)
     with pytest.raises(TypeError):
         Pump(port, message=np.dtype("O"), reply=REP)
+    with pytest.raises(TypeError):
+        Pump(port, message=None, reply=REP)
+    with pytest.raises(ValueError):
+        Pump(port, message=MSG, reply=REP, reply_threads=5000)
+    with pytest.raises(ValueError):
+        Pump(port, message=MSG, reply=REP, spin_us=10**7)
+    with pytest.raises(RuntimeError):
+        Pump.__new__(Pump).stats

@@ -250,6 +250,15 @@ def test_send_message_served_by_message_notify(fm, port_name):
             port.send_message(b"hello", 2)
 
 
+def test_message_notify_returning_garbage(fm, port_name):
+    server = fm.create_port(port_name, message_notify=lambda c, d, n: 3)
+    with fastport.connect(port_name) as port:
+        with pytest.raises(PortError) as e:
+            port.send_message(b"x", 8)
+        assert e.value.hresult == status.E_INVALIDARG
+    assert isinstance(server.callback_errors[0][1], TypeError)
+
+
 def test_send_message_without_message_notify(fm, port_name):
     fm.create_port(port_name)
     with fastport.connect(port_name) as port:
@@ -371,6 +380,8 @@ def test_bad_input(fm, port_name):
         port.get_message(size=-1)
     with pytest.raises(ValueError):
         port.get_message(size=5 * 2**30)
+    with pytest.raises(ValueError):
+        port.get_message(size=2**32 - 1)  # more than any message can be
     with pytest.raises(TypeError):
         port.get_message(size=None)
     with pytest.raises(ValueError):

@@ -669,15 +669,6 @@ void fsim_client_grant(fsim_client *c, uint32_t n)
         fsim_close_client(c);
 }
 
-uint32_t fsim_client_revoke(fsim_client *c, uint32_t n)
-{
-    pthread_mutex_lock(&c->lock);
-    uint32_t r = n < c->credits ? n : c->credits;
-    c->credits -= r;
-    pthread_mutex_unlock(&c->lock);
-    return r;
-}
-
 /* ---- disconnect (either side) ---- */
 
 void fsim_close_client(fsim_client *c)

@@ -106,8 +106,6 @@ fp_hresult fsim_client_user_send(fsim_client *c, const void *in, uint32_t in_siz
 void fsim_client_cancel(fsim_client *c);
 /* Remote credits: the peer has n more gets waiting (delivers queued messages at once). */
 void fsim_client_grant(fsim_client *c, uint32_t n);
-/* The peer withdraws up to n gets; returns how many were still unused. */
-uint32_t fsim_client_revoke(fsim_client *c, uint32_t n);
 /* Copies msg into a get entry (header + what fits). */
 void fsim_copy_message(const fsim_msg *m, SIM_GET_ENTRY *e);
 uint32_t fsim_message_reply_length(const fsim_msg *m);

@@ -32,8 +32,8 @@
  *   when it knows nothing is queued: core's `queued` hook sends QUEUED when a message has to wait
  *   and the user may believe the queue empty; MSGS / REVOKE_ACK say SK_F_EMPTY once it is.
  * - This file takes c->lock itself (the groups live under it, and a group's credits must leave
- *   c->credits in the same critical section as the group: core's pooled fsim_client_revoke cannot
- *   say WHOSE credits it took). deliver() and the queued hook are called with it held.
+ *   c->credits in the same critical section as the group: a pooled count cannot say WHOSE
+ *   credits it took). deliver() and the queued hook are called with it held.
  *
  * Threads and lifetimes
  * - One accept thread per listening server (joined by fsim_sock_unlisten).

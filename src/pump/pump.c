@@ -74,6 +74,12 @@ struct fp_chunk {
     fp_chunk *out_next; /* o_mu: outbox queue link */
 };
 
+typedef struct replier {
+    fp_pump *pump;
+    fp_send *send; /* batch entries, this thread's own */
+    uint32_t *idx;
+} replier;
+
 typedef struct worker {
     _Alignas(CACHELINE) fp_pump *pump;
     pthread_t tid;
@@ -127,6 +133,7 @@ struct fp_pump {
     bool o_stop;
     uint32_t o_started;
     pthread_t *o_tids;
+    replier *o_args;
 
     _Alignas(CACHELINE) _Atomic uint64_t replied, late_replies, late_python, errors, reply_calls;
     _Atomic uint64_t defaulted[DEF_N];
@@ -252,6 +259,12 @@ static void free_all(fp_pump *p)
     free(p->workers);
     free(p->recv_area);
     free(p->o_tids);
+    if (p->o_args)
+        for (uint32_t t = 0; t < p->cfg.reply_threads; t++) {
+            free(p->o_args[t].send);
+            free(p->o_args[t].idx);
+        }
+    free(p->o_args);
     free(p->default_reply);
     if (p->efd >= 0)
         close(p->efd);
@@ -315,6 +328,12 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     if (slab_bytes > FP_PUMP_MAX_BYTES || area_bytes > FP_PUMP_MAX_BYTES ||
         meta_bytes > FP_PUMP_MAX_BYTES)
         return FP_E_OUTOFMEMORY;
+    /* Every page is touched at create: refuse more than half the machine's memory rather than
+     * invite the OOM killer. */
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page_size > 0 &&
+        slab_bytes / 2 + area_bytes / 2 + meta_bytes / 2 > (size_t)pages / 2 * (size_t)page_size / 2)
+        return FP_E_OUTOFMEMORY;
 
     fp_pump *p = NULL;
     if (posix_memalign((void **)&p, CACHELINE, sizeof *p))
@@ -365,8 +384,18 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     if (posix_memalign(&mem, CACHELINE, recv_per_worker * cfg.threads))
         goto oom;
     p->recv_area = mem;
-    if (cfg.reply_threads && !(p->o_tids = calloc(cfg.reply_threads, sizeof(pthread_t))))
-        goto oom;
+    if (cfg.reply_threads) {
+        if (!(p->o_tids = calloc(cfg.reply_threads, sizeof(pthread_t))) ||
+            !(p->o_args = calloc(cfg.reply_threads, sizeof(replier))))
+            goto oom;
+        for (uint32_t t = 0; t < cfg.reply_threads; t++) {
+            replier *r = &p->o_args[t];
+            r->pump = p;
+            if (!(r->send = calloc(cfg.batch, sizeof(fp_send))) ||
+                !(r->idx = calloc(cfg.batch, sizeof(uint32_t))))
+                goto oom;
+        }
+    }
     p->default_reply = calloc(1, cfg.reply_size ? cfg.reply_size : 1);
     if (!p->default_reply)
         goto oom;
@@ -427,11 +456,11 @@ oom:
 
 /* ---------------------------------------------------------------- answering */
 
-/* Sends c->send[0..n-1] (chunk mu held), records latency and outcome counts.
- * Returns the backend call's result. */
-static fp_hresult send_locked(fp_pump *p, fp_chunk *c, uint32_t n, uint32_t *late, uint32_t *errs)
+/* Sends n replies, records their latency and outcome counts. Returns the backend call's result. */
+static fp_hresult send_entries(fp_pump *p, fp_chunk *c, fp_send *send, const uint32_t *idx,
+                               uint32_t n, uint32_t *late, uint32_t *errs)
 {
-    fp_hresult hr = p->b->ops->reply_batch(p->b, c->send, n);
+    fp_hresult hr = p->b->ops->reply_batch(p->b, send, n);
     uint64_t now = now_ns();
     atomic_fetch_add_explicit(&p->reply_calls, 1, RLX);
     if (!FP_SUCCEEDED(hr)) {
@@ -441,12 +470,12 @@ static fp_hresult send_locked(fp_pump *p, fp_chunk *c, uint32_t n, uint32_t *lat
     /* receive times come in runs (one clock read per get): one histogram add per run */
     uint64_t run_v = 0, run_n = 0;
     for (uint32_t k = 0; k < n; k++) {
-        fp_hresult e = c->send[k].hr;
+        fp_hresult e = send[k].hr;
         if (e == FP_E_FLT_NO_WAITER_FOR_REPLY)
             (*late)++;
         else if (!FP_SUCCEEDED(e))
             (*errs)++;
-        uint64_t r = c->recv_ns[c->send_idx[k]];
+        uint64_t r = c->recv_ns[idx[k]];
         uint64_t v = now > r ? now - r : 0;
         if (run_n && v == run_v) {
             run_n++;
@@ -458,6 +487,12 @@ static fp_hresult send_locked(fp_pump *p, fp_chunk *c, uint32_t n, uint32_t *lat
     }
     fp_hist_record_n(&p->lat, run_v, run_n);
     return hr;
+}
+
+/* Sends c->send[0..n-1] with the chunk's lock held (defaults, synchronous replies). */
+static fp_hresult send_locked(fp_pump *p, fp_chunk *c, uint32_t n, uint32_t *late, uint32_t *errs)
+{
+    return send_entries(p, c, c->send, c->send_idx, n, late, errs);
 }
 
 static void add_outcomes(fp_pump *p, uint32_t late, uint32_t errs)
@@ -594,9 +629,13 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
     return hr;
 }
 
+/* A reply thread: takes a chunk's queued replies under its lock, then sends them without it, so
+ * the consumer's release of the batch never waits for the port. The chunk stays held (and its
+ * outbox slots untouched: every message is answered once) until the send is done. */
 static void *replier_main(void *arg)
 {
-    fp_pump *p = arg;
+    replier *r = arg;
+    fp_pump *p = r->pump;
     for (;;) {
         pthread_mutex_lock(&p->o_mu);
         while (!p->o_head && !p->o_stop)
@@ -612,12 +651,23 @@ static void *replier_main(void *arg)
         c->out_next = NULL;
         pthread_mutex_unlock(&p->o_mu);
 
-        uint32_t late = 0, errs = 0;
         pthread_mutex_lock(&c->mu);
         c->out_queued = false;
-        flush_outbox_locked(p, c, &late, &errs);
+        uint32_t n = c->out_n;
+        for (uint32_t k = 0; k < n; k++) {
+            r->idx[k] = c->out_idx[k];
+            r->send[k].buffer = c->outbox + (size_t)c->out_idx[k] * p->reply_stride;
+            r->send[k].size = (uint32_t)p->reply_bytes;
+            r->send[k].hr = FP_S_OK;
+        }
+        c->out_n = 0;
         pthread_mutex_unlock(&c->mu);
-        add_outcomes(p, late, errs);
+        if (n) {
+            uint32_t late = 0, errs = 0;
+            send_entries(p, c, r->send, r->idx, n, &late, &errs);
+            atomic_fetch_add_explicit(&p->replied, n, RLX);
+            add_outcomes(p, late, errs);
+        }
         fp_chunk_unref(p, c);
     }
 }
@@ -1097,7 +1147,7 @@ fp_hresult fp_pump_start(fp_pump *p)
     bool failed = false;
     for (uint32_t t = 0; t < p->cfg.reply_threads && !failed; t++) {
         pthread_mutex_lock(&p->o_mu);
-        if (pthread_create(&p->o_tids[t], NULL, replier_main, p) == 0)
+        if (pthread_create(&p->o_tids[t], NULL, replier_main, &p->o_args[t]) == 0)
             p->o_started++;
         else
             failed = true;
@@ -1272,11 +1322,6 @@ void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
     out->latency_p90_ns = s.p90;
     out->latency_p99_ns = s.p99;
     out->latency_p999_ns = s.p999;
-}
-
-void fp_pump_latency(fp_pump *p, fp_hist *out)
-{
-    fp_hist_copy(out, &p->lat);
 }
 
 void fp_pump_get_layout(const fp_pump *p, fp_pump_layout *out)

@@ -7,9 +7,10 @@
  *            slot_size = round_up(16 + message_size, 64), so every slot is cache-line aligned.
  *            Slot: FP_MESSAGE_HEADER (16 bytes) at +0, the message payload at +16.
  *   replies: page-aligned; per chunk `batch` reply slots of reply_stride =
- *            round_up(16 + reply_size, 16) bytes: FP_REPLY_HEADER at +0 (C writes it), the reply
- *            payload at +16 (the consumer writes it). A reply is sent straight from its slot with
- *            size 16 + reply_size (the padding rule), never copied.
+ *            round_up(16 + reply_size, 16) bytes, the reply payload at +16 (the consumer writes
+ *            it). fp_chunk_reply copies a reply, with the FP_REPLY_HEADER C builds, into the
+ *            chunk's outbox, from which it is sent with size 16 + reply_size (the padding rule);
+ *            default replies go from a third area, prefilled once.
  *   A batch IS a chunk: its messages fill slots 0..count-1, so the consumer can view them as
  *   numpy arrays with base = first slot and stride = slot_size (headers at +0, payload at +16),
  *   and the reply payloads with base = first reply slot + 16 and stride = reply_stride.
@@ -238,9 +239,6 @@ typedef struct fp_pump_stats {
     uint64_t latency_p50_ns, latency_p90_ns, latency_p99_ns, latency_p999_ns;
 } fp_pump_stats;
 void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out);
-
-/* Copies the latency histogram (receive to reply-sent, ns) into out (reset first). */
-void fp_pump_latency(fp_pump *p, fp_hist *out);
 
 /* Geometry, for views and for tests. */
 typedef struct fp_pump_layout {
