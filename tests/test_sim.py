@@ -509,6 +509,25 @@ def test_kernel_process_dies_while_get_waits(port_name):
         child.wait()
 
 
+def test_stopped_kernel_process_does_not_hang_the_user(port_name, monkeypatch):
+    monkeypatch.setenv("FASTPORT_SOCK_PEER_TIMEOUT_MS", "300")
+    child = _child(CHILD_SERVER, port_name)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        port = fastport.connect(port_name)
+        assert child.stdout.readline().strip() == "connected"
+        child.send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(status.PortDisconnected):
+            port.reply_message(1, b"x")  # needs the kernel's answer: given up on, not hung
+        assert time.monotonic() - start < 10
+        with pytest.raises(status.PortDisconnected):
+            port.get_message(timeout=1)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _connect_as_other_uid(name):
     """Fork, drop to uid/gid 65534, try to connect; returns the HRESULT (0 = connected)."""
     r, w = os.pipe()

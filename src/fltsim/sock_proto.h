@@ -46,6 +46,9 @@
 #include <sys/un.h>
 #include "internal.h"
 
+/* How long the user side waits for the kernel side's answer to a request before it hangs up
+ * (a live kernel side answers at once; this only ends waits on a stopped process). */
+#define SK_PEER_TIMEOUT_MS 30000u
 #define SK_MAGIC     0x31505346u /* "FSP1" */
 #define SK_VERSION   1
 #define SK_REC_MAX   (64u * 1024u)

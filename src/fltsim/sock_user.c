@@ -120,11 +120,27 @@ static int u_write_hdr(ucon *u, uint16_t type, uint64_t req, uint32_t count)
     return u_write(u, &v, 1, sizeof h);
 }
 
-/* Waits (u->lock held) until the waiter is done or the connection dead. */
+/* Waits (u->lock held) until the waiter is done or the connection dead. A kernel side that does
+ * not answer within SK_PEER_TIMEOUT_MS ($FASTPORT_SOCK_PEER_TIMEOUT_MS; a stopped process: a live
+ * one answers at once) is hung up on, so no call waits forever: the receiver ends the connection. */
+static uint32_t peer_timeout_ms(void)
+{
+    const char *e = getenv("FASTPORT_SOCK_PEER_TIMEOUT_MS"); /* tests shorten it */
+    long v = e ? strtol(e, NULL, 10) : 0;
+    return v > 0 && v < 3600000 ? (uint32_t)v : SK_PEER_TIMEOUT_MS;
+}
+
 static void wait_done(ucon *u, uwait *w)
 {
-    while (!w->done && !u->dead)
-        pthread_cond_wait(w->cv, &u->lock);
+    struct timespec dl;
+    fsim_deadline(&dl, (uint64_t)peer_timeout_ms() * 1000000u);
+    while (!w->done && !u->dead) {
+        if (pthread_cond_timedwait(w->cv, &u->lock, &dl) == ETIMEDOUT && !w->done && !u->dead) {
+            (void)shutdown(u->fd, SHUT_RDWR);
+            while (!w->done && !u->dead)
+                pthread_cond_wait(w->cv, &u->lock);
+        }
+    }
 }
 
 /* ---- the receiver ---- */
@@ -265,8 +281,8 @@ static fp_hresult u_get(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeo
     int sent = u_write(u, &gv, 1, sizeof gh) == 0;
     fp_hresult why = timeout_ms == 0 ? FP_E_TIMEOUT : FP_S_OK;
     pthread_mutex_lock(&u->lock);
-    while (sent && !w.done && !u->dead && timeout_ms == 0) /* a poll: answered at once */
-        pthread_cond_wait(w.cv, &u->lock);
+    if (sent && timeout_ms == 0) /* a poll: answered at once */
+        wait_done(u, &w);
     while (sent && !w.done && !u->dead) {
         if (w.cancelled) {
             why = FP_E_OPERATION_ABORTED;
@@ -600,11 +616,18 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     struct iovec v[4] = {{&h, sizeof h}, {&hello, sizeof hello}, {(void *)name, name_len},
                          {(void *)ctx, ctx_size}};
     sk_hdr *a;
+    /* ConnectNotify runs meanwhile; a kernel side that never answers is given up on */
+    uint32_t pt = peer_timeout_ms();
+    struct timeval rto = {pt / 1000, (suseconds_t)(pt % 1000) * 1000}, none = {0, 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto);
+    errno = 0;
     if (u_write(u, v, ctx_size ? 4 : 3, total) != 0 || sk_read_frame(&u->rd, &a) != 1 ||
         a->type != SK_HELLO_ACK || a->len != sizeof *a)
-        hr = FP_E_FILE_NOT_FOUND; /* hung up on: the port closed meanwhile */
+        /* hung up on (the port closed meanwhile), or no answer in time */
+        hr = errno == EAGAIN || errno == EWOULDBLOCK ? FP_E_TIMEOUT : FP_E_FILE_NOT_FOUND;
     else
         hr = a->hr;
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     if (FP_SUCCEEDED(hr) && sk_thread_create(&u->rx, rx_main, u) != 0)
         hr = FP_E_OUTOFMEMORY;
     if (!FP_SUCCEEDED(hr)) {
