@@ -458,10 +458,14 @@ static int deliver_or_queue(fsim_client *c, fsim_msg *m)
         return 0;
     }
     if (c->credits) {
+        /* Marked only once written (the lock is held, so no reply can overtake it): a message
+         * the peer never got is not reported as delivered. */
         c->credits--;
-        mark_delivered(c, m);
-        if (c->remote_ops->deliver(c->remote, &m, 1) != 0)
+        if (c->remote_ops->deliver(c->remote, &m, 1) != 0) {
+            finish(m, FP_STATUS_PORT_DISCONNECTED);
             return -1;
+        }
+        mark_delivered(c, m);
         return 0;
     }
     q_push(c, m);
@@ -658,11 +662,15 @@ void fsim_client_grant(fsim_client *c, uint32_t n)
             c->credits--;
             batch[k++] = m;
         }
-        /* Mark first: the reply may come back before deliver() returns control to us. */
-        for (uint32_t i = 0; i < k; i++)
-            mark_delivered(c, batch[i]);
-        if (c->remote_ops->deliver(c->remote, batch, k) != 0)
+        /* Marked only once written (the lock is held, so no reply can overtake them). */
+        if (c->remote_ops->deliver(c->remote, batch, k) != 0) {
             gone = 1;
+            for (uint32_t i = 0; i < k; i++)
+                finish(batch[i], FP_STATUS_PORT_DISCONNECTED);
+        } else {
+            for (uint32_t i = 0; i < k; i++)
+                mark_delivered(c, batch[i]);
+        }
     }
     pthread_mutex_unlock(&c->lock);
     if (gone)
