@@ -517,6 +517,7 @@ def test_stopped_kernel_process_does_not_hang_the_user(port_name, monkeypatch):
         port = fastport.connect(port_name)
         assert child.stdout.readline().strip() == "connected"
         child.send_signal(signal.SIGSTOP)
+        _wait(lambda: _proc_state(child.pid) == "T")  # stopped for real before we ask it
         start = time.monotonic()
         with pytest.raises(status.PortDisconnected):
             port.reply_message(1, b"x")  # needs the kernel's answer: given up on, not hung
@@ -526,6 +527,11 @@ def test_stopped_kernel_process_does_not_hang_the_user(port_name, monkeypatch):
     finally:
         child.kill()
         child.wait()
+
+
+def _proc_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
 
 
 def _connect_as_other_uid(name):
