@@ -16,6 +16,21 @@ from fastport.sim import FilterManager
 from fastport.status import PortError
 
 
+def blocked_get(port):
+    """A get_message blocking on its own thread; the PortError it ends with lands in `errors`."""
+    errors = []
+
+    def get():
+        try:
+            port.get_message()
+        except PortError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=get)
+    t.start()
+    return t, errors
+
+
 def connected(fm, name, **kw):
     server = fm.create_port(name, **kw)
     port = fastport.connect(name)
@@ -200,16 +215,7 @@ def test_undersized_get_buffer(fm, port_name, sender):
 
 def test_cancel_blocked_get(fm, port_name):
     server, port = connected(fm, port_name)
-    errors = []
-
-    def get():
-        try:
-            port.get_message()
-        except PortError as e:
-            errors.append(e)
-
-    t = threading.Thread(target=get)
-    t.start()
+    t, errors = blocked_get(port)
     time.sleep(0.2)
     port.cancel()
     t.join(5)
@@ -290,16 +296,7 @@ def test_user_close_while_senders_wait(fm, port_name, sender):
 
 def test_kernel_closes_client_while_get_waits(fm, port_name):
     server, port = connected(fm, port_name)
-    errors = []
-
-    def get():
-        try:
-            port.get_message()
-        except PortError as e:
-            errors.append(e)
-
-    t = threading.Thread(target=get)
-    t.start()
+    t, errors = blocked_get(port)
     time.sleep(0.2)
     server.clients[0].close()
     t.join(5)
