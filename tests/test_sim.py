@@ -486,16 +486,7 @@ def test_kernel_process_dies_while_get_waits(port_name):
         assert child.stdout.readline().strip() == "ready"
         port = fastport.connect(port_name)
         assert child.stdout.readline().strip() == "connected"
-        errors = []
-
-        def get():
-            try:
-                port.get_message()
-            except PortError as e:
-                errors.append(e)
-
-        t = threading.Thread(target=get)
-        t.start()
+        t, errors = blocked_get(port)
         time.sleep(0.2)
         child.send_signal(signal.SIGKILL)
         t.join(10)
