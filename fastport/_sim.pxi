@@ -308,3 +308,8 @@ def _create_port(str name not None, str transport not None, max_connections, acc
         _servers.pop(sp._key, None)
         _check_nt(st, f"FltCreateCommunicationPort({name!r})")
     return sp
+
+
+def runtime_dir():
+    """Where socket-transport ports live: $FASTPORT_RUNTIME_DIR, else /tmp/fastport-<uid>."""
+    return fsim_runtime_dir().decode()

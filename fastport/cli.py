@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -158,7 +157,7 @@ def _driver(a: argparse.Namespace) -> int:
         except (ValueError, TypeError) as e:
             raise UsageError(f"port name {a.port!r}: {e}")
         print(f"fastport driver: waiting for a service to connect to {a.port!r} "
-              f"(socket transport, {_runtime_dir()})", flush=True)
+              f"(socket transport, {_ext.runtime_dir()})", flush=True)
         try:
             while not server.clients:
                 time.sleep(0.05)
@@ -192,10 +191,6 @@ def _driver(a: argparse.Namespace) -> int:
         with open(a.json, "w") as f:
             json.dump(r, f, indent=1)
     return 0 if r["bad_replies"] == 0 else 1
-
-
-def _runtime_dir() -> str:
-    return os.environ.get("FASTPORT_RUNTIME_DIR") or f"/tmp/fastport-{os.geteuid()}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
