@@ -1,6 +1,7 @@
 /* Kernel side of the emulated Filter Manager: server ports, client ports, FltSendMessage, and the
  * per-connection state that user-side calls (inproc directly, socket through sock_kernel.c)
  * operate on. */
+#define _GNU_SOURCE /* sem_clockwait */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,12 +50,44 @@ pthread_cond_t *fsim_thread_cond(void)
     return &tl_cond;
 }
 
-/* Waits on cv until signalled or the absolute deadline (NULL = none). Returns ETIMEDOUT or 0. */
-static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *deadline)
+static __thread sem_t tl_sem;
+static __thread int tl_sem_ready;
+
+sem_t *fsim_thread_sem(void)
 {
-    if (!deadline)
-        return pthread_cond_wait(cv, m);
-    return pthread_cond_timedwait(cv, m, deadline);
+    if (!tl_sem_ready) {
+        sem_init(&tl_sem, 0, 0);
+        tl_sem_ready = 1;
+    }
+    return &tl_sem;
+}
+
+/* Takes one post of s, waiting until the absolute CLOCK_MONOTONIC deadline (NULL = none).
+ * Returns 0, or ETIMEDOUT. */
+static int sem_take(sem_t *s, const struct timespec *deadline)
+{
+    for (;;) {
+        int r = deadline ? sem_clockwait(s, CLOCK_MONOTONIC, deadline) : sem_wait(s);
+        if (r == 0)
+            return 0;
+        if (errno == ETIMEDOUT)
+            return ETIMEDOUT;
+        /* EINTR: wait again */
+    }
+}
+
+/* Senders and gets to wake once the client lock is released: a woken thread then never blocks
+ * straight away on the lock its waker still holds. */
+typedef struct wake_list {
+    uint32_t n;
+    sem_t *sem[64];
+} wake_list;
+
+static void wake_all(wake_list *wl)
+{
+    for (uint32_t i = 0; i < wl->n; i++)
+        sem_post(wl->sem[i]);
+    wl->n = 0;
 }
 
 /* ---- status mapping ---- */
@@ -378,11 +411,30 @@ static fsim_msg *rt_remove(fsim_client *c, uint64_t id)
     return NULL;
 }
 
-static void finish(fsim_msg *m, fp_ntstatus result)
+/* The message is answered (client lock held). Its sender is woken now, or, given a wake list
+ * with room, once the caller has unlocked; either way exactly once. */
+static void finish_later(fsim_msg *m, fp_ntstatus result, wake_list *wl)
 {
     m->state = FSIM_MSG_DONE;
     m->result = result;
-    pthread_cond_signal(m->cv);
+    if (wl && wl->n < sizeof wl->sem / sizeof wl->sem[0])
+        wl->sem[wl->n++] = m->sem;
+    else
+        sem_post(m->sem);
+}
+
+static void finish(fsim_msg *m, fp_ntstatus result) { finish_later(m, result, NULL); }
+
+/* Wakes a waiting get (client lock held), once. */
+static void signal_waiter(fsim_waiter *w, wake_list *wl)
+{
+    if (w->signalled)
+        return;
+    w->signalled = 1;
+    if (wl && wl->n < sizeof wl->sem / sizeof wl->sem[0])
+        wl->sem[wl->n++] = w->sem;
+    else
+        sem_post(w->sem);
 }
 
 /* The message has reached the user side: it now waits for a reply, or is done. */
@@ -443,15 +495,14 @@ static void waiter_append(fsim_client *c, fsim_waiter *w)
 
 /* Delivers a new message to a waiting get, the peer's credits, or the queue. Returns -1 if the
  * remote peer is gone (caller disconnects after unlocking). */
-static int deliver_or_queue(fsim_client *c, fsim_msg *m)
+static int deliver_or_queue(fsim_client *c, fsim_msg *m, wake_list *wl)
 {
     fsim_waiter *w = c->w_head;
     if (w) {
         /* Oldest get first, as Windows completes pending gets (IRPs) in FIFO order: a batch get
          * keeps collecting until its thread runs or it is full. */
-        fsim_copy_message(m, &w->entries[w->filled]);
-        if (w->filled++ == 0)
-            pthread_cond_signal(w->cv);
+        fsim_copy_message(m, &w->entries[w->filled++]);
+        signal_waiter(w, wl);
         if (w->filled == w->count)
             waiter_unlink(c, w);
         mark_delivered(c, m);
@@ -489,25 +540,30 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
     m.wants_reply = reply != NULL;
     m.reply = reply;
     m.reply_cap = reply ? *reply_length : 0;
-    m.cv = fsim_thread_cond();
+    m.sem = fsim_thread_sem();
     struct timespec dl, *dlp = NULL;
     if (timeout_ns >= 0) {
         fsim_deadline(&dl, (uint64_t)timeout_ns);
         dlp = &dl;
     }
+    wake_list wl = {0};
     pthread_mutex_lock(&c->lock);
     if (!c->connected) {
         pthread_mutex_unlock(&c->lock);
         return FP_STATUS_PORT_DISCONNECTED;
     }
     m.id = atomic_fetch_add(&c->server->next_message_id, 1);
-    if (deliver_or_queue(c, &m) != 0) {
-        pthread_mutex_unlock(&c->lock);
+    int gone = deliver_or_queue(c, &m, &wl) != 0;
+    pthread_mutex_unlock(&c->lock);
+    wake_all(&wl);
+    if (gone)
         fsim_close_client(c); /* finishes m with STATUS_PORT_DISCONNECTED */
+    /* Whoever finishes m posts m.sem exactly once; a timeout withdraws m unless it was finished
+     * first, in which case that post is taken too. */
+    if (sem_take(m.sem, dlp) == ETIMEDOUT) {
         pthread_mutex_lock(&c->lock);
-    }
-    while (m.state != FSIM_MSG_DONE) {
-        if (cond_wait(m.cv, &c->lock, dlp) == ETIMEDOUT && m.state != FSIM_MSG_DONE) {
+        int finished = m.state == FSIM_MSG_DONE;
+        if (!finished) {
             if (m.state == FSIM_MSG_QUEUED)
                 q_unlink(c, &m); /* withdrawn: never delivered later */
             else
@@ -515,8 +571,10 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
             m.state = FSIM_MSG_DONE;
             m.result = FP_STATUS_TIMEOUT;
         }
+        pthread_mutex_unlock(&c->lock);
+        if (finished)
+            sem_take(m.sem, NULL);
     }
-    pthread_mutex_unlock(&c->lock);
     if (m.result == FP_STATUS_SUCCESS && reply) {
         *reply_length = m.reply_len;
         if (reply_status)
@@ -554,22 +612,24 @@ fp_hresult fsim_client_get(fsim_client *c, SIM_GET_ENTRY *e, uint32_t n, uint32_
     memset(&w, 0, sizeof w);
     w.entries = e;
     w.count = n;
-    w.cv = fsim_thread_cond();
+    w.sem = fsim_thread_sem();
     waiter_append(c, &w);
+    pthread_mutex_unlock(&c->lock);
     struct timespec dl, *dlp = NULL;
     if (timeout_ms != FSIM_INFINITE) {
         fsim_deadline(&dl, (uint64_t)timeout_ms * 1000000u);
         dlp = &dl;
     }
-    fp_hresult hr = FP_S_OK;
-    while (w.filled == 0 && w.hr == FP_S_OK) {
-        if (cond_wait(w.cv, &c->lock, dlp) == ETIMEDOUT && w.filled == 0 && w.hr == FP_S_OK) {
-            hr = FP_E_TIMEOUT;
-            break;
-        }
-    }
+    /* Senders keep filling w until this thread takes the lock again (or w is full). */
+    int timed_out = sem_take(w.sem, dlp) == ETIMEDOUT;
+    pthread_mutex_lock(&c->lock);
+    int signalled = w.signalled;
+    w.signalled = 1; /* nobody posts from here on */
     waiter_unlink(c, &w);
     pthread_mutex_unlock(&c->lock);
+    if (timed_out && signalled)
+        sem_take(w.sem, NULL); /* the post raced the deadline */
+    fp_hresult hr = timed_out && !signalled ? FP_E_TIMEOUT : FP_S_OK;
     *filled = w.filled;
     if (w.filled)
         return FP_S_OK;
@@ -578,12 +638,24 @@ fp_hresult fsim_client_get(fsim_client *c, SIM_GET_ENTRY *e, uint32_t n, uint32_
 
 fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
 {
+    wake_list wl = {0};
     pthread_mutex_lock(&c->lock);
     if (!c->connected) {
         pthread_mutex_unlock(&c->lock);
         return FP_E_INVALID_HANDLE;
     }
     for (uint32_t i = 0; i < n; i++) {
+        if (wl.n == sizeof wl.sem / sizeof wl.sem[0]) {
+            /* wake a full list's senders without the lock, then go on */
+            pthread_mutex_unlock(&c->lock);
+            wake_all(&wl);
+            pthread_mutex_lock(&c->lock);
+            if (!c->connected) { /* the rest were answered by the disconnect */
+                for (; i < n; i++)
+                    e[i].hr = FP_E_INVALID_HANDLE;
+                break;
+            }
+        }
         if (!e[i].buffer || e[i].size < sizeof(FP_REPLY_HEADER) ||
             e[i].size - sizeof(FP_REPLY_HEADER) > FSIM_MAX_MESSAGE) {
             e[i].hr = FP_E_INVALIDARG;
@@ -599,7 +671,7 @@ fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
         uint32_t len = e[i].size - (uint32_t)sizeof h;
         if (len > m->reply_cap) {
             e[i].hr = FP_E_INSUFFICIENT_BUFFER;
-            finish(m, FP_STATUS_BUFFER_OVERFLOW);
+            finish_later(m, FP_STATUS_BUFFER_OVERFLOW, &wl);
             continue;
         }
         if (len)
@@ -607,9 +679,10 @@ fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
         m->reply_len = len;
         m->reply_status = h.Status;
         e[i].hr = FP_S_OK;
-        finish(m, FP_STATUS_SUCCESS);
+        finish_later(m, FP_STATUS_SUCCESS, &wl);
     }
     pthread_mutex_unlock(&c->lock);
+    wake_all(&wl);
     return FP_S_OK;
 }
 
@@ -638,7 +711,7 @@ void fsim_client_cancel(fsim_client *c)
         if (w->filled == 0)
             w->hr = FP_E_OPERATION_ABORTED;
         waiter_unlink(c, w);
-        pthread_cond_signal(w->cv);
+        signal_waiter(w, NULL);
         w = next;
     }
     pthread_mutex_unlock(&c->lock);
@@ -708,7 +781,7 @@ void fsim_close_client(fsim_client *c)
         if (w->filled == 0)
             w->hr = FP_E_INVALID_HANDLE;
         waiter_unlink(c, w);
-        pthread_cond_signal(w->cv);
+        signal_waiter(w, NULL);
         w = next;
     }
     pthread_mutex_unlock(&c->lock);

@@ -4,6 +4,7 @@
 #define FLTSIM_INTERNAL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include "fltsim.h"
 
@@ -22,7 +23,7 @@ typedef struct fsim_msg {
     int wants_reply;
     int state;              /* FSIM_MSG_* */
     fp_ntstatus result;
-    pthread_cond_t *cv;     /* the sender's (thread-local) condition variable */
+    sem_t *sem;             /* the sender's wake-up (fsim_thread_sem), posted once when DONE */
 } fsim_msg;
 
 enum { FSIM_MSG_QUEUED = 1, FSIM_MSG_DELIVERED, FSIM_MSG_DONE };
@@ -34,7 +35,8 @@ typedef struct fsim_waiter {
     uint32_t count, filled;
     fp_hresult hr;          /* set by cancel / disconnect when nothing was filled */
     int linked;
-    pthread_cond_t *cv;
+    int signalled;          /* its sem was (or is about to be) posted, exactly once */
+    sem_t *sem;             /* the getter's fsim_thread_sem */
 } fsim_waiter;
 
 /* How the kernel side reaches a client in another process (socket transport). */
@@ -141,6 +143,9 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
 
 /* A thread-local condition variable on CLOCK_MONOTONIC. */
 pthread_cond_t *fsim_thread_cond(void);
+/* A thread-local semaphore (count 0 between operations): what an inproc sender or get sleeps on
+ * without holding the client lock, so a waker never hands it a lock it must fight for. */
+sem_t *fsim_thread_sem(void);
 void fsim_deadline(struct timespec *ts, uint64_t timeout_ns);
 uint64_t fsim_now_ns(void);
 
