@@ -1,5 +1,6 @@
 /* The C reference client (see cref.h). */
 #include "cref.h"
+#include "common/fp_thread.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -79,6 +80,7 @@ static void *cref_main(void *arg)
 {
     cref_thread *t = arg;
     fp_cref *c = t->c;
+    fp_thread_name("fp-cref-", (unsigned)(t - c->threads));
     for (uint32_t i = 0; i < c->outstanding; i++) {
         t->entries[i].buffer = (FP_MESSAGE_HEADER *)(void *)(t->msgs + i * c->msg_stride);
         t->entries[i].size = (uint32_t)c->msg_stride;

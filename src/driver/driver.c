@@ -1,5 +1,6 @@
 /* The load-generating test driver (see driver.h). */
 #include "driver.h"
+#include "../common/fp_thread.h"
 #include "../fltsim/internal.h" /* fsim_server_retain / release */
 
 #include <errno.h>
@@ -271,6 +272,7 @@ static void *sender_main(void *arg)
 {
     sender *s = arg;
     fp_driver *d = s->d;
+    fp_thread_name("fp-send-", s->index);
     int bench = d->cfg.protocol == FP_PROTO_BENCH;
     int open_loop = d->gap_mean_ns > 0;
     uint8_t reply[16];
