@@ -572,7 +572,7 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
     uint32_t n = 0;
     const size_t stride = p->reply_stride;
     const size_t payload = p->reply_bytes - FP_PUMP_REPLY_HEADER;
-    bool queue = false;
+    bool queue = false, kick = false;
     pthread_mutex_lock(&c->mu);
     for (uint32_t i = 0; i < c->count; i++) {
         if (mask && !mask[i])
@@ -613,7 +613,7 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
                 else
                     p->o_head = c;
                 p->o_tail = c;
-                pthread_cond_signal(&p->o_cv);
+                kick = true;
             }
         }
         pthread_mutex_unlock(&p->o_mu);
@@ -621,6 +621,9 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
             hr = flush_outbox_locked(p, c, &r.late, &r.errors);
     }
     pthread_mutex_unlock(&c->mu);
+    /* Signalled with no lock held: the reply thread then never wakes into a lock we hold. */
+    if (kick)
+        pthread_cond_signal(&p->o_cv);
     r.sent = n;
     if (r.already)
         atomic_fetch_add_explicit(&p->late_python, r.already, RLX);
@@ -711,8 +714,8 @@ static void chunk_release(fp_pump *p, fp_chunk *c)
     atomic_store_explicit(&p->ready_count, p->n_state[CH_READY], RLX);
     c->next = p->free_head;
     p->free_head = c;
-    pthread_cond_signal(&p->free_cv);
     pthread_mutex_unlock(&p->q_mu);
+    pthread_cond_signal(&p->free_cv);
 }
 
 void fp_chunk_ref(fp_pump *p, fp_chunk *c)
@@ -946,9 +949,10 @@ static void publish(fp_pump *p, worker *w, fp_chunk *c)
         p->ready_head = c;
     p->ready_tail = c;
     efd_update(p);
-    if (p->next_waiters)
-        pthread_cond_signal(&p->ready_cv);
+    bool wake = p->next_waiters != 0;
     pthread_mutex_unlock(&p->q_mu);
+    if (wake) /* after unlocking: the consumer never wakes into a lock we hold */
+        pthread_cond_signal(&p->ready_cv);
 }
 
 /* Sleeps until `until` (now_ns clock), or until the pump stops (looked at every 10 ms). */
