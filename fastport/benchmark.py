@@ -9,6 +9,11 @@ Clients (all compute the same reply of the same protocol):
 Each case: a fresh emulated port on the chosen transport, the client serving it, the C driver
 (K senders, closed loop, or open loop at a given rate) measuring throughput and latency and
 checking every reply. Ratios are to c-reference in the same run and settings.
+
+"py us/msg" is the CPU time of the client's Python threads per message they served (the pump's
+consumer; the loop's threads). The GIL serialises that time, so it is the ceiling on a machine
+with cores to spare; on a small machine the emulated kernel's senders take most of the CPU and
+cap every client's throughput first.
 """
 from __future__ import annotations
 
@@ -56,6 +61,12 @@ class _Client:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def python_cost(self) -> Optional[tuple[float, int]]:
+        """(CPU seconds of the client's Python threads, messages they served), after stop();
+        None for a client without Python threads. The GIL serialises that time, so it bounds
+        the client's throughput once the machine has cores to spare."""
+        return None
+
 
 class _PumpClient(_Client):
     def __init__(self, per_message: bool) -> None:
@@ -68,13 +79,18 @@ class _PumpClient(_Client):
         self.error: Optional[BaseException] = None
         self.pump.start()
 
+        self.cpu = 0.0
+
         def serve() -> None:
+            t0 = time.thread_time()
             try:
                 self.pump.run(handler, per_message=self.per_message)
             except PortError:
                 pass  # the port went away at the end of the case
             except BaseException as e:  # reported by stop()
                 self.error = e
+            finally:
+                self.cpu = time.thread_time() - t0
 
         self.thread = threading.Thread(target=serve, name="fastport-bench-pump", daemon=True)
         self.thread.start()
@@ -84,6 +100,9 @@ class _PumpClient(_Client):
         self.thread.join()
         if self.error:
             raise self.error
+
+    def python_cost(self) -> Optional[tuple[float, int]]:
+        return self.cpu, self.pump.stats["received"]
 
 
 class _CReference(_Client):
@@ -103,20 +122,26 @@ class _PythonLoop(_Client):
         self.stopping = threading.Event()
         size = 16 + proto.message.itemsize
         reply_for = proto.reply_for
+        self.costs: list[tuple[float, int]] = []
 
         def serve() -> None:
-            while not self.stopping.is_set():
-                try:
-                    m = port.get_message(size=size, timeout=0.1)
-                except fastport.status.PortTimeout:
-                    continue
-                except PortError:
-                    return
-                if m.reply_length:
+            t0, n = time.thread_time(), 0
+            try:
+                while not self.stopping.is_set():
                     try:
-                        port.reply_message(m.message_id, reply_for(bytes(m.data)))
+                        m = port.get_message(size=size, timeout=0.1)
+                    except fastport.status.PortTimeout:
+                        continue
                     except PortError:
-                        pass
+                        return
+                    n += 1
+                    if m.reply_length:
+                        try:
+                            port.reply_message(m.message_id, reply_for(bytes(m.data)))
+                        except PortError:
+                            pass
+            finally:
+                self.costs.append((time.thread_time() - t0, n))
 
         self.threads = [threading.Thread(target=serve, daemon=True) for _ in range(s.threads)]
         for t in self.threads:
@@ -126,6 +151,9 @@ class _PythonLoop(_Client):
         self.stopping.set()
         for t in self.threads:
             t.join()
+
+    def python_cost(self) -> Optional[tuple[float, int]]:
+        return sum(c for c, _ in self.costs), sum(n for _, n in self.costs)
 
 
 def _make_client(name: str) -> _Client:
@@ -167,6 +195,7 @@ def run_case(client: str, *, transport: str = "inproc", senders: int = 64,
                 c.stop()
         finally:
             port.close()
+    cost = c.python_cost()
     return {
         "client": client,
         "source": "emulated",
@@ -188,6 +217,7 @@ def run_case(client: str, *, transport: str = "inproc", senders: int = 64,
         "outstanding": s.outstanding,
         "histogram": r["histogram"],
         "interrupted": r.get("interrupted", False),
+        "python_us_per_msg": cost[0] * 1e6 / cost[1] if cost and cost[1] else None,
     }
 
 
@@ -298,15 +328,17 @@ def _us(v: float) -> str:
 def format_table(results: list[dict]) -> str:
     head = (f"{'client':<17}{'transport':<10}{'senders':>8}{'payload':>10}{'mode':>7}"
             f"{'msg/s':>11}{'p50 us':>11}{'p99 us':>11}{'p99.9 us':>11}{'timeouts':>9}"
-            f"{'bad':>5}{'x c-ref':>9}")
+            f"{'bad':>5}{'x c-ref':>9}{'py us/msg':>11}")
     lines = [head, "-" * len(head)]
     for r in results:
         lat = r["latency_us"]
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
+        py = r.get("python_us_per_msg")
+        py_s = f"{py:.2f}" if py is not None else "-"
         lines.append(
             f"{r['client']:<17}{r['transport']:<10}{r['senders']:>8}{str(r['payload']):>10}"
             f"{r['mode']:>7}{r['throughput']:>11,.0f}{_us(lat['p50']):>11}{_us(lat['p99']):>11}"
-            f"{_us(lat['p999']):>11}{r['timeouts']:>9}{r['bad_replies']:>5}{ratio:>9}")
+            f"{_us(lat['p999']):>11}{r['timeouts']:>9}{r['bad_replies']:>5}{ratio:>9}{py_s:>11}")
     return "\n".join(lines)
 
 

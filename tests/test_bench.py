@@ -68,6 +68,10 @@ def test_every_client_answers_every_message_right(transport, client):
     assert r["bad_replies"] == 0 and r["timeouts"] == 0 and r["errors"] == 0
     lat = r["latency_us"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    if client == "c-reference":  # no Python thread serves
+        assert r["python_us_per_msg"] is None
+    else:
+        assert r["python_us_per_msg"] > 0
 
 
 def test_scanner_protocol_through_the_pump(transport):
