@@ -5,6 +5,7 @@ per-message mode and a hand-written Python loop. Not a test: run it and read the
     python bench/pump_vs_c.py [--seconds S] [--repeat N] [--transport inproc|socket]
 """
 import argparse
+import statistics
 
 from fastport import benchmark
 
@@ -21,10 +22,16 @@ def main() -> None:
     print(benchmark.format_table(results))
     by = {(r["client"], r["mode"]): r for r in results}
     pump, cref, loop = (by[(c, "closed")] for c in ("pump", "c-reference", "python-loop"))
-    print(f"\npump / c-reference = {pump['throughput'] / cref['throughput']:.2f}   "
+    # the clients take turns, so run i of each met the same spell of the machine
+    paired = statistics.median(p / c for p, c in zip(pump["runs"], cref["runs"]))
+    print(f"\npump / c-reference = {pump['throughput'] / cref['throughput']:.2f} "
+          f"(median of paired runs {paired:.2f})   "
           f"pump / python-loop = {pump['throughput'] / loop['throughput']:.2f}   "
           f"open-loop p99 pump / c-reference = "
           f"{by[('pump', 'open')]['latency_us']['p99'] / by[('c-reference', 'open')]['latency_us']['p99']:.2f}")
+    print(f"Python CPU per message: python-loop / pump = "
+          f"{loop['python_us_per_msg'] / pump['python_us_per_msg']:.1f}x "
+          f"({loop['python_us_per_msg']:.2f} us / {pump['python_us_per_msg']:.2f} us)")
 
 
 if __name__ == "__main__":
