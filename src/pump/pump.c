@@ -955,27 +955,7 @@ static void publish(fp_pump *p, worker *w, fp_chunk *c)
         pthread_cond_signal(&p->ready_cv);
 }
 
-/* Sleeps until `until` (now_ns clock), or until the pump stops (looked at every 10 ms). */
-static void linger_until(fp_pump *p, uint64_t until)
-{
-    for (;;) {
-        if (atomic_load_explicit(&p->stopping, RLX))
-            return;
-        uint64_t now = now_ns();
-        if (now >= until)
-            return;
-        uint64_t t = until - now > 10000000u ? now + 10000000u : until;
-        struct timespec ts = abs_ts(t);
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-    }
-}
-
-/* Fills c until it is due for publishing. Returns S_OK, or a terminal backend failure.
- * The first get waits for a message. With a linger, whole milliseconds of it are waited out in
- * gets (backend timeouts are in ms), so messages are received as they come; the last sub-ms
- * part is slept with no get pending (arrivals queue in the port, or go to another worker's get)
- * and what queued meanwhile is collected with non-blocking gets. So a short linger costs one
- * wake-up per batch, not one per arrival. */
+/* Fills c until it is due for publishing. Returns S_OK, or a terminal backend failure. */
 static fp_hresult fill_chunk(fp_pump *p, worker *w, void *ts, fp_chunk *c)
 {
     fp_backend *b = p->b;
@@ -994,13 +974,10 @@ static fp_hresult fill_chunk(fp_pump *p, worker *w, void *ts, fp_chunk *c)
             n = p->nrecv;
         uint32_t tmo = FP_PUMP_FIRST_GET_MS;
         if (filled) {
-            uint64_t now = now_ns(), until = first + linger;
-            if (until >= now + 1000000u) {
-                tmo = (uint32_t)((until - now) / 1000000u); /* whole ms: wait in a get */
-            } else {
-                linger_until(p, until); /* the sub-ms rest: sleep, then collect */
-                tmo = 0;
-            }
+            uint64_t now = now_ns(), el = now - first;
+            if (el >= linger)
+                return FP_S_OK;
+            tmo = (uint32_t)((linger - el) / 1000000u);
         }
         for (uint32_t j = 0; j < n; j++) {
             e[j].buffer = slot_at(p, c, filled + j);
@@ -1062,12 +1039,11 @@ static fp_hresult fill_chunk(fp_pump *p, worker *w, void *ts, fp_chunk *c)
             atomic_fetch_add_explicit(&w->errors, errs, RLX);
         if (noreply)
             atomic_fetch_add_explicit(&w->no_reply, noreply, RLX);
-        bool lingered = filled != 0 && tmo == 0;
         if (!filled)
             first = now;
         filled += got;
-        if (filled == batch || linger == 0 || (lingered && got < n))
-            return FP_S_OK; /* full, no linger, or the port's queue is drained */
+        if (filled == batch || linger == 0)
+            return FP_S_OK;
     }
 }
 
