@@ -38,7 +38,9 @@ class Pump(_PumpCore):
     on_error: what a handler exception does in run(): "default" logs it and goes on, "raise"
     stops the pump and re-raises; either way its unanswered messages get default_reply.
     reply_threads: C threads that send the replies batch.reply() queues (None = `threads`; 0 =
-    batch.reply() sends them itself before returning). spin_us: how long the consumer
+    batch.reply() sends them itself before returning). At low load (at most 8 replies, nothing
+    queued for the reply threads, a port whose replies need no round trip: not the emulator's
+    socket transport) batch.reply() also sends them itself: a hand-off would add latency. spin_us: how long the consumer
     busy-waits for the next batch before sleeping (0 = never).
 
     A context manager: entering starts the workers, leaving stops them (every received message

@@ -16,6 +16,9 @@
  * - destroy frees the backend (the port stays the caller's to close).
  * - thread_init/thread_fini (optional, may be NULL) give each worker thread private state
  *   (e.g. its OVERLAPPED array and completion port); the result is passed as `ts`.
+ * - flags: FP_BACKEND_LOCAL_REPLY when reply_batch returns without waiting for another process
+ *   (FilterReplyMessage, a fanotify write, the in-process emulator); not for a transport where a
+ *   reply is a round trip (the emulator's socket transport).
  * Worker threads call these without the GIL; implementations never touch Python objects.
  */
 #ifndef FP_BACKEND_H
@@ -51,8 +54,11 @@ typedef struct fp_backend_ops {
     void (*destroy)(fp_backend *b);
 } fp_backend_ops;
 
+#define FP_BACKEND_LOCAL_REPLY 1u
+
 struct fp_backend {
     const fp_backend_ops *ops;
+    uint32_t flags; /* FP_BACKEND_* */
 };
 
 #endif

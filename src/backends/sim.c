@@ -43,5 +43,8 @@ fp_backend *fp_sim_backend_new(SIM_HANDLE port)
         return NULL;
     s->base.ops = &sim_ops;
     s->port = port;
+    enum fsim_transport t;
+    if (SimFilterGetTransport(port, &t) == FP_S_OK && t == FSIM_INPROC)
+        s->base.flags = FP_BACKEND_LOCAL_REPLY;
     return &s->base;
 }

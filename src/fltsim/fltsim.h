@@ -167,6 +167,10 @@ fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t
 /* CancelIoEx(port, NULL): every get pending on this handle now returns FP_E_OPERATION_ABORTED. */
 fp_hresult SimFilterCancel(SIM_HANDLE port);
 
+/* Not in FltLib: the transport this connection runs on. FP_E_INVALID_HANDLE if `port` is not a
+ * live handle. */
+fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport);
+
 /* CloseHandle: disconnects. Pending gets on other threads return FP_E_INVALID_HANDLE. */
 fp_hresult SimFilterClose(SIM_HANDLE port);
 

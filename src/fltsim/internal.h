@@ -129,6 +129,7 @@ struct fsim_handle_ops {
     fp_hresult (*cancel)(void *impl);
     void (*close)(void *impl);   /* disconnect (the handle was closed) */
     void (*release)(void *impl); /* last reference gone */
+    enum fsim_transport transport;
 };
 SIM_HANDLE fsim_handle_new(const fsim_handle_ops *ops, void *impl);
 fsim_hobj *fsim_handle_ref(SIM_HANDLE h); /* NULL if not a live handle */

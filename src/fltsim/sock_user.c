@@ -505,7 +505,7 @@ static void u_free(ucon *u)
 static void u_release(void *impl) { u_free(impl); }
 
 static const fsim_handle_ops sock_handle_ops = {u_get, u_reply, u_send, u_cancel, u_close,
-                                                u_release};
+                                                u_release, FSIM_SOCKET};
 
 /* ---- connecting ---- */
 

@@ -33,7 +33,7 @@ static void ip_close(void *impl) { fsim_close_client(impl); }
 static void ip_release(void *impl) { fsim_client_release(impl); }
 
 static const fsim_handle_ops inproc_ops = {ip_get, ip_reply, ip_send, ip_cancel, ip_close,
-                                           ip_release};
+                                           ip_release, FSIM_INPROC};
 
 /* ---- the API ---- */
 
@@ -161,6 +161,16 @@ fp_hresult SimFilterCancel(SIM_HANDLE port)
     fp_hresult hr = o->ops->cancel(o->impl);
     fsim_handle_unref(o);
     return hr;
+}
+
+fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport)
+{
+    fsim_hobj *o = transport ? fsim_handle_ref(port) : NULL;
+    if (!o)
+        return transport ? FP_E_INVALID_HANDLE : FP_E_INVALIDARG;
+    *transport = o->ops->transport;
+    fsim_handle_unref(o);
+    return FP_S_OK;
 }
 
 fp_hresult SimFilterClose(SIM_HANDLE port)

@@ -602,7 +602,9 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
     }
     if (n) {
         pthread_mutex_lock(&p->o_mu);
-        if (p->o_started && !p->o_stop) {
+        bool here = (p->b->flags & FP_BACKEND_LOCAL_REPLY) && n <= FP_PUMP_INLINE_REPLIES &&
+                    !p->o_head;
+        if (p->o_started && !p->o_stop && !here) {
             queue = true;
             if (!c->out_queued) {
                 c->out_queued = true;

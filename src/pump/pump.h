@@ -62,6 +62,7 @@ extern "C" {
 #define FP_PUMP_REPLY_ALIGN 16u
 #define FP_PUMP_FIRST_GET_MS 100u  /* bound on a chunk's first get, so a stop that races the
                                       backend's cancel is still noticed */
+#define FP_PUMP_INLINE_REPLIES 8u  /* see fp_chunk_reply */
 
 /* Limits (FP_E_INVALIDARG beyond them). */
 #define FP_PUMP_MAX_THREADS 1024u
@@ -189,8 +190,10 @@ typedef struct fp_reply_result {
  * once: already answered ones are skipped (late_python).
  * With reply_threads > 0 the replies are queued for a reply thread (one backend call per chunk
  * and turn) and this returns at once: res->sent counts the replies queued, late/errors are known
- * only to the stats. With reply_threads == 0 (or once the pump is joined) they are sent here, in
- * one backend call, and res has their outcomes. Returns FP_S_OK, or the backend's call-level
+ * only to the stats. They are sent here instead, in one backend call, with res holding their
+ * outcomes: with reply_threads == 0, once the pump is joined, and at low load: at most
+ * FP_PUMP_INLINE_REPLIES replies, no chunk queued for the reply threads, and a backend whose
+ * replies are local (FP_BACKEND_LOCAL_REPLY), where a hand-off costs more latency than the send. Returns FP_S_OK, or the backend's call-level
  * failure of a synchronous send (then every reply of the call counts as an error). */
 fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply_result *res);
 

@@ -53,6 +53,7 @@ typedef struct fake_backend {
     uint64_t delivered, answered, reply_entries, nowaiter, toolong;
     _Atomic uint64_t get_calls, reply_calls, thread_inits, thread_finis;
     _Atomic int pending_gets;
+    pthread_t last_reply_thread; /* who made the last reply_batch call (under mu) */
 } fake_backend;
 
 static uint64_t fake_now(void)
@@ -153,6 +154,7 @@ static fp_hresult fake_reply_batch(fp_backend *b, fp_send *e, uint32_t n)
         return FP_E_INVALID_HANDLE;
     }
     uint64_t now = fake_now();
+    f->last_reply_thread = pthread_self();
     for (uint32_t k = 0; k < n; k++) {
         FP_REPLY_HEADER h;
         memcpy(&h, e[k].buffer, sizeof h);

@@ -328,6 +328,11 @@ static void test_cancel_and_disconnect(void)
     CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
     fsim_client *c = k.last;
     fsim_client_retain(c);
+    enum fsim_transport t = FSIM_SOCKET;
+    CHECK_EQ(SimFilterGetTransport(h, &t), FP_S_OK);
+    CHECK_EQ(t, FSIM_INPROC);
+    CHECK_EQ(SimFilterGetTransport(h, NULL), FP_E_INVALIDARG);
+    CHECK_EQ(SimFilterGetTransport(0, &t), FP_E_INVALID_HANDLE);
 
     getter g = {.h = h};
     pthread_create(&g.t, NULL, getter_main, &g);

@@ -683,6 +683,47 @@ static void test_mask(void)
     destroy_all(p, f);
 }
 
+/* Reply threads on; a batch of n replied to in full. Returns 1 if the consumer's own thread
+ * made the send (inline), 0 if a reply thread did. */
+static int replied_inline(uint32_t flags, uint32_t n)
+{
+    fake_backend *f = fake_new(32);
+    f->base.flags = flags;
+    fp_pump_config c = base_cfg();
+    c.reply_threads = 1;
+    fp_pump *p;
+    fp_chunk_info in;
+    fp_chunk *ch = one_batch(f, &c, n, NULL, &p, &in);
+    int here = -1;
+    if (ch) {
+        handle(&in);
+        fp_reply_result r;
+        CHECK_EQ((uint32_t)fp_chunk_reply(p, ch, NULL, &r), (uint32_t)FP_S_OK);
+        CHECK_EQ(r.sent, n);
+        CHECK(fake_wait_answered(f, n, 3000));
+        pthread_mutex_lock(&f->mu);
+        here = pthread_equal(f->last_reply_thread, pthread_self()) ? 1 : 0;
+        pthread_mutex_unlock(&f->mu);
+        fp_chunk_finish(p, ch, FP_FINISH_RELEASE);
+        fp_chunk_unref(p, ch);
+        for (uint64_t id = 1; id <= n; id++) {
+            CHECK_EQ(fake_record(f, id).attempts, 1);
+            CHECK_EQ(fake_record(f, id).reply_word, reply_of(id));
+        }
+    }
+    destroy_all(p, f);
+    return here;
+}
+
+/* A few replies on a backend whose replies are local go out on the consumer's thread (a hand-off
+ * would cost more latency than the send); more, or a round-trip backend, go to a reply thread. */
+static void test_inline_replies_at_low_load(void)
+{
+    CHECK_EQ(replied_inline(FP_BACKEND_LOCAL_REPLY, FP_PUMP_INLINE_REPLIES), 1);
+    CHECK_EQ(replied_inline(FP_BACKEND_LOCAL_REPLY, FP_PUMP_INLINE_REPLIES + 1), 0);
+    CHECK_EQ(replied_inline(0, 2), 0);
+}
+
 static void test_no_reply_expected(void)
 {
     fake_backend *f = fake_new(16);
@@ -1312,6 +1353,7 @@ int main(void)
         {"finish_error_and_late_python", test_finish_error_and_late_python},
         {"unref_without_finish", test_unref_without_finish},
         {"mask", test_mask},
+        {"inline_replies_at_low_load", test_inline_replies_at_low_load},
         {"no_reply_expected", test_no_reply_expected},
         {"reply_too_long_and_port_late", test_reply_too_long_and_port_late},
         {"deadline_consumer_sleeps", test_deadline_consumer_sleeps},

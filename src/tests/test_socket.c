@@ -909,6 +909,9 @@ static void test_cancel_and_disconnect(void)
     SIM_HANDLE h;
     CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
     fsim_client *c = kget_last(&k);
+    enum fsim_transport t = FSIM_INPROC;
+    CHECK_EQ(SimFilterGetTransport(h, &t), FP_S_OK);
+    CHECK_EQ(t, FSIM_SOCKET);
 
     /* cancel of a blocked get; its credits are withdrawn */
     getter g;
