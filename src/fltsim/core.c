@@ -62,17 +62,36 @@ sem_t *fsim_thread_sem(void)
     return &tl_sem;
 }
 
+/* sem_timedwait against an absolute CLOCK_MONOTONIC deadline. */
+static int sem_wait_mono(sem_t *s, const struct timespec *deadline)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+    return sem_clockwait(s, CLOCK_MONOTONIC, deadline);
+#else
+    /* no sem_clockwait: the same distance from now on CLOCK_REALTIME (a clock step moves it) */
+    uint64_t dl = (uint64_t)deadline->tv_sec * 1000000000u + (uint64_t)deadline->tv_nsec;
+    uint64_t now = fsim_now_ns(), left = dl > now ? dl - now : 0;
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    uint64_t t = (uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec + left;
+    rt.tv_sec = (time_t)(t / 1000000000u);
+    rt.tv_nsec = (long)(t % 1000000000u);
+    return sem_timedwait(s, &rt);
+#endif
+}
+
 /* Takes one post of s, waiting until the absolute CLOCK_MONOTONIC deadline (NULL = none).
  * Returns 0, or ETIMEDOUT. */
 static int sem_take(sem_t *s, const struct timespec *deadline)
 {
     for (;;) {
-        int r = deadline ? sem_clockwait(s, CLOCK_MONOTONIC, deadline) : sem_wait(s);
+        int r = deadline ? sem_wait_mono(s, deadline) : sem_wait(s);
         if (r == 0)
             return 0;
         if (errno == ETIMEDOUT)
             return ETIMEDOUT;
-        /* EINTR: wait again */
+        if (errno != EINTR)
+            abort(); /* EINVAL: the semaphore or the deadline is corrupt */
     }
 }
 
@@ -556,11 +575,14 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
     int gone = deliver_or_queue(c, &m, &wl) != 0;
     pthread_mutex_unlock(&c->lock);
     wake_all(&wl);
-    if (gone)
-        fsim_close_client(c); /* finishes m with STATUS_PORT_DISCONNECTED */
     /* Whoever finishes m posts m.sem exactly once; a timeout withdraws m unless it was finished
      * first, in which case that post is taken too. */
-    if (sem_take(m.sem, dlp) == ETIMEDOUT) {
+    if (gone) {
+        /* m was finished with STATUS_PORT_DISCONNECTED and posted: take the post before the
+         * close runs DisconnectNotify on this thread (which may send, on this semaphore). */
+        sem_take(m.sem, NULL);
+        fsim_close_client(c);
+    } else if (sem_take(m.sem, dlp) == ETIMEDOUT) {
         pthread_mutex_lock(&c->lock);
         int finished = m.state == FSIM_MSG_DONE;
         if (!finished) {

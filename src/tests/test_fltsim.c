@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "fltsim/fltsim.h"
+#include "fltsim/internal.h" /* a remote transport whose peer is gone, for the nested-send test */
 
 #include "check.h"
 
@@ -481,12 +482,67 @@ static void test_stress(void)
     fsim_close_server(s);
 }
 
+/* FltSendMessage finds the peer gone, and the disconnect's DisconnectNotify sends on another
+ * connection from the same thread (which sleeps on the same thread-local semaphore). The nested
+ * send must wait (and time out: nobody gets), and the outer one return PORT_DISCONNECTED. */
+static fsim_client *nested_other;
+static fp_ntstatus nested_st;
+static int nested_calls;
+
+static int gone_deliver(void *r, fsim_msg *const *m, uint32_t n)
+{
+    (void)r;
+    (void)m;
+    (void)n;
+    return -1;
+}
+static void gone_nop(void *r) { (void)r; }
+static const fsim_remote_ops gone_ops = {gone_deliver, gone_nop, gone_nop, NULL};
+
+static void nested_disconnect(void *cookie, fsim_client *c)
+{
+    (void)cookie;
+    if (c == nested_other)
+        return;
+    nested_calls++;
+    char rep[16];
+    uint32_t rl = sizeof rep;
+    nested_st = fsim_send(nested_other, "hello", 5, rep, &rl, 50 * 1000000LL, NULL);
+}
+
+static void test_send_from_disconnect_notify(void)
+{
+    fsim_callbacks cb = {NULL, nested_disconnect, NULL, NULL};
+    fsim_server *s;
+    CHECK_EQ(fsim_create_port("\\Nested", FSIM_INPROC, 4, FSIM_ACCESS_EVERYONE, &cb, &s),
+             FP_STATUS_SUCCESS);
+    fsim_client *remote = NULL, *local = NULL;
+    int peer;
+    CHECK_EQ(fsim_server_connect(s, NULL, 0, 1, 0, &gone_ops, &peer, &remote), FP_S_OK);
+    CHECK_EQ(fsim_server_connect(s, NULL, 0, 1, 0, NULL, NULL, &local), FP_S_OK);
+    nested_other = local;
+    fsim_client_grant(remote, 1); /* the peer "waits": the send writes to it, and fails */
+    CHECK_EQ(fsim_send(remote, "x", 1, NULL, NULL, 1000 * 1000000LL, NULL),
+             FP_STATUS_PORT_DISCONNECTED);
+    CHECK_EQ(nested_calls, 1);
+    CHECK_EQ(nested_st, FP_STATUS_TIMEOUT);
+    CHECK(local->q_head == NULL); /* withdrawn, not left queued */
+    int v = -1;
+    sem_getvalue(fsim_thread_sem(), &v);
+    CHECK_EQ(v, 0);
+    fsim_close_client(local);
+    fsim_client_release(local);
+    fsim_client_release(remote);
+    fsim_close_server(s);
+}
+
 int main(void)
 {
     test_connect_rules();
     test_round_trip();
     test_timeouts();
     test_cancel_and_disconnect();
+    test_send_from_disconnect_notify();
     test_stress();
 #ifdef FASTPORT_DEBUG
     CHECK_EQ(fsim_debug_live_clients(), 0);
