@@ -603,7 +603,7 @@ fp_hresult fp_chunk_reply(fp_pump *p, fp_chunk *c, const uint8_t *mask, fp_reply
     if (n) {
         pthread_mutex_lock(&p->o_mu);
         bool here = (p->b->flags & FP_BACKEND_LOCAL_REPLY) && n <= FP_PUMP_INLINE_REPLIES &&
-                    !p->o_head;
+                    !p->o_head && !c->out_queued; /* (the outbox then holds only these n) */
         if (p->o_started && !p->o_stop && !here) {
             queue = true;
             if (!c->out_queued) {
@@ -716,8 +716,9 @@ static void chunk_release(fp_pump *p, fp_chunk *c)
     atomic_store_explicit(&p->ready_count, p->n_state[CH_READY], RLX);
     c->next = p->free_head;
     p->free_head = c;
-    pthread_mutex_unlock(&p->q_mu);
+    /* signalled under the lock: once it is released, fp_pump_destroy may free p */
     pthread_cond_signal(&p->free_cv);
+    pthread_mutex_unlock(&p->q_mu);
 }
 
 void fp_chunk_ref(fp_pump *p, fp_chunk *c)
