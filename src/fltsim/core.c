@@ -97,9 +97,10 @@ static int sem_take(sem_t *s, const struct timespec *deadline)
 
 /* Senders and gets to wake once the client lock is released: a woken thread then never blocks
  * straight away on the lock its waker still holds. */
+#define WAKE_LIST_CAP 64u
 typedef struct wake_list {
     uint32_t n;
-    sem_t *sem[64];
+    sem_t *sem[WAKE_LIST_CAP];
 } wake_list;
 
 static void wake_all(wake_list *wl)
@@ -107,6 +108,15 @@ static void wake_all(wake_list *wl)
     for (uint32_t i = 0; i < wl->n; i++)
         sem_post(wl->sem[i]);
     wl->n = 0;
+}
+
+/* Wakes the owner of s once the caller has unlocked (given a list with room), else now. */
+static void wake_later(wake_list *wl, sem_t *s)
+{
+    if (wl && wl->n < WAKE_LIST_CAP)
+        wl->sem[wl->n++] = s;
+    else
+        sem_post(s);
 }
 
 /* ---- status mapping ---- */
@@ -436,10 +446,7 @@ static void finish_later(fsim_msg *m, fp_ntstatus result, wake_list *wl)
 {
     m->state = FSIM_MSG_DONE;
     m->result = result;
-    if (wl && wl->n < sizeof wl->sem / sizeof wl->sem[0])
-        wl->sem[wl->n++] = m->sem;
-    else
-        sem_post(m->sem);
+    wake_later(wl, m->sem);
 }
 
 static void finish(fsim_msg *m, fp_ntstatus result) { finish_later(m, result, NULL); }
@@ -450,10 +457,7 @@ static void signal_waiter(fsim_waiter *w, wake_list *wl)
     if (w->signalled)
         return;
     w->signalled = 1;
-    if (wl && wl->n < sizeof wl->sem / sizeof wl->sem[0])
-        wl->sem[wl->n++] = w->sem;
-    else
-        sem_post(w->sem);
+    wake_later(wl, w->sem);
 }
 
 /* The message has reached the user side: it now waits for a reply, or is done. */
@@ -667,7 +671,7 @@ fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
         return FP_E_INVALID_HANDLE;
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (wl.n == sizeof wl.sem / sizeof wl.sem[0]) {
+        if (wl.n == WAKE_LIST_CAP) {
             /* wake a full list's senders without the lock, then go on */
             pthread_mutex_unlock(&c->lock);
             wake_all(&wl);
