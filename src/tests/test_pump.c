@@ -690,8 +690,9 @@ static int replied_inline(uint32_t flags, uint32_t n)
         fp_chunk_finish(p, ch, FP_FINISH_RELEASE);
         fp_chunk_unref(p, ch);
         for (uint64_t id = 1; id <= n; id++) {
-            CHECK_EQ(fake_record(f, id).attempts, 1);
-            CHECK_EQ(fake_record(f, id).reply_word, reply_of(id));
+            fake_rec fr = fake_record(f, id);
+            CHECK_EQ(fr.attempts, 1);
+            CHECK_EQ(fr.reply_word, reply_of(id));
         }
     }
     destroy_all(p, f);
