@@ -1,4 +1,4 @@
-# Mirrors src/backends/backend.h, src/backends/sim.h, src/pump/histogram.h and src/pump/pump.h.
+# Mirrors src/backends/backend.h, src/backends/sim.h, src/common/histogram.h and src/pump/pump.h.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from fastport.includes.fltsim cimport SIM_HANDLE
 
@@ -11,7 +11,7 @@ cdef extern from "backends/backend.h" nogil:
 cdef extern from "backends/sim.h" nogil:
     fp_backend *fp_sim_backend_new(SIM_HANDLE port)
 
-cdef extern from "pump/histogram.h" nogil:
+cdef extern from "common/histogram.h" nogil:
     ctypedef struct fp_hist:
         pass
     ctypedef struct fp_hist_summary:

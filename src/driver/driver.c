@@ -1,6 +1,7 @@
 /* The load-generating test driver (see driver.h). */
 #include "driver.h"
 #include "../common/fp_thread.h"
+#include "../common/fp_time.h"
 #include "../fltsim/internal.h" /* fsim_server_retain / release */
 
 #include <errno.h>
@@ -12,7 +13,6 @@
 #include <time.h>
 
 #define RLX memory_order_relaxed
-#define NS_PER_S 1000000000ull
 #define POOL_SLACK_WORDS 16384u     /* 64 KiB of offsets to cut messages from */
 #define MAX_SLEEP_NS 50000000ull    /* an open-loop sender looks at stop this often */
 #define PICK_CAP 64u                /* clients looked at per pick (server mode) */
@@ -74,19 +74,6 @@ struct fp_driver {
     uint32_t nsenders;
     sender *senders;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-static void abs_time(struct timespec *ts, uint64_t t)
-{
-    ts->tv_sec = (time_t)(t / NS_PER_S);
-    ts->tv_nsec = (long)(t % NS_PER_S);
-}
 
 static inline void bump(_Atomic uint64_t *c)
 {
@@ -250,12 +237,12 @@ static fsim_client *pick_client(fp_driver *d, sender *s)
 static void sleep_until(fp_driver *d, uint64_t t)
 {
     for (;;) {
-        uint64_t now = now_ns();
+        uint64_t now = fp_now_ns();
         if (now >= t || atomic_load_explicit(&d->stop, RLX))
             return;
         uint64_t until = t - now > MAX_SLEEP_NS ? now + MAX_SLEEP_NS : t;
         struct timespec ts;
-        abs_time(&ts, until);
+        ts = fp_timespec_at(until);
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
     }
 }
@@ -299,7 +286,7 @@ static void *sender_main(void *arg)
             intended = next;
             next += exp_gap(d, s);
         } else {
-            intended = now_ns();
+            intended = fp_now_ns();
             if (intended >= d->end_ns)
                 break;
         }
@@ -325,9 +312,9 @@ static void *sender_main(void *arg)
             len = (uint32_t)sizeof(SCANNER_NOTIFICATION);
         }
         uint32_t rlen = d->reply_size;
-        uint64_t start = open_loop ? intended : now_ns();
+        uint64_t start = open_loop ? intended : fp_now_ns();
         fp_ntstatus st = fsim_send(client, s->msg, len, reply, &rlen, d->cfg.timeout_ns, NULL);
-        uint64_t done = now_ns();
+        uint64_t done = fp_now_ns();
 
         if (!measured) {
             bump(&s->warmup);
@@ -364,7 +351,7 @@ static void *sender_main(void *arg)
         s->client = NULL;
     }
 
-    uint64_t fin = now_ns();
+    uint64_t fin = fp_now_ns();
     pthread_mutex_lock(&d->lock);
     if (fin > d->finish_ns)
         d->finish_ns = fin;
@@ -479,7 +466,7 @@ static fp_hresult driver_start(const fp_driver_config *cfg, fsim_client *client,
         atomic_store(&d->stop, 1);
         d->running -= d->nsenders - made;
     }
-    d->t0_ns = now_ns();
+    d->t0_ns = fp_now_ns();
     d->window_ns = d->t0_ns + (uint64_t)(cfg->warmup * 1e9);
     d->end_ns = cfg->seconds > 0 ? d->window_ns + (uint64_t)(cfg->seconds * 1e9) : UINT64_MAX;
     d->finish_ns = d->t0_ns;
@@ -572,7 +559,7 @@ int fp_driver_wait(fp_driver *d, int64_t timeout_ns)
         return FP_DRIVER_DONE;
     struct timespec dl;
     if (timeout_ns >= 0)
-        abs_time(&dl, now_ns() + (uint64_t)timeout_ns);
+        dl = fp_timespec_at(fp_now_ns() + (uint64_t)timeout_ns);
     pthread_mutex_lock(&d->lock);
     while (d->running > 0) {
         if (timeout_ns < 0)
@@ -625,7 +612,7 @@ void fp_driver_progress(fp_driver *d, fp_driver_result *out)
     uint64_t fin = d->finish_ns;
     pthread_mutex_unlock(&d->lock);
     sum_counts(d, out);
-    set_rate(out, d->window_ns, running ? now_ns() : fin);
+    set_rate(out, d->window_ns, running ? fp_now_ns() : fin);
     out->running = running > 0;
     out->senders_running = running;
     pthread_mutex_lock(&d->snap_lock);

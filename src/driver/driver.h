@@ -54,7 +54,7 @@
 #include "../common/fp_status.h"
 #include "../fltsim/fltsim.h"
 #include "../protocols/bench.h"
-#include "../pump/histogram.h"
+#include "../common/histogram.h"
 
 #ifdef __cplusplus
 extern "C" {

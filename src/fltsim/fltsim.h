@@ -18,23 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "../common/fp_status.h"
+#include "../common/fp_wire.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- wire structs (x64 layout, natural alignment) ---- */
-typedef struct FP_MESSAGE_HEADER {
-    uint32_t ReplyLength; /* bytes accepted in the reply INCLUDING the 16-byte reply header; 0 = none */
-    uint32_t _pad;
-    uint64_t MessageId;
-} FP_MESSAGE_HEADER;
-
-typedef struct FP_REPLY_HEADER {
-    int32_t  Status;      /* handed to the sender beside the call's own NTSTATUS (emulator's choice) */
-    uint32_t _pad;
-    uint64_t MessageId;
-} FP_REPLY_HEADER;
 
 #define FSIM_MAX_NAME        200u        /* bytes of a port name, NUL excluded (emulator's choice) */
 #define FSIM_MAX_CONTEXT     65535u      /* WORD-sized connection context */

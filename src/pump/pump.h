@@ -47,7 +47,7 @@
 #include <stdint.h>
 #include "../backends/backend.h"
 #include "../common/fp_status.h"
-#include "histogram.h"
+#include "../common/histogram.h"
 
 #ifdef __cplusplus
 extern "C" {

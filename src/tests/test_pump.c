@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pump/histogram.h"
+#include "common/histogram.h"
 #include "pump/pump.h"
 #include "tests/fake_backend.h"
 #include "check.h"
