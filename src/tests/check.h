@@ -4,6 +4,7 @@
 #define FP_TESTS_CHECK_H
 
 #include <stdio.h>
+#include <unistd.h>
 
 static int passed, failed;
 
@@ -29,5 +30,21 @@ static int passed, failed;
                     (unsigned long long)_b);                                             \
         }                                                                                \
     } while (0)
+
+/* Waits up to `ms` milliseconds for cond (an expression with no side effects it depends on)
+ * to hold, looking every millisecond; the value is whether it holds. Tests order threads by
+ * waiting on observable state with this, never by sleeping. */
+#define WAIT_UNTIL(cond, ms)                                    \
+    ({                                                          \
+        int _ok = 0;                                            \
+        for (int _i = 0; _i < (ms); _i++) {                     \
+            if (cond) {                                         \
+                _ok = 1;                                        \
+                break;                                          \
+            }                                                   \
+            usleep(1000);                                       \
+        }                                                       \
+        _ok || (cond);                                          \
+    })
 
 #endif

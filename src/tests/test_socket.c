@@ -25,18 +25,6 @@
 
 #include "check.h"
 /* Polls `cond` every millisecond for up to `ms`; true if it came true. */
-#define WAIT_UNTIL(cond, ms)                                    \
-    ({                                                          \
-        int _ok = 0;                                            \
-        for (int _i = 0; _i < (ms); _i++) {                     \
-            if (cond) {                                         \
-                _ok = 1;                                        \
-                break;                                          \
-            }                                                   \
-            usleep(1000);                                       \
-        }                                                       \
-        _ok || (cond);                                          \
-    })
 
 #define MS 1000000LL
 #define MIB (1u << 20)

@@ -1,0 +1,159 @@
+/* The consumer's side: fp_pump_next (which reaps itself while idle, see workers.c), the event fd
+ * for event loops, and the stats. */
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Reaps once as the leader (q_mu held on entry and on return). Returns false when the reap could
+ * not run because nothing is in flight (backpressure). */
+static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
+{
+    fp_completion comp[REAP_MAX];
+    p->leader = LEAD_CONSUMER;
+    pthread_mutex_unlock(&p->q_mu);
+    top_up(p);
+    bool ran = atomic_load(&p->inflight) > 0;
+    uint32_t got = 0;
+    fp_hresult hr = FP_E_TIMEOUT;
+    if (ran) {
+        uint32_t ms = FP_INFINITE_MS;
+        if (timeout_ns > 0) {
+            uint64_t now = fp_now_ns(), left = until > now ? until - now : 0;
+            ms = (uint32_t)((left + FP_NS_PER_MS - 1) / FP_NS_PER_MS);
+            if (ms == FP_INFINITE_MS)
+                ms--;
+        }
+        hr = p->b->ops->reap(p->b, comp, REAP_MAX, ms, &got);
+        count(&p->reaps, got ? 1 : 0);
+    }
+    pthread_mutex_lock(&p->q_mu);
+    token_released_locked(p);
+    pthread_mutex_unlock(&p->q_mu);
+    if (FP_SUCCEEDED(hr) && got)
+        chunks_process(p, comp, got);
+    else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
+        pump_fail(p, hr);
+    pthread_mutex_lock(&p->q_mu);
+    return ran;
+}
+
+int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t until = timeout_ns > 0 ? fp_now_ns() + (uint64_t)timeout_ns : 0;
+    int rc;
+    pthread_mutex_lock(&p->q_mu);
+    p->consumers_in++;
+    for (;;) {
+        bool failed = atomic_load_explicit(&p->terminal, RLX) != FP_S_OK;
+        if (!failed && p->user_stop) {
+            rc = FP_PUMP_STOPPED;
+            break;
+        }
+        if (chunks_take_locked(p, out)) {
+            rc = FP_PUMP_BATCH;
+            break;
+        }
+        if (p->ended) {
+            rc = failed ? FP_PUMP_FAILED : FP_PUMP_STOPPED;
+            break;
+        }
+        if (timeout_ns == 0 || (timeout_ns > 0 && fp_now_ns() >= until)) {
+            rc = FP_PUMP_TIMEOUT;
+            break;
+        }
+        if (p->consumer_reap && p->started && p->leader == LEAD_NONE &&
+            !atomic_load(&p->stopping) && consumer_reap_locked(p, timeout_ns, until))
+            continue;
+        p->consumers_idle++;
+        p->next_waiters++;
+        if (timeout_ns < 0) {
+            pthread_cond_wait(&p->ready_cv, &p->q_mu);
+        } else {
+            struct timespec ts = fp_timespec_at(until);
+            pthread_cond_timedwait(&p->ready_cv, &p->q_mu, &ts);
+        }
+        p->next_waiters--;
+        p->consumers_idle--;
+    }
+    p->consumers_in--;
+    p->consumer_left_ns = fp_now_ns();
+    pthread_mutex_unlock(&p->q_mu);
+    return rc;
+}
+
+int fp_pump_try_next(fp_pump *p, fp_batch *out)
+{
+    return fp_pump_next(p, 0, out);
+}
+
+fp_hresult fp_pump_error(fp_pump *p)
+{
+    return atomic_load(&p->terminal);
+}
+
+int fp_pump_fd(fp_pump *p)
+{
+    pthread_mutex_lock(&p->q_mu);
+    if (p->efd < 0) {
+        p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (p->efd >= 0) {
+            p->efd_armed = false;
+            efd_update_locked(p);
+        }
+        /* an event-loop consumer never blocks in the pump: workers reap from now on */
+        p->consumer_reap = false;
+        pthread_cond_broadcast(&p->w_cv);
+    }
+    int fd = p->efd;
+    pthread_mutex_unlock(&p->q_mu);
+    return fd;
+}
+
+void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->received = atomic_load_explicit(&p->received, RLX);
+    out->truncated = atomic_load_explicit(&p->truncated, RLX);
+    out->no_reply = atomic_load_explicit(&p->no_reply, RLX);
+    out->batches = atomic_load_explicit(&p->batches, RLX);
+    out->posts = atomic_load_explicit(&p->posts, RLX);
+    out->reaps = atomic_load_explicit(&p->reaps, RLX);
+    out->errors = atomic_load_explicit(&p->errors, RLX);
+    out->replied = atomic_load_explicit(&p->replied, RLX);
+    out->defaulted_deadline = atomic_load_explicit(&p->defaulted[DEF_DEADLINE], RLX);
+    out->defaulted_error = atomic_load_explicit(&p->defaulted[DEF_ERROR], RLX);
+    out->defaulted_release = atomic_load_explicit(&p->defaulted[DEF_RELEASE], RLX);
+    out->defaulted_stop = atomic_load_explicit(&p->defaulted[DEF_STOP], RLX);
+    out->defaulted_overflow = atomic_load_explicit(&p->defaulted[DEF_OVERFLOW], RLX);
+    out->late_replies = atomic_load_explicit(&p->late_replies, RLX);
+    out->late_python = atomic_load_explicit(&p->late_python, RLX);
+    out->reply_calls = atomic_load_explicit(&p->reply_calls, RLX);
+    out->inflight = atomic_load(&p->inflight);
+    pthread_mutex_lock(&p->q_mu);
+    out->chunks_total = p->cfg.nchunks;
+    for (uint32_t i = 0; i < p->cfg.nchunks; i++) {
+        const fp_chunk *c = &p->chunks[i];
+        if (c->is_free) {
+            out->chunks_free++;
+            continue;
+        }
+        out->chunks_held += c->holds != 0;
+        out->chunks_ready += c->in_ready;
+        out->chunks_filling += !c->holds && !c->in_ready;
+    }
+    pthread_mutex_unlock(&p->q_mu);
+    fp_hist_summary s;
+    fp_hist_summarize(&p->lat, &s);
+    out->latency_count = s.count;
+    out->latency_min_ns = s.min;
+    out->latency_mean_ns = s.mean;
+    out->latency_max_ns = s.max;
+    out->latency_p50_ns = s.p50;
+    out->latency_p90_ns = s.p90;
+    out->latency_p99_ns = s.p99;
+    out->latency_p999_ns = s.p999;
+}
