@@ -7,6 +7,8 @@ import time as _time
 
 from fastport.includes.fltsim cimport *
 from fastport.includes.status cimport *
+from fastport.includes.backend cimport *
+from fastport.includes.fltlib cimport *
 from fastport.includes.pump cimport *
 
 include "_common.pxi"

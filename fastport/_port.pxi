@@ -28,16 +28,54 @@ cdef class Port:
     cdef SIM_HANDLE _h
     cdef readonly str name
     cdef readonly bint sync
+    cdef void *_iocp       # the completion port the handle joined (for pumps), or NULL
+    cdef object _iocp_user # the pump using it now, or None
 
     def __cinit__(self):
         self._h = 0
+        self._iocp = NULL
 
     def __dealloc__(self):
         cdef SIM_HANDLE h = self._h
+        self._close_completion_port()
         if h:
             self._h = 0
             with nogil:
                 SimFilterClose(h)
+
+    cdef void *_completion_port(self, object user) except NULL:
+        """The completion port of this handle, for one pump at a time (a handle joins one
+        completion port for life, and two pumps on one port would reap each other's gets)."""
+        cdef SIM_HANDLE h = self._handle()
+        cdef int32_t hr
+        if self._iocp_user is not None:
+            raise RuntimeError(f"{self!r} is already served by {self._iocp_user!r}: one pump per "
+                               "port at a time (stop it and let it go first)")
+        if self._iocp is NULL:
+            hr = fp_fltlib_completion_port(<void *><uintptr_t>h, &self._iocp)
+            if hr < 0:
+                self._iocp = NULL
+                _check_hr(hr, "CreateIoCompletionPort (the port's handle already joined another "
+                              "completion port, say that of a C reference client)")
+        self._iocp_user = user
+        return self._iocp
+
+    cdef _release_completion_port(self, object user):
+        if self._iocp_user is user:
+            self._iocp_user = None
+            if self._h == 0:  # closed while the pump ran: its gets had to complete somewhere
+                self._close_completion_port()
+
+    cdef _close_completion_port(self):
+        cdef void *c = self._iocp
+        self._iocp = NULL
+        if c is not NULL:
+            fp_fltlib_close(c)
+
+    cdef bint _local_replies(self) except -1:
+        """Whether a reply costs no round trip (not the emulator's socket transport)."""
+        cdef fsim_transport t
+        return SimFilterGetTransport(self._handle(), &t) == FP_S_OK and t == FSIM_INPROC
 
     cdef SIM_HANDLE _handle(self) except 0:
         if self._h == 0:
@@ -161,6 +199,8 @@ cdef class Port:
         """Close the handle (disconnects). Safe to call twice."""
         cdef SIM_HANDLE h = self._h
         self._h = 0
+        if self._iocp_user is None:  # else the pump closes it once it is done with it
+            self._close_completion_port()
         if h:
             with nogil:
                 SimFilterClose(h)

@@ -6,6 +6,9 @@ from cpython.ref cimport Py_INCREF, PyObject
 
 cnp.import_array()
 
+import logging as _logging
+import traceback as _traceback
+
 import numpy as _np
 
 from fastport import dtypes as _dtypes
@@ -21,24 +24,26 @@ cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(object o)
 
 cdef int _NEXT_SLICE_MS = 100
+_log = _logging.getLogger("fastport.pump")
 
 
 @cython.no_gc_clear  # __dealloc__ needs `core`: a GC clear must never set it to None first
-cdef class _ChunkHold:
-    """Owns one hold on a chunk: the base object of every numpy view of a batch. When the last
-    view (and the Batch) is gone, the hold drops and the chunk may be recycled; never before."""
+cdef class _BatchHold:
+    """Owns one batch handed out by the pump: the base object of every numpy view of it. When the
+    last view (and the Batch) is gone, the batch is released (its unanswered messages get
+    default_reply) and its slots may be recycled; never before."""
     cdef _PumpCore core
-    cdef fp_chunk *chunk
+    cdef fp_batch batch
 
     def __dealloc__(self):
-        if self.chunk is not NULL:
+        if self.batch.chunk is not NULL:
             with nogil:
-                fp_chunk_unref(self.core._p, self.chunk)
-            self.chunk = NULL
+                fp_batch_release(self.core._p, &self.batch)
+            self.batch.chunk = NULL
 
 
 cdef object _view(cnp.dtype dt, uint32_t n, size_t stride, void *data, bint writable,
-                  _ChunkHold hold):
+                  _BatchHold hold):
     cdef cnp.npy_intp dims[1]
     cdef cnp.npy_intp strides[1]
     dims[0] = n
@@ -68,10 +73,9 @@ cdef class Batch:
     its batch keeps the batch's slots out of circulation until it is garbage (see Pump.stats'
     chunks_held)."""
     cdef _PumpCore core
-    cdef _ChunkHold hold
-    cdef fp_chunk *chunk
+    cdef _BatchHold hold
     cdef readonly uint32_t count
-    cdef fp_chunk_info info
+    cdef fp_batch_info info
     cdef object _headers, _messages, _replies, _status, _lengths, _receive_ns
     cdef bint _released
 
@@ -125,7 +129,7 @@ cdef class Batch:
     def payload(self):
         """The message payloads as a read-only 2-d uint8 view (len(batch), message itemsize):
         raw bytes for byte-level work (checksums, pattern search); zero-copy like the others."""
-        cdef fp_chunk_info info = self.info
+        cdef fp_batch_info info = self.info
         cdef cnp.npy_intp dims[2]
         cdef cnp.npy_intp strides[2]
         dims[0] = self.count
@@ -165,7 +169,7 @@ cdef class Batch:
                 raise ValueError(f"mask must be a 1-d array of {self.count} booleans")
             mp = <const uint8_t *>cnp.PyArray_DATA(m)
         with nogil:
-            hr = fp_chunk_reply(self.core._p, self.chunk, mp, &res)
+            hr = fp_batch_reply(self.core._p, &self.hold.batch, mp, &res)
         _check_hr(hr, "FilterReplyMessage (batch)")
         return res.sent
 
@@ -176,7 +180,7 @@ cdef class Batch:
             return
         self._released = True
         with nogil:
-            fp_chunk_finish(self.core._p, self.chunk,
+            fp_batch_finish(self.core._p, &self.hold.batch,
                             FP_FINISH_ERROR if error else FP_FINISH_RELEASE)
 
     def __enter__(self):
@@ -200,15 +204,15 @@ cdef class _PumpCore:
     cdef readonly bytes default_reply
     cdef cnp.dtype _header_dtype, _status_dtype, _length_dtype, _ns_dtype
     cdef bint _started
+    cdef uint64_t _overflow_logged
 
     def __cinit__(self):
         self._p = NULL
         self._backend = NULL
 
     def __init__(self, Port port not None, message, reply, uint32_t threads, uint32_t outstanding,
-                 uint32_t batch, uint32_t linger_us, deadline, default_reply,
-                 uint32_t reply_threads, uint32_t spin_us):
-        self.port = port
+                 uint32_t batch, deadline, default_reply, uint32_t reply_threads,
+                 bint consumer_reap=True):
         if message is None or reply is None:
             raise TypeError("message and reply must be numpy dtypes (or what np.dtype accepts)")
         self.message_dtype = _np.dtype(message)
@@ -217,6 +221,9 @@ cdef class _PumpCore:
             raise TypeError("message and reply dtypes must be plain data (no Python objects)")
         if self.reply_dtype.itemsize == 0:
             raise ValueError("the reply dtype must not be empty")
+        if self.message_dtype.itemsize > FSIM_MAX_MESSAGE:
+            raise ValueError(f"message dtype is {self.message_dtype.itemsize} bytes; the limit is "
+                             f"{FSIM_MAX_MESSAGE}")
         self._header_dtype = _dtypes.FILTER_MESSAGE_HEADER
         self._status_dtype = _np.dtype(_np.int32)
         self._length_dtype = _np.dtype(_np.uint32)
@@ -227,30 +234,38 @@ cdef class _PumpCore:
         cfg.threads = threads
         cfg.outstanding = outstanding
         cfg.batch = batch
-        cfg.linger_us = linger_us
         cfg.reply_threads = reply_threads
-        cfg.spin_us = spin_us
+        cfg.consumer_reap = 1 if consumer_reap else 0
         cfg.deadline_ns = _timeout_ns(deadline)
-        if self.message_dtype.itemsize > FSIM_MAX_MESSAGE:
-            raise ValueError(f"message dtype is {self.message_dtype.itemsize} bytes; the limit is "
-                             f"{FSIM_MAX_MESSAGE}")
         cfg.message_size = <uint32_t>self.message_dtype.itemsize
         cfg.reply_size = <uint32_t>self.reply_dtype.itemsize
         cfg.default_reply = <const char *>self.default_reply
-        self._backend = fp_sim_backend_new(port._handle())
+        cdef void *iocp = port._completion_port(self)
+        cdef uint32_t flags = FP_BACKEND_LOCAL_REPLY if port._local_replies() else 0
+        cdef int32_t hr = 0
+        self._backend = fp_fltlib_backend_new(<void *><uintptr_t>port._handle(), iocp, flags, &hr)
         if self._backend is NULL:
+            port._release_completion_port(self)
+            _check_hr(hr, "creating the pump's backend")
             raise MemoryError()
-        cdef int32_t hr = fp_pump_create(self._backend, &cfg, &self._p)
+        self.port = port
+        hr = fp_pump_create(self._backend, &cfg, &self._p)
         if hr < 0:
-            self._backend.ops.destroy(self._backend)
-            self._backend = NULL
+            self._free_backend()
             if hr == FP_E_INVALIDARG:
                 raise ValueError("invalid pump configuration (threads, outstanding and batch must "
                                  "be >= 1 and within limits)")
             _check_hr(hr, "creating the pump")
 
+    cdef _free_backend(self):
+        if self._backend is not NULL:
+            self._backend.ops.destroy(self._backend)
+            self._backend = NULL
+        if self.port is not None:
+            (<Port>self.port)._release_completion_port(self)
+
     def __dealloc__(self):
-        # Every Batch and view holds a reference to this object, so no chunk is held here.
+        # Every Batch and view holds a reference to this object, so no batch is held here.
         cdef int32_t hr = 0
         if self._p is not NULL:
             with nogil:
@@ -258,9 +273,7 @@ cdef class _PumpCore:
             if hr == FP_PUMP_E_BUSY:
                 return  # cannot happen (holds keep us alive); leak rather than free under them
             self._p = NULL
-        if self._backend is not NULL:
-            self._backend.ops.destroy(self._backend)
-            self._backend = NULL
+        self._free_backend()
 
     cdef inline int _ok(self) except -1:
         if self._p is NULL:
@@ -268,7 +281,7 @@ cdef class _PumpCore:
         return 0
 
     def start(self):
-        """Start the worker threads."""
+        """Start the worker threads (they post the first gets)."""
         self._ok()
         if self._started:
             raise RuntimeError("the pump was already started")
@@ -287,35 +300,48 @@ cdef class _PumpCore:
             fp_pump_stop(self._p)
             fp_pump_join(self._p)
 
-    cdef Batch _wrap(self, fp_chunk *c):
-        cdef _ChunkHold hold = _ChunkHold.__new__(_ChunkHold)
+    cdef Batch _wrap(self, const fp_batch *fb):
+        cdef _BatchHold hold = _BatchHold.__new__(_BatchHold)
         hold.core = self
-        hold.chunk = c
+        hold.batch = fb[0]
         cdef Batch b = Batch.__new__(Batch)
         b.core = self
         b.hold = hold
-        b.chunk = c
-        fp_chunk_get_info(self._p, c, &b.info)
+        fp_batch_get_info(self._p, fb, &b.info)
         b.count = b.info.count
+        self._check_overflow()
         return b
+
+    cdef _check_overflow(self):
+        """Says once, in the log, that C answered messages for want of a free chunk."""
+        cdef uint64_t n = fp_pump_overflowed(self._p)
+        if n and not self._overflow_logged:
+            self._overflow_logged = n
+            _log.warning(
+                "every chunk of the pump's slab was busy, so C answered %d message(s) with "
+                "default_reply at once; %d chunk(s) are held by batches or views still alive "
+                "(keep copies, not views, of data you keep), or the handler is slower than the "
+                "deadline", n, self.stats["chunks_held"])
 
     def _next(self, timeout=None):
         """The next batch; None on timeout; raises StopIteration once stopped, PortError once the
         port failed (after every batch received before has been handed out). Ctrl-C stops the
         pump and raises KeyboardInterrupt."""
-        cdef fp_chunk *c = NULL
+        cdef fp_batch fb
         cdef int rc
         cdef int64_t t = _timeout_ns(timeout), slice_ns
         cdef double deadline = _time.monotonic() + t / 1e9 if t >= 0 else 0
         self._ok()
+        if not self._started:
+            raise RuntimeError("the pump was not started: use `with pump:` or pump.start()")
         while True:
             slice_ns = _NEXT_SLICE_MS * 1000000
             if t >= 0:
                 slice_ns = max(0, min(slice_ns, <int64_t>((deadline - _time.monotonic()) * 1e9)))
             with nogil:
-                rc = fp_pump_next(self._p, slice_ns, &c)
-            if rc == FP_PUMP_CHUNK:
-                return self._wrap(c)
+                rc = fp_pump_next(self._p, slice_ns, &fb)
+            if rc == FP_PUMP_BATCH:
+                return self._wrap(&fb)
             if rc == FP_PUMP_STOPPED:
                 raise StopIteration
             if rc == FP_PUMP_FAILED:
@@ -332,10 +358,10 @@ cdef class _PumpCore:
     def _try_next(self):
         """Non-blocking _next: a Batch, or None when nothing is ready."""
         self._ok()
-        cdef fp_chunk *c = NULL
-        cdef int rc = fp_pump_try_next(self._p, &c)
-        if rc == FP_PUMP_CHUNK:
-            return self._wrap(c)
+        cdef fp_batch fb
+        cdef int rc = fp_pump_try_next(self._p, &fb)
+        if rc == FP_PUMP_BATCH:
+            return self._wrap(&fb)
         if rc == FP_PUMP_STOPPED:
             raise StopIteration
         if rc == FP_PUMP_FAILED:
@@ -389,12 +415,16 @@ cdef class _PumpCore:
                     self.stop()
                     raise
                 log(e)
+                # a log handler may keep the record: the traceback's frames would keep the
+                # handler's locals (views of this batch) and its slots out of circulation
+                _traceback.clear_frames(e.__traceback__)
             except BaseException:  # Ctrl-C in the handler, SystemExit: stop cleanly, re-raise
                 b.release(True)
                 self.stop()
                 raise
             finally:
                 b.release(False)
+                b = None
 
     @property
     def stats(self):
@@ -408,21 +438,26 @@ cdef class _PumpCore:
             "replied": s.replied,
             "no_reply": s.no_reply,
             "defaulted": s.defaulted_deadline + s.defaulted_error + s.defaulted_release
-                         + s.defaulted_stop,
+                         + s.defaulted_stop + s.defaulted_overflow,
             "defaulted_deadline": s.defaulted_deadline,
             "defaulted_error": s.defaulted_error,
             "defaulted_release": s.defaulted_release,
             "defaulted_stop": s.defaulted_stop,
+            "defaulted_overflow": s.defaulted_overflow,
             "late_replies": s.late_replies,
             "late_python": s.late_python,
             "errors": s.errors,
             "truncated": s.truncated,
             "batches": s.batches,
             "mean_batch": s.received / s.batches if s.batches else 0.0,
-            "get_calls": s.get_calls,
+            "posts": s.posts,
+            "reaps": s.reaps,
             "reply_calls": s.reply_calls,
+            "inflight": s.inflight,
             "chunks_total": s.chunks_total,
             "chunks_free": s.chunks_free,
+            "chunks_filling": s.chunks_filling,
+            "chunks_ready": s.chunks_ready,
             "chunks_held": s.chunks_held,
             "latency_us": {
                 "count": s.latency_count,
@@ -447,7 +482,7 @@ cdef class _PumpCore:
             "slot_size": L.slot_size, "reply_stride": L.reply_stride,
             "chunk_bytes": L.chunk_bytes, "chunk_reply_bytes": L.chunk_reply_bytes,
             "nchunks": L.nchunks, "batch": L.batch, "threads": L.threads,
-            "outstanding": L.outstanding,
+            "outstanding": L.outstanding, "overflow_slots": L.overflow_slots,
         }
 
 

@@ -23,25 +23,29 @@ __all__ = ["Pump", "Batch"]
 _log = logging.getLogger("fastport.pump")
 
 # the C pump's limits (src/pump/pump.h)
-_LIMITS = {"threads": 1024, "reply_threads": 1024, "outstanding": 65536, "batch": 65536,
-           "spin_us": 1_000_000}
+_LIMITS = {"threads": 1024, "reply_threads": 1024, "outstanding": 65536, "batch": 65536}
 
 
 class Pump(_PumpCore):
-    """Serve `port` with `threads` C worker threads, each keeping `outstanding` gets in flight.
+    """Serve `port` with C threads that keep `threads * outstanding` gets in flight at all times.
 
     message, reply: numpy dtypes of the payloads (headers excluded; see fastport.dtypes).
-    batch: most messages per batch; linger_us: after a batch's first message, how long to wait
-    for more. deadline: seconds after receipt when C answers an unanswered message with
-    default_reply (None = never), so a hung handler cannot stall the kernel; its late answer is
-    counted (stats['late_python']), not sent. default_reply: bytes, a record, or None (zeros).
-    on_error: what a handler exception does in run(): "default" logs it and goes on, "raise"
-    stops the pump and re-raises; either way its unanswered messages get default_reply.
-    reply_threads: C threads that send the replies batch.reply() queues (None = `threads`; 0 =
-    batch.reply() sends them itself before returning). At low load (at most 8 replies, nothing
-    queued for the reply threads, a port whose replies need no round trip: not the emulator's
-    socket transport) batch.reply() also sends them itself: a hand-off would add latency. spin_us: how long the consumer
-    busy-waits for the next batch before sleeping (0 = never).
+    batch: most messages per batch (a batch is a run of consecutive slots of the slab: messages
+    that arrived together). deadline: seconds after receipt when C answers an unanswered message
+    with default_reply (None = never), so a hung handler cannot stall the kernel; its late answer
+    is counted (stats['late_python']), not sent. With a deadline the pump also never stops
+    receiving: when every chunk of its slab is busy (batches or views kept alive, a handler far
+    behind) new messages are answered with default_reply at once (stats['defaulted_overflow'],
+    logged once); without one it applies backpressure (messages wait in the kernel).
+    default_reply: bytes, a record, or None (zeros). on_error: what a handler exception does in
+    run(): "default" logs it and goes on, "raise" stops the pump and re-raises; either way its
+    unanswered messages get default_reply. reply_threads: C threads that send the replies
+    batch.reply() queues (None = `threads`; 0 = batch.reply() sends them itself before
+    returning); at low load (at most 8 replies, nothing queued, a port whose replies need no
+    round trip: not the emulator's socket transport) batch.reply() sends them itself, as a
+    hand-off would add latency. consumer_reap: a consumer waiting for its next batch receives
+    itself when no worker is doing so (one thread hand-off less per message at low load);
+    False leaves all receiving to the worker threads.
 
     A context manager: entering starts the workers, leaving stops them (every received message
     is answered, every thread joined)."""
@@ -55,28 +59,26 @@ class Pump(_PumpCore):
         threads: int = 2,
         outstanding: int = 8,
         batch: int = 256,
-        linger_us: int = 50,
         deadline: Optional[float] = None,
         default_reply: Any = None,
         on_error: str = "default",
         reply_threads: Optional[int] = None,
-        spin_us: int = 0,
+        consumer_reap: bool = True,
     ) -> None:
         if on_error not in ("default", "raise"):
             raise ValueError(f"on_error must be 'default' or 'raise', not {on_error!r}")
         if reply_threads is None:
             reply_threads = threads
         for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
-                            ("linger_us", linger_us), ("reply_threads", reply_threads),
-                            ("spin_us", spin_us)):
+                            ("reply_threads", reply_threads)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int")
-            low = 1 if name in ("threads", "outstanding", "batch") else 0
-            high = _LIMITS.get(name, 0xFFFFFFFF)
+            low = 0 if name == "reply_threads" else 1
+            high = _LIMITS[name]
             if value < low or value > high:
                 raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-        super().__init__(port, message, reply, threads, outstanding, batch, linger_us, deadline,
-                         default_reply, reply_threads, spin_us)
+        super().__init__(port, message, reply, threads, outstanding, batch, deadline,
+                         default_reply, reply_threads, bool(consumer_reap))
         self.on_error = on_error
         self._current: Optional[Batch] = None
 

@@ -1,7 +1,7 @@
 # Mirrors src/protocols/bench.h, src/driver/driver.h and bench/cref/cref.h.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from fastport.includes.fltsim cimport SIM_HANDLE, fsim_client, fsim_server
-from fastport.includes.pump cimport fp_hist, fp_hist_summary
+from fastport.includes.histogram cimport fp_hist, fp_hist_summary
 
 cdef extern from "common/fp_status.h" nogil:
     # under its own Cython name, so it never clashes with a later status.pxd entry

@@ -14,6 +14,9 @@
  *   one FilterReplyMessage each. Building with FP_FLTLIB_PER_MESSAGE_REPLY forces that path.
  */
 #include <windows.h>
+#ifdef FLTSIM_WIN32_WINDOWS_H /* the emulator: ask for its one extension (see above) */
+#define FLTSIM_EXT_REPLY_MESSAGES 1
+#endif
 #include <fltuser.h>
 
 #include <stdlib.h>
@@ -186,6 +189,18 @@ static const fp_backend_ops fltlib_ops = {
     "fltlib", fl_attach, fl_post, fl_reap, fl_wake, fl_cancel, fl_reply, fl_destroy,
 };
 
+fp_hresult fp_fltlib_completion_port(void *port, void **iocp)
+{
+    *iocp = CreateIoCompletionPort((HANDLE)port, NULL, PORT_KEY, 0);
+    return *iocp ? FP_S_OK : (fp_hresult)HRESULT_FROM_WIN32(GetLastError());
+}
+
+void fp_fltlib_close(void *handle)
+{
+    if (handle)
+        CloseHandle((HANDLE)handle);
+}
+
 fp_backend *fp_fltlib_backend_new(void *port, void *iocp, uint32_t flags, fp_hresult *hr)
 {
     *hr = FP_S_OK;
@@ -199,9 +214,8 @@ fp_backend *fp_fltlib_backend_new(void *port, void *iocp, uint32_t flags, fp_hre
     f->port = (HANDLE)port;
     f->iocp = (HANDLE)iocp;
     if (!f->iocp) {
-        f->iocp = CreateIoCompletionPort(f->port, NULL, PORT_KEY, 0);
-        if (!f->iocp) {
-            *hr = (fp_hresult)HRESULT_FROM_WIN32(GetLastError());
+        *hr = fp_fltlib_completion_port(port, (void **)&f->iocp);
+        if (!FP_SUCCEEDED(*hr)) {
             free(f);
             return NULL;
         }

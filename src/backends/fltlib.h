@@ -14,4 +14,9 @@
  * already bound to another completion port). */
 fp_backend *fp_fltlib_backend_new(void *port, void *iocp, uint32_t flags, fp_hresult *hr);
 
+/* A new completion port with `port` bound to it (what fp_fltlib_backend_new does when given
+ * none), for a caller that keeps it across pumps; close it with fp_fltlib_close. */
+fp_hresult fp_fltlib_completion_port(void *port, void **iocp);
+void fp_fltlib_close(void *handle); /* CloseHandle; NULL is ignored */
+
 #endif

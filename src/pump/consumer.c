@@ -157,3 +157,8 @@ void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
     out->latency_p99_ns = s.p99;
     out->latency_p999_ns = s.p999;
 }
+
+uint64_t fp_pump_overflowed(fp_pump *p)
+{
+    return atomic_load_explicit(&p->defaulted[DEF_OVERFLOW], RLX);
+}

@@ -241,6 +241,9 @@ typedef struct fp_pump_stats {
 } fp_pump_stats;
 void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out);
 
+/* = stats.defaulted_overflow, without a lock: cheap enough to look at per batch. */
+uint64_t fp_pump_overflowed(fp_pump *p);
+
 /* Geometry, for views and for tests. */
 typedef struct fp_pump_layout {
     uint8_t *slab;            /* page-aligned */
