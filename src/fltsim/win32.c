@@ -1,0 +1,2 @@
+#include "internal.h"
+void fsim_iocp_put(void *iocp) { (void)iocp; }
