@@ -2,10 +2,10 @@
 #   make ctest      -Wall -Wextra -Werror, optimised
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 CC ?= cc
-CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc -DFASTPORT_DEBUG=1
+CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc -Isrc/fltsim/win32 -DFASTPORT_DEBUG=1
 CFLAGS ?= -O2 -g
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-CORE = $(sort $(wildcard src/common/*.c src/fltsim/*.c src/backends/*.c src/pump/*.c src/driver/*.c bench/cref/*.c))
+CORE = $(sort $(wildcard src/common/*.c src/fltsim/*.c src/backends/*.c src/pump/*.c src/driver/*.c src/cref/*.c))
 TESTS = $(patsubst src/tests/%.c,%,$(wildcard src/tests/test_*.c))
 OUT = out
 

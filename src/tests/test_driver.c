@@ -1,5 +1,5 @@
 /* C test program of the load-generating test driver (src/driver), the bench/scanner protocols
- * (src/protocols/bench.h) and the C reference client (bench/cref), inproc, no Python. */
+ * (src/protocols/bench.h) and the C reference client (src/cref), inproc, no Python. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,7 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "driver/driver.h"
-#include "../../bench/cref/cref.h"
+#include "cref/cref.h"
+
+#define HW(h) ((void *)(uintptr_t)(h)) /* a SIM_HANDLE as the Win32 HANDLE fp_cref takes */
 
 #include "check.h"
 
@@ -246,7 +248,7 @@ static void test_invalid_config(void)
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_E_INVALIDARG);
     c = cfg_of(1, FP_PROTO_SCANNER, 0, 0, 10); /* scanner ignores the payload range */
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 1, 4, FP_PROTO_SCANNER, 1032, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 4, FP_PROTO_SCANNER, 1032, &cr), FP_S_OK);
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_S_OK);
     fp_driver_result res;
     run_to_end(d, &res, 5000 * MS);
@@ -254,10 +256,10 @@ static void test_invalid_config(void)
     fp_driver_destroy(d);
     fp_cref_destroy(cr);
 
-    CHECK_EQ(fp_cref_start(r.h, 0, 4, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
-    CHECK_EQ(fp_cref_start(r.h, 1, 0, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
-    CHECK_EQ(fp_cref_start(r.h, 1, 1, 9, 64, &cr), FP_E_INVALIDARG);
-    CHECK_EQ(fp_cref_start(0, 1, 1, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(HW(r.h), 0, 4, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 0, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 1, 9, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(NULL, 1, 1, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
     CHECK(cr == NULL);
     rig_close(&r);
 }
@@ -271,7 +273,7 @@ static void closed_case(uint32_t k, int proto, uint32_t lo, uint32_t hi, uint64_
     rig_open(&r, "\\DrvClosed", 1);
     fp_cref *cr = NULL;
     uint32_t maxp = proto == FP_PROTO_SCANNER ? 1032 : hi;
-    CHECK_EQ(fp_cref_start(r.h, cref_threads, 16, proto, maxp, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), cref_threads, 16, proto, maxp, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(k, proto, lo, hi, n);
     c.seed = 1234 + k;
     fp_driver *d = NULL;
@@ -324,7 +326,7 @@ static void test_seconds_and_warmup(void)
     rig r;
     rig_open(&r, "\\DrvSeconds", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 2048, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 2048, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 16, 2048, 0);
     c.seconds = 0.4;
     c.warmup = 0.2;
@@ -520,7 +522,7 @@ static void test_open_loop(void)
     rig r;
     rig_open(&r, "\\DrvOpen", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 256, 1024, 0);
     c.seconds = 0.6;
     c.rate = 4000;
@@ -575,7 +577,7 @@ static void test_open_loop_counts_queueing(void)
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_S_OK);
     sleep_ms(200); /* nobody serves for 200 ms: ~200 arrivals fall behind */
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 1, 16, FP_PROTO_BENCH, 64, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 16, FP_PROTO_BENCH, 64, &cr), FP_S_OK);
     fp_driver_result res;
     run_to_end(d, &res, 5000 * MS);
     CHECK(res.replies_ok > 100);
@@ -626,7 +628,7 @@ static void test_disconnect(void)
     rig r;
     rig_open(&r, "\\DrvDisc", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 1024, 1024, 0);
     c.seconds = 30;
     fp_driver *d = NULL;
@@ -654,7 +656,7 @@ static void test_stop_and_abort(void)
     rig r;
     rig_open(&r, "\\DrvStop", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(16, FP_PROTO_BENCH, 1024, 1024, 0);
     c.seconds = 100;
     fp_driver *d = NULL;
@@ -713,8 +715,8 @@ static void test_server_mode(void)
     SIM_HANDLE h2 = 0;
     CHECK_EQ(SimFilterConnectCommunicationPort("\\DrvServer", 0, NULL, 0, NULL, &h2), FP_S_OK);
     fp_cref *c1 = NULL, *c2 = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 1, 16, FP_PROTO_BENCH, 1024, &c1), FP_S_OK);
-    CHECK_EQ(fp_cref_start(h2, 1, 16, FP_PROTO_BENCH, 1024, &c2), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 16, FP_PROTO_BENCH, 1024, &c1), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(h2), 1, 16, FP_PROTO_BENCH, 1024, &c2), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 32, 1024, 2000);
     fp_driver *d = NULL;
     CHECK_EQ(fp_driver_start_server(&c, NULL, &d), FP_E_INVALIDARG);
