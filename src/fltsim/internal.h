@@ -153,6 +153,8 @@ int fsim_handle_close(SIM_HANDLE h);      /* 0, or -1 if not a live handle */
 
 /* win32.c: drops a reference on a completion port (a port handle's binding). */
 void fsim_iocp_put(void *iocp);
+/* win32.c, for tests: threads blocked in the completion port `h` now (0 if not one). */
+uint32_t fsim_iocp_waiting(SIM_HANDLE h);
 
 /* sock_*.c */
 fp_ntstatus fsim_sock_listen(fsim_server *s);

@@ -222,6 +222,21 @@ static uint32_t iocp_wait(iocp *q, packet *out, uint32_t n, DWORD ms, DWORD *err
     return k;
 }
 
+uint32_t fsim_iocp_waiting(SIM_HANDLE h)
+{
+    fsim_hobj *qo = fsim_handle_ref_type(h, FSIM_H_IOCP);
+    if (!qo)
+        return 0;
+    iocp *q = qo->impl;
+    uint32_t n = 0;
+    pthread_mutex_lock(&q->lock);
+    for (iocp_waiter *w = q->waiters; w; w = w->next)
+        n++;
+    pthread_mutex_unlock(&q->lock);
+    fsim_handle_unref(qo);
+    return n;
+}
+
 static void iocp_close(fsim_hobj *o)
 {
     iocp *q = o->impl;
