@@ -203,6 +203,7 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
     s->max_connections = max_connections;
     s->access = access;
     s->owner_uid = (uint32_t)geteuid();
+    s->kt = transport == FSIM_SOCKET ? &fsim_sock_kernel_transport : NULL;
     if (callbacks)
         s->cb = *callbacks;
     atomic_init(&s->next_message_id, 1);
@@ -221,8 +222,8 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
     registry = s;
     pthread_mutex_unlock(&registry_lock);
 
-    if (transport == FSIM_SOCKET) {
-        fp_ntstatus st = fsim_sock_listen(s);
+    if (s->kt) {
+        fp_ntstatus st = s->kt->listen(s);
         if (!FP_NT_SUCCESS(st)) {
             fsim_close_server(s);
             return st;
@@ -251,8 +252,8 @@ void fsim_close_server(fsim_server *s)
     s->open = 0;
     pthread_mutex_unlock(&s->lock);
     registry_remove(s);
-    if (s->transport == FSIM_SOCKET)
-        fsim_sock_unlisten(s);
+    if (s->kt)
+        s->kt->unlisten(s);
     fsim_server_release(s);
 }
 
@@ -296,8 +297,8 @@ void fsim_client_release(fsim_client *c)
 {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
         return;
-    if (c->remote_ops && c->remote_ops->release)
-        c->remote_ops->release(c->remote);
+    if (c->kt && c->kt->release)
+        c->kt->release(c->remote);
     pthread_mutex_destroy(&c->lock);
     fsim_server_release(c->server);
     free(c);
@@ -319,7 +320,7 @@ int fsim_client_connected(const fsim_client *c)
 }
 
 fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_size, uint32_t pid,
-                               uint32_t uid, const fsim_remote_ops *rops, void *remote,
+                               uint32_t uid, const fsim_kernel_transport *kt, void *remote,
                                fsim_client **out)
 {
     *out = NULL;
@@ -352,7 +353,7 @@ fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_siz
     c->peer_pid = pid;
     c->peer_uid = uid;
     pthread_mutex_init(&c->lock, NULL);
-    c->remote_ops = rops;
+    c->kt = kt;
     c->remote = remote;
 
     fp_ntstatus st = FP_STATUS_SUCCESS;
@@ -390,11 +391,11 @@ fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_siz
          * by the callback, so the callback hears of its end. */
         if (s->cb.disconnect_notify)
             s->cb.disconnect_notify(s->cb.cookie, c);
-        c->remote_ops = NULL; /* the transport still owns `remote` */
+        c->kt = NULL; /* the transport still owns `remote` */
         fsim_client_release(c);
         return FP_E_FILE_NOT_FOUND;
     }
-    c->remote_ops = NULL;
+    c->kt = NULL;
     fsim_client_release(c);
     return fsim_hresult_from_ntstatus(st);
 }
@@ -538,7 +539,7 @@ static int deliver_or_queue(fsim_client *c, fsim_msg *m, fsim_done_list *dl)
         /* Marked only once written (the lock is held, so no reply can overtake it): a message
          * the peer never got is not reported as delivered. */
         c->credits--;
-        if (c->remote_ops->deliver(c->remote, &m, 1) != 0) {
+        if (c->kt->deliver(c->remote, &m, 1) != 0) {
             finish(m, FP_STATUS_PORT_DISCONNECTED);
             return -1;
         }
@@ -546,8 +547,8 @@ static int deliver_or_queue(fsim_client *c, fsim_msg *m, fsim_done_list *dl)
         return 0;
     }
     q_push(c, m);
-    if (c->q_head == m && c->remote_ops && c->remote_ops->queued)
-        c->remote_ops->queued(c->remote);
+    if (c->q_head == m && c->kt && c->kt->queued)
+        c->kt->queued(c->remote);
     return 0;
 }
 
@@ -744,7 +745,7 @@ void fsim_client_grant(fsim_client *c, uint32_t n)
             batch[k++] = m;
         }
         /* Marked only once written (the lock is held, so no reply can overtake them). */
-        if (c->remote_ops->deliver(c->remote, batch, k) != 0) {
+        if (c->kt->deliver(c->remote, batch, k) != 0) {
             gone = 1;
             for (uint32_t i = 0; i < k; i++)
                 finish(batch[i], FP_STATUS_PORT_DISCONNECTED);
@@ -805,8 +806,8 @@ void fsim_close_client(fsim_client *c)
     s->nclients--;
     pthread_mutex_unlock(&s->lock);
 
-    if (c->remote_ops && c->remote_ops->disconnected)
-        c->remote_ops->disconnected(c->remote);
+    if (c->kt && c->kt->disconnected)
+        c->kt->disconnected(c->remote);
     if (s->cb.disconnect_notify)
         s->cb.disconnect_notify(s->cb.cookie, c);
     fsim_client_release(c); /* the server list's reference */

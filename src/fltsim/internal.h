@@ -39,8 +39,12 @@ void fsim_done_add(fsim_done_list *l, fsim_io *io, fp_hresult hr, uint32_t bytes
 /* Calls done() of every io on the list; the list is empty afterwards. No lock may be held. */
 void fsim_done_run(fsim_done_list *l);
 
-/* How the kernel side reaches a client in another process (socket transport). */
-typedef struct fsim_remote_ops {
+/* A kernel-side transport (the socket one: sock_kernel.c): how its server ports listen, and how
+ * core.c reaches a client in another process. core.c knows transports only through this table. */
+typedef struct fsim_kernel_transport {
+    /* fsim_create_port / fsim_close_server of a port on this transport. */
+    fp_ntstatus (*listen)(fsim_server *s);
+    void (*unlisten)(fsim_server *s);
     /* Called with the client's lock held, once per batch of messages newly delivered against the
      * peer's credits. Returns 0, or -1 if the peer is gone (the core then disconnects). */
     int (*deliver)(void *remote, fsim_msg *const *msgs, uint32_t n);
@@ -51,7 +55,8 @@ typedef struct fsim_remote_ops {
     /* Optional. Called with the client's lock held when a message had to be queued (no credits)
      * and the queue was empty before: lets the peer know there is something to get. */
     void (*queued)(void *remote);
-} fsim_remote_ops;
+} fsim_kernel_transport;
+extern const fsim_kernel_transport fsim_sock_kernel_transport;
 
 #define FSIM_REPLY_BUCKETS 256u
 
@@ -69,7 +74,7 @@ struct fsim_client {
     uint32_t credits;             /* remote gets waiting at the peer */
     uint32_t in_reply_table;
     fsim_msg *replies[FSIM_REPLY_BUCKETS]; /* delivered, waiting for a reply, by MessageId */
-    const fsim_remote_ops *remote_ops;
+    const fsim_kernel_transport *kt; /* NULL: an in-process client */
     void *remote;
     struct fsim_client *srv_next, *srv_prev; /* server's client list (server lock) */
 };
@@ -88,7 +93,8 @@ struct fsim_server {
     uint32_t nclients;            /* connected + connecting; guarded by lock */
     fsim_client *clients;         /* guarded by lock */
     struct fsim_server *reg_next; /* registry list (registry lock) */
-    void *listener;               /* socket transport's listener */
+    const fsim_kernel_transport *kt; /* NULL: in-process only */
+    void *listener;               /* the transport's listener */
 };
 
 /* core.c */
@@ -99,7 +105,7 @@ fsim_server *fsim_registry_find(const char *name);
 /* Admits a connection: access rule, MaxConnections, ConnectNotify. Returns an HRESULT; on success
  * *out holds one reference for the caller (the user handle / the transport). */
 fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_size, uint32_t pid,
-                               uint32_t uid, const fsim_remote_ops *rops, void *remote,
+                               uint32_t uid, const fsim_kernel_transport *kt, void *remote,
                                fsim_client **out);
 fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *io); /* FP_E_IO_PENDING or a failure */
 fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n);
@@ -157,8 +163,6 @@ void fsim_iocp_put(void *iocp);
 uint32_t fsim_iocp_waiting(SIM_HANDLE h);
 
 /* sock_*.c */
-fp_ntstatus fsim_sock_listen(fsim_server *s);
-void fsim_sock_unlisten(fsim_server *s);
 /* Connects over the socket transport; FP_E_FILE_NOT_FOUND if no such socket port. */
 fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_size, SIM_HANDLE *out);
 

@@ -1,5 +1,5 @@
 /* Kernel side of the socket transport: a listening socket per FSIM_SOCKET server port and, per
- * accepted connection, the remote client that core.c drives through fsim_remote_ops.
+ * accepted connection, the remote client that core.c drives through fsim_sock_kernel_transport.
  *
  * Credit accounting (what makes a remote get behave like a FilterGetMessage pending in the kernel)
  * ------------------------------------------------------------------------------------------------
@@ -26,15 +26,15 @@
  *   credit it took). deliver() and the queued hook are called with it held.
  *
  * Threads and lifetimes
- * - One accept thread per listening server (joined by fsim_sock_unlisten).
+ * - One accept thread per listening server (joined by unlisten).
  * - One thread per connection: handshake, then reads the user's frames. It owns the reference
  *   fsim_server_connect returned. When the connection ends (EOF, error, garbage, or a kernel-side
  *   fsim_close_client that shut the socket down) it calls fsim_close_client, hangs up only then
  *   (the user's SimFilterClose waits for that: DisconnectNotify has run when it returns, as with
  *   FltLib), joins the writer and the FilterSendMessage workers, and drops its reference as its
- *   very last act. remote_ops.release
- *   runs when the last reference goes: on the connection thread itself it detaches the thread,
- *   anywhere else it joins it (already past its last access), then frees the state.
+ *   very last act. The table's release runs when the last reference goes: on the connection
+ *   thread itself it detaches the thread, anywhere else it joins it (already past its last
+ *   access), then frees the state.
  * - Frames are written without blocking: deliver() runs under the client's lock and must not wait
  *   for a slow or stopped peer. What the socket does not take is copied to a backlog that a writer
  *   thread (started on first need) sends; while a backlog exists every frame goes behind it, so
@@ -245,7 +245,7 @@ static int k_write_hdr(kconn *k, uint16_t type, uint64_t req, uint32_t count, in
     return k_write_frame(k, type, 0, req, count, hr, body, body_len);
 }
 
-/* ---- remote ops (called by core.c) ---- */
+/* ---- the transport table's connection functions (called by core.c) ---- */
 
 /* Client lock held. Gives the messages to the oldest waiting gets (see the top of the file) and
  * writes them, K_BATCH messages or SK_FRAME_MAX bytes per frame at most. */
@@ -368,7 +368,6 @@ static void k_queued(void *remote)
     }
 }
 
-static const fsim_remote_ops k_rops = {k_deliver, k_disconnected, k_release, k_queued};
 
 /* ---- FilterSendMessage workers ---- */
 
@@ -626,7 +625,7 @@ static fsim_client *handshake(kconn *k)
     fsim_client *c = NULL;
     if (hr == FP_S_OK)
         hr = fsim_server_connect(k->server, hello.ctx_len ? name + hello.name_len : NULL,
-                                 hello.ctx_len, (uint32_t)cr.pid, (uint32_t)cr.uid, &k_rops, k,
+                                 hello.ctx_len, (uint32_t)cr.pid, (uint32_t)cr.uid, &fsim_sock_kernel_transport, k,
                                  &c);
     if (!c) { /* a refusal: 24 bytes into an empty socket buffer, no backlog needed */
         sk_hdr a = {sizeof a, SK_HELLO_ACK, 0, 0, hr, 0};
@@ -781,7 +780,7 @@ static int live(const struct sockaddr_un *a)
     return r == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
-fp_ntstatus fsim_sock_listen(fsim_server *s)
+static fp_ntstatus k_listen(fsim_server *s)
 {
     char dir[sizeof(struct sockaddr_un)];
     fp_ntstatus st = sk_prepare_dir(dir, sizeof dir);
@@ -849,7 +848,7 @@ fp_ntstatus fsim_sock_listen(fsim_server *s)
     return FP_STATUS_SUCCESS;
 }
 
-void fsim_sock_unlisten(fsim_server *s)
+static void k_unlisten(fsim_server *s)
 {
     klistener *l = s->listener;
     if (!l)
@@ -872,3 +871,12 @@ void fsim_sock_unlisten(fsim_server *s)
     close(l->wake);
     free(l);
 }
+
+const fsim_kernel_transport fsim_sock_kernel_transport = {
+    .listen = k_listen,
+    .unlisten = k_unlisten,
+    .deliver = k_deliver,
+    .disconnected = k_disconnected,
+    .release = k_release,
+    .queued = k_queued,
+};

@@ -497,7 +497,8 @@ static int gone_deliver(void *r, fsim_msg *const *m, uint32_t n)
     return -1;
 }
 static void gone_nop(void *r) { (void)r; }
-static const fsim_remote_ops gone_ops = {gone_deliver, gone_nop, gone_nop, NULL};
+static const fsim_kernel_transport gone_ops = {
+    .deliver = gone_deliver, .disconnected = gone_nop, .release = gone_nop};
 
 static void nested_disconnect(void *cookie, fsim_client *c)
 {
