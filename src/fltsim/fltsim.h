@@ -2,8 +2,16 @@
  *
  * Kernel side (what a minifilter calls): fsim_create_port / fsim_send / fsim_close_client /
  * fsim_close_server, with ConnectNotify / DisconnectNotify / MessageNotify callbacks.
- * User side (what a service calls): SimFilter* with the names and argument meanings of fltuser.h,
- * returning the HRESULTs listed in shared/FLTMGR.md.
+ * User side (what a service calls): SimFilter* with the names, argument meanings and HRESULTs of
+ * fltuser.h. Gets are overlapped requests (SimFilterGetMessageAsync, SimFilterCancelIo), as
+ * FilterGetMessage with an OVERLAPPED is; the waited forms are built on them. The Win32 face
+ * (win32/windows.h, win32/fltuser.h) puts FltLib's own names, completion ports and events on top,
+ * so code written for Windows runs here unchanged.
+ *
+ * How it differs from Windows: the synchronous get has a timeout (an extension); replies can be
+ * sent in batches (SimFilterReplyMessages, one round trip on the socket transport); the security
+ * descriptor is an access rule (owner / everyone); a port's peer can be in another process of
+ * this machine only (the socket transport), never in a kernel.
  *
  * Two transports behind the same API: "inproc" (both sides in this process) and "socket" (the
  * kernel side in another process, over AF_UNIX SOCK_SEQPACKET sockets in a per-user runtime
