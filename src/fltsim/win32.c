@@ -396,6 +396,7 @@ static atomic_int result_waiters;
 
 static void result_published(void)
 {
+    atomic_thread_fence(memory_order_seq_cst); /* the Internal store before the waiters load */
     if (atomic_load(&result_waiters) == 0)
         return;
     pthread_mutex_lock(&result_lock);
@@ -417,6 +418,7 @@ BOOL WINAPI GetOverlappedResult(HANDLE h, LPOVERLAPPED ov, LPDWORD bytes, BOOL w
         if (!wait)
             return fail(ERROR_IO_INCOMPLETE);
         atomic_fetch_add(&result_waiters, 1); /* before the check: a completion then broadcasts */
+        atomic_thread_fence(memory_order_seq_cst);
         pthread_mutex_lock(&result_lock);
         while (ov_status(ov) == STATUS_PENDING)
             pthread_cond_wait(&result_cv, &result_lock);
@@ -517,6 +519,7 @@ typedef struct wthread {
     DWORD code;
     LPTHREAD_START_ROUTINE fn;
     LPVOID arg;
+    DWORD id;
 } wthread;
 
 static void thread_put(wthread *t)
@@ -548,6 +551,7 @@ DWORD WINAPI GetCurrentThreadId(void)
 static void *thread_main(void *p)
 {
     wthread *t = p;
+    my_thread_id = t->id;
     DWORD code = t->fn(t->arg);
     pthread_mutex_lock(&t->lock);
     t->done = 1;
@@ -576,6 +580,7 @@ HANDLE WINAPI CreateThread(LPSECURITY_ATTRIBUTES sa, SIZE_T stack, LPTHREAD_STAR
     cond_init_mono(&t->cv);
     t->fn = fn;
     t->arg = arg;
+    t->id = atomic_fetch_add(&next_thread_id, 1);
     SIM_HANDLE h = fsim_handle_new(&thread_ops, t);
     if (!h) {
         free(t);
@@ -597,7 +602,7 @@ HANDLE WINAPI CreateThread(LPSECURITY_ATTRIBUTES sa, SIZE_T stack, LPTHREAD_STAR
         return NULL;
     }
     if (tid)
-        *tid = atomic_fetch_add(&next_thread_id, 1); /* not the id the thread itself will see */
+        *tid = t->id;
     return W(h);
 }
 
