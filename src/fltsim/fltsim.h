@@ -133,7 +133,8 @@ fp_hresult SimFilterConnectCommunicationPort(const char *port_name, uint32_t opt
  *                            closed (SimFilterClose completes every pending get before returning)
  * `done` runs with no emulator lock held, on whichever thread completed the get (the sender's,
  * the canceller's, the closer's, or the socket transport's receiver thread), possibly before
- * SimFilterGetMessageAsync has returned. It may submit a new get. */
+ * SimFilterGetMessageAsync has returned. It may submit a new get; it must not close the handle
+ * (on the socket transport the close waits for the thread that runs done). */
 typedef struct fsim_io fsim_io;
 typedef void (*fsim_io_done)(fsim_io *io, fp_hresult hr, uint32_t bytes);
 struct fsim_io {
