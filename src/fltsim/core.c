@@ -613,7 +613,7 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
 
 /* ---- user-side operations on a connection ---- */
 
-fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *io)
+fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *ios, uint32_t n)
 {
     fsim_done_list dl = {0};
     pthread_mutex_lock(&c->lock);
@@ -621,12 +621,14 @@ fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *io)
         pthread_mutex_unlock(&c->lock);
         return FP_E_INVALID_HANDLE;
     }
-    if (c->q_head) {
-        fsim_msg *m = c->q_head;
-        q_unlink(c, m);
-        complete_with(c, io, m, &dl);
-    } else {
-        io_append(c, io);
+    for (uint32_t i = 0; i < n; i++) {
+        if (c->q_head) {
+            fsim_msg *m = c->q_head;
+            q_unlink(c, m);
+            complete_with(c, &ios[i], m, &dl);
+        } else {
+            io_append(c, &ios[i]);
+        }
     }
     pthread_mutex_unlock(&c->lock);
     fsim_done_run(&dl);

@@ -107,7 +107,8 @@ fsim_server *fsim_registry_find(const char *name);
 fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_size, uint32_t pid,
                                uint32_t uid, const fsim_kernel_transport *kt, void *remote,
                                fsim_client **out);
-fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *io); /* FP_E_IO_PENDING or a failure */
+/* Submits n gets (ios[0..n), oldest first), all or none: FP_E_IO_PENDING or a failure. */
+fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *ios, uint32_t n);
 fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n);
 fp_hresult fsim_client_user_send(fsim_client *c, const void *in, uint32_t in_size, void *out,
                                  uint32_t out_size, uint32_t *returned);
@@ -139,7 +140,7 @@ struct fsim_handle_ops {
     enum fsim_htype type;
     enum fsim_transport transport;
     /* ports only */
-    fp_hresult (*get_async)(void *impl, fsim_io *io);
+    fp_hresult (*get_async)(void *impl, fsim_io *ios, uint32_t n); /* all or none */
     fp_hresult (*cancel)(void *impl, const void *key);
     /* Optional: 1 when the transport knows nothing is queued at the kernel now, so a poll
      * (timeout 0) can time out without asking. */

@@ -8,12 +8,12 @@
  * withdrawn and never delivered. Credits must therefore stand for gets that are really pending.
  * They are kept PER PENDING GET, never pooled per handle:
  *
- * - Every overlapped get on the user side sends GET(tag, 1): one "group" of one credit, tagged
- *   with a connection-unique id. Groups queue FIFO here (guarded by the client's lock, like
+ * - Every overlapped get on the user side is one "group" of one credit, tagged with a
+ *   connection-unique id; a GET frame carries the tags of the gets submitted together. Groups queue FIFO here (guarded by the client's lock, like
  *   c->credits), and c->credits == the number of groups.
  * - A delivery (deliver(), under the client's lock) gives each message to the oldest group, which
  *   it closes (SK_LAST); the user side copies it straight into that get's buffer and completes it.
- * - A cancelled get sends REVOKE(tag). Under the client's lock the group is either still waiting
+ * - A cancelled get's tag goes in a REVOKE frame. Under the client's lock the group is either still waiting
  *   (removed with its credit: REVOKE_ACK count 1, the get completes as aborted) or already closed
  *   by a delivery (REVOKE_ACK count 0). Frames of one connection leave in order, and every
  *   delivery frame is queued for sending under the client's lock, so the message of a closed
@@ -469,46 +469,66 @@ static int revoke_locked(kconn *k, uint64_t tag)
     return k_write_frame(k, SK_REVOKE_ACK, flags, tag, found, FP_S_OK, NULL, 0);
 }
 
+/* The tags of a GET / REVOKE frame, or NULL if the frame is malformed. */
+static const uint64_t *frame_tags(const sk_hdr *h)
+{
+    if (h->count == 0 || h->count > SK_MAX_TAGS ||
+        h->len != sizeof *h + (size_t)h->count * sizeof(uint64_t))
+        return NULL;
+    return (const uint64_t *)(const void *)(h + 1);
+}
+
 static int on_get(kconn *k, const sk_hdr *h)
 {
     fsim_client *c = k->client;
-    if (h->len != sizeof *h || h->count != 1)
+    const uint64_t *tags = frame_tags(h);
+    if (!tags)
         return -1;
     pthread_mutex_lock(&c->lock);
-    kgroup *g = k->g_free;
-    if (g)
-        k->g_free = g->next;
-    else
-        g = malloc(sizeof *g);
-    if (!g || k->ngroups >= SK_MAX_GROUPS) {
-        if (g) {
-            g->next = k->g_free;
-            k->g_free = g;
+    for (uint32_t i = 0; i < h->count; i++) {
+        kgroup *g = k->g_free;
+        if (g)
+            k->g_free = g->next;
+        else
+            g = malloc(sizeof *g);
+        if (!g || k->ngroups >= SK_MAX_GROUPS) {
+            if (g) {
+                g->next = k->g_free;
+                k->g_free = g;
+            }
+            pthread_mutex_unlock(&c->lock);
+            return -1;
         }
-        pthread_mutex_unlock(&c->lock);
-        return -1;
+        uint64_t tag;
+        memcpy(&tag, &tags[i], sizeof tag);
+        *g = (kgroup){NULL, tag};
+        if (k->g_tail)
+            k->g_tail->next = g;
+        else
+            k->g_head = g;
+        k->g_tail = g;
+        k->ngroups++;
     }
-    *g = (kgroup){NULL, h->req};
-    if (k->g_tail)
-        k->g_tail->next = g;
-    else
-        k->g_head = g;
-    k->g_tail = g;
-    k->ngroups++;
     pthread_mutex_unlock(&c->lock);
-    /* The group is queued behind every earlier one before its credit exists, so no delivery can
-     * reach it before it does. */
-    fsim_client_grant(c, 1);
+    /* The groups are queued behind every earlier one before their credits exist, so no delivery
+     * can reach them before they do. */
+    fsim_client_grant(c, h->count);
     return 0;
 }
 
 static int on_revoke(kconn *k, const sk_hdr *h)
 {
     fsim_client *c = k->client;
-    if (h->len != sizeof *h)
+    const uint64_t *tags = frame_tags(h);
+    if (!tags)
         return -1;
+    int rc = 0;
     pthread_mutex_lock(&c->lock);
-    int rc = revoke_locked(k, h->req);
+    for (uint32_t i = 0; i < h->count && rc == 0; i++) {
+        uint64_t tag;
+        memcpy(&tag, &tags[i], sizeof tag);
+        rc = revoke_locked(k, tag);
+    }
     pthread_mutex_unlock(&c->lock);
     return rc;
 }

@@ -15,8 +15,9 @@
  *
  * Frames, user -> kernel:
  *   HELLO      count = SK_MAGIC, hr = SK_VERSION; body = sk_hello, port name, connection context
- *   GET        req = tag of one pending get, count = 1: grants one credit
- *   REVOKE     req = tag: withdraw that get's credit (its cancel)
+ *   GET        count = n; body = n x uint64 tag, oldest first: n pending gets, one credit each
+ *   REVOKE     count = n; body = n x uint64 tag: withdraw those gets' credits (their cancel),
+ *              answered by one REVOKE_ACK per tag, in the order given
  *   REPLY      req = request id, count = n; body = n x (sk_reply_ent + reply bytes, 8-aligned)
  *   SEND       req = request id, count = output buffer size; body = input (FilterSendMessage)
  * Frames, kernel -> user:
@@ -48,7 +49,7 @@
  * (a live kernel side answers at once; this only ends waits on a stopped process). */
 #define SK_PEER_TIMEOUT_MS 30000u
 #define SK_MAGIC     0x31505346u /* "FSP1" */
-#define SK_VERSION   2 /* 2: one credit per GET (overlapped gets) */
+#define SK_VERSION   2 /* 2: overlapped gets, GET / REVOKE frames carry tags */
 #define SK_REC_MAX   (64u * 1024u)
 #define SK_FRAME_MAX (FSIM_MAX_MESSAGE + 64u * 1024u) /* one 1 MiB message or reply always fits */
 #define SK_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
@@ -106,6 +107,7 @@ typedef struct sk_hello {
 } sk_hello;
 
 /* Limits on what one connection may ask of the kernel side (emulator's choice). */
+#define SK_MAX_TAGS   4096u  /* tags in one GET / REVOKE frame (more go in several frames) */
 #define SK_MAX_GROUPS 16384u /* gets waiting at once on one connection */
 
 /* ---- sockets ---- */

@@ -153,13 +153,6 @@ static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
     return rc;
 }
 
-static int u_write_hdr(ucon *u, uint16_t type, uint64_t req, uint32_t count)
-{
-    sk_hdr h = {sizeof h, type, 0, count, 0, req};
-    struct iovec v = {&h, sizeof h};
-    return u_write(u, &v, 1, sizeof h);
-}
-
 /* Waits (u->lock held) until the waiter is done or the connection dead. A kernel side that does
  * not answer within SK_PEER_TIMEOUT_MS ($FASTPORT_SOCK_PEER_TIMEOUT_MS; a stopped process: a live
  * one answers at once) is hung up on, so no call waits forever: the receiver ends the connection. */
@@ -296,25 +289,46 @@ static void *rx_main(void *p)
 
 /* ---- handle ops ---- */
 
-/* One GET frame of one credit, tagged. wlock is taken before the tag exists, so the GET leaves
- * before any REVOKE of its tag can. */
-static fp_hresult u_get_async(void *impl, fsim_io *io)
+/* Sends the tags as frames of `type` (GET or REVOKE), SK_MAX_TAGS at most each. wlock held. A
+ * failure ends the connection: the receiver then completes every pending get. */
+static void write_tags(ucon *u, uint16_t type, const uint64_t *tags, uint32_t n)
+{
+    for (uint32_t i = 0; i < n;) {
+        uint32_t k = n - i < SK_MAX_TAGS ? n - i : SK_MAX_TAGS;
+        sk_hdr h = {(uint32_t)(sizeof h + k * sizeof *tags), type, 0, k, 0, 0};
+        struct iovec v[2] = {{&h, sizeof h}, {(void *)(tags + i), k * sizeof *tags}};
+        if (u_write_locked(u, v, 2, h.len) != 0)
+            return;
+        i += k;
+    }
+}
+
+/* One credit per get, their tags in one GET frame. wlock is taken before the tags exist, so the
+ * GET leaves before any REVOKE of them can. */
+static fp_hresult u_get_async(void *impl, fsim_io *ios, uint32_t n)
 {
     ucon *u = impl;
+    uint64_t stack_tags[U_STACK], *tags = n <= U_STACK ? stack_tags : malloc(n * sizeof *tags);
+    if (!tags)
+        return FP_E_OUTOFMEMORY;
     pthread_mutex_lock(&u->wlock);
     pthread_mutex_lock(&u->lock);
     if (u->dead) {
         pthread_mutex_unlock(&u->lock);
         pthread_mutex_unlock(&u->wlock);
+        if (tags != stack_tags)
+            free(tags);
         return FP_E_INVALID_HANDLE;
     }
-    g_link(u, io);
-    sk_hdr gh = {sizeof gh, SK_GET, 0, 1, 0, io->_tag}; /* io may complete once unlocked */
+    for (uint32_t i = 0; i < n; i++) {
+        g_link(u, &ios[i]);
+        tags[i] = ios[i]._tag; /* the ios may complete once unlocked */
+    }
     pthread_mutex_unlock(&u->lock);
-    struct iovec gv = {&gh, sizeof gh};
-    (void)u_write_locked(u, &gv, 1, sizeof gh); /* a failure ends the connection: the receiver
-                                                   then completes the get */
+    write_tags(u, SK_GET, tags, n);
     pthread_mutex_unlock(&u->wlock);
+    if (tags != stack_tags)
+        free(tags);
     return FP_E_IO_PENDING;
 }
 
@@ -324,9 +338,9 @@ static int tag_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* REVOKE per matching get, newest first: a message arriving meanwhile goes to the oldest get
+/* REVOKE of the matching gets, newest first: a message arriving meanwhile goes to the oldest get
  * still waiting, so the gets that receive messages stay the oldest (SimFilterGetMessages relies
- * on it). The REVOKE_ACK completes the get, unless its message came first. */
+ * on it). Each REVOKE_ACK completes its get, unless its message came first. */
 static fp_hresult u_cancel(void *impl, const void *key)
 {
     ucon *u = impl;
@@ -348,9 +362,9 @@ static fp_hresult u_cancel(void *impl, const void *key)
             }
     pthread_mutex_unlock(&u->lock);
     qsort(tags, n, sizeof *tags, tag_desc);
-    for (uint32_t i = 0; i < n; i++)
-        if (u_write_hdr(u, SK_REVOKE, tags[i], 0) != 0)
-            break; /* the connection ends: the receiver completes them all */
+    pthread_mutex_lock(&u->wlock);
+    write_tags(u, SK_REVOKE, tags, n);
+    pthread_mutex_unlock(&u->wlock);
     if (tags != stack_tags)
         free(tags);
     return any ? FP_S_OK : FP_E_NOT_FOUND;

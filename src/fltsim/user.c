@@ -7,7 +7,10 @@
 
 /* ---- inproc handle ops: straight onto the kernel-side client ---- */
 
-static fp_hresult ip_get_async(void *impl, fsim_io *io) { return fsim_client_get_async(impl, io); }
+static fp_hresult ip_get_async(void *impl, fsim_io *ios, uint32_t n)
+{
+    return fsim_client_get_async(impl, ios, n);
+}
 static fp_hresult ip_cancel(void *impl, const void *key) { return fsim_client_cancel(impl, key); }
 
 static fp_hresult ip_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
@@ -95,7 +98,7 @@ fp_hresult SimFilterGetMessageAsync(SIM_HANDLE port, fsim_io *io)
     if (!(o->options & FLT_PORT_FLAG_SYNC_HANDLE)) {
         io->_next = io->_prev = NULL;
         io->_cancelled = 0;
-        hr = o->ops->get_async(o->impl, io);
+        hr = o->ops->get_async(o->impl, io, 1);
     }
     fsim_handle_unref(o);
     return hr;
@@ -160,17 +163,14 @@ static fp_hresult waited_get(SIM_HANDLE port, SIM_GET_ENTRY *e, uint32_t n, uint
     }
     uint64_t deadline = timeout_ms == FSIM_INFINITE ? 0 : fp_now_ns() + timeout_ms * FP_NS_PER_MS;
     waited w = {fsim_thread_sem(), e, ios};
-    uint32_t posted = 0;
-    fp_hresult hr = FP_S_OK;
-    for (; posted < n; posted++) {
-        ios[posted] = (fsim_io){.buffer = e[posted].buffer, .size = e[posted].size, .key = &w,
-                                .done = waited_done, .user = &w};
-        e[posted].length = 0;
-        e[posted].hr = FP_E_OPERATION_ABORTED;
-        hr = o->ops->get_async(o->impl, &ios[posted]);
-        if (hr != FP_E_IO_PENDING)
-            break;
+    for (uint32_t i = 0; i < n; i++) {
+        ios[i] = (fsim_io){.buffer = e[i].buffer, .size = e[i].size, .key = &w,
+                           .done = waited_done, .user = &w};
+        e[i].length = 0;
+        e[i].hr = FP_E_OPERATION_ABORTED;
     }
+    fp_hresult hr = o->ops->get_async(o->impl, ios, n); /* one GET frame on the socket */
+    uint32_t posted = hr == FP_E_IO_PENDING ? n : 0;
     if (posted) {
         uint32_t taken = fsim_sem_take(w.sem, deadline) == 0;
         int timed_out = !taken;
