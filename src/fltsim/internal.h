@@ -158,6 +158,9 @@ fsim_hobj *fsim_handle_ref_type(SIM_HANDLE h, enum fsim_htype type); /* NULL: no
 void fsim_handle_unref(fsim_hobj *o);
 int fsim_handle_close(SIM_HANDLE h);      /* 0, or -1 if not a live handle */
 
+/* user.c: SimFilterGetMessageAsync on a port handle already referenced (checked arguments). */
+fp_hresult fsim_port_get_async(fsim_hobj *o, fsim_io *io);
+
 /* win32.c: drops a reference on a completion port (a port handle's binding). */
 void fsim_iocp_put(void *iocp);
 /* win32.c, for tests: threads blocked in the completion port `h` now (0 if not one). */

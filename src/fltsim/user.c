@@ -87,6 +87,15 @@ static fp_hresult connect_port(const char *name, const void *context, uint32_t c
     return fsim_sock_connect(name, context, context_size, port);
 }
 
+fp_hresult fsim_port_get_async(fsim_hobj *o, fsim_io *io)
+{
+    if (o->options & FLT_PORT_FLAG_SYNC_HANDLE)
+        return FP_E_INVALIDARG; /* a synchronous handle takes no overlapped get */
+    io->_next = io->_prev = NULL;
+    io->_cancelled = 0;
+    return o->ops->get_async(o->impl, io, 1);
+}
+
 fp_hresult SimFilterGetMessageAsync(SIM_HANDLE port, fsim_io *io)
 {
     if (!io || !io->buffer || io->size < sizeof(FP_MESSAGE_HEADER) || !io->done)
@@ -94,12 +103,7 @@ fp_hresult SimFilterGetMessageAsync(SIM_HANDLE port, fsim_io *io)
     fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
     if (!o)
         return FP_E_INVALID_HANDLE;
-    fp_hresult hr = FP_E_INVALIDARG; /* a synchronous handle takes no overlapped get */
-    if (!(o->options & FLT_PORT_FLAG_SYNC_HANDLE)) {
-        io->_next = io->_prev = NULL;
-        io->_cancelled = 0;
-        hr = o->ops->get_async(o->impl, io, 1);
-    }
+    fp_hresult hr = fsim_port_get_async(o, io);
     fsim_handle_unref(o);
     return hr;
 }

@@ -124,23 +124,17 @@ void fsim_iocp_put(void *p)
     free(q);
 }
 
-/* Queues a packet, or hands it straight to the most recent waiter, whose semaphore is posted
- * after unlocking. 0, or -1 (closed, or no memory: ERROR_* in *err). */
-static int iocp_post(iocp *q, ULONG_PTR key, LPOVERLAPPED ov, DWORD bytes, uint32_t status,
-                     DWORD *err)
+/* Queues the malloc'd packet p (freed by whoever dequeues it), or hands it straight to the most
+ * recent waiter, whose semaphore is posted after unlocking. 0, or -1 when the port is closed
+ * (p is freed). */
+static int iocp_post(iocp *q, packet *p)
 {
-    packet *p = malloc(sizeof *p);
-    if (!p) {
-        *err = ERROR_NOT_ENOUGH_MEMORY;
-        return -1;
-    }
-    *p = (packet){NULL, key, ov, bytes, status};
+    p->next = NULL;
     sem_t *wake = NULL;
     pthread_mutex_lock(&q->lock);
     if (q->closed) {
         pthread_mutex_unlock(&q->lock);
         free(p);
-        *err = ERROR_INVALID_HANDLE;
         return -1;
     }
     iocp_waiter *w = q->waiters;
@@ -381,10 +375,14 @@ BOOL WINAPI PostQueuedCompletionStatus(HANDLE port, DWORD bytes, ULONG_PTR key, 
     fsim_hobj *qo = fsim_handle_ref_type(H(port), FSIM_H_IOCP);
     if (!qo)
         return fail(ERROR_INVALID_HANDLE);
-    DWORD err = 0;
-    int rc = iocp_post(qo->impl, key, ov, bytes, ST_SUCCESS, &err);
+    packet *p = malloc(sizeof *p);
+    int rc = -1;
+    if (p) {
+        *p = (packet){NULL, key, ov, bytes, ST_SUCCESS};
+        rc = iocp_post(qo->impl, p);
+    }
     fsim_handle_unref(qo);
-    return rc == 0 ? TRUE : fail(err);
+    return rc == 0 ? TRUE : fail(p ? ERROR_INVALID_HANDLE : ERROR_NOT_ENOUGH_MEMORY);
 }
 
 /* ---- overlapped results ---- */
@@ -750,8 +748,10 @@ HRESULT WINAPI FltSimReplyMessages(HANDLE port, FLTSIM_REPLY *r, DWORD n)
     return SimFilterReplyMessages(H(port), (SIM_REPLY_ENTRY *)(void *)r, n);
 }
 
-/* One overlapped get: the emulator's request, and where its outcome goes. */
+/* One overlapped get: the emulator's request, and where its outcome goes. Its memory becomes
+ * the completion packet (pkt first: the dequeuer frees it), one allocation per get. */
 typedef struct wget {
+    packet pkt;
     fsim_io io;
     LPOVERLAPPED ov;
     HANDLE event;
@@ -761,23 +761,25 @@ typedef struct wget {
 
 static void wget_done(fsim_io *io, fp_hresult hr, uint32_t bytes)
 {
-    wget *g = (wget *)(void *)io;
+    wget *g = (wget *)(void *)((char *)io - offsetof(wget, io));
     uint32_t st = ntstatus_of(hr);
     LPOVERLAPPED ov = g->ov;
     ov->InternalHigh = bytes;
     __atomic_store_n(&ov->Internal, (ULONG_PTR)st, __ATOMIC_RELEASE);
     result_published();
-    /* From the packet on, the OVERLAPPED is the client's again: only our copies are used. */
+    /* From the packet on, neither the OVERLAPPED nor g is ours: only local copies are used. */
     HANDLE event = (HANDLE)((uintptr_t)g->event & ~(uintptr_t)1);
-    if (g->q) {
-        DWORD err;
-        if (!((uintptr_t)g->event & 1))
-            (void)iocp_post(g->q, g->key, ov, bytes, st, &err); /* a closed port drops it */
-        fsim_iocp_put(g->q);
+    iocp *q = g->q;
+    if (q && !((uintptr_t)g->event & 1)) {
+        g->pkt = (packet){NULL, g->key, ov, bytes, st};
+        (void)iocp_post(q, &g->pkt); /* a closed port drops it */
+    } else {
+        free(g);
     }
+    if (q)
+        fsim_iocp_put(q);
     if (event)
         (void)SetEvent(event);
-    free(g);
 }
 
 HRESULT WINAPI FilterGetMessage(HANDLE port, PFILTER_MESSAGE_HEADER buf, DWORD size,
@@ -790,7 +792,7 @@ HRESULT WINAPI FilterGetMessage(HANDLE port, PFILTER_MESSAGE_HEADER buf, DWORD s
     fsim_hobj *o = fsim_handle_ref_type(H(port), FSIM_H_PORT);
     if (!o)
         return HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
-    wget *g = calloc(1, sizeof *g);
+    wget *g = malloc(sizeof *g);
     if (!g) {
         fsim_handle_unref(o);
         return E_OUTOFMEMORY;
@@ -798,18 +800,19 @@ HRESULT WINAPI FilterGetMessage(HANDLE port, PFILTER_MESSAGE_HEADER buf, DWORD s
     g->io = (fsim_io){.buffer = buf, .size = size, .key = ov, .done = wget_done};
     g->ov = ov;
     g->event = ov->hEvent;
+    g->key = 0;
     g->q = atomic_load(&o->iocp);
     if (g->q) {
         iocp_get_ref(g->q);
         g->key = o->iocp_key;
     }
-    fsim_handle_unref(o);
     ov->InternalHigh = 0;
     __atomic_store_n(&ov->Internal, (ULONG_PTR)STATUS_PENDING, __ATOMIC_RELEASE);
     HANDLE event = (HANDLE)((uintptr_t)g->event & ~(uintptr_t)1);
     if (event)
         (void)ResetEvent(event);
-    HRESULT hr = SimFilterGetMessageAsync(H(port), &g->io);
+    HRESULT hr = fsim_port_get_async(o, &g->io);
+    fsim_handle_unref(o);
     if (hr != FP_E_IO_PENDING) { /* never submitted: done will not run */
         __atomic_store_n(&ov->Internal, (ULONG_PTR)ntstatus_of(hr), __ATOMIC_RELEASE);
         if (g->q)
