@@ -21,7 +21,7 @@ C_SOURCES = sorted(
     + glob.glob("src/backends/*.c")
     + glob.glob("src/pump/*.c")
     + glob.glob("src/driver/*.c")
-    + glob.glob("bench/cref/*.c")
+    + glob.glob("src/cref/*.c")
 )
 
 compile_args = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-function", "-pthread"]
@@ -39,7 +39,7 @@ if os.environ.get("FASTPORT_SANITIZE"):
 ext = Extension(
     "fastport._ext",
     sources=["fastport/_ext.pyx"] + C_SOURCES,
-    include_dirs=["src", numpy.get_include()],
+    include_dirs=["src", "src/fltsim/win32", numpy.get_include()],
     define_macros=macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,

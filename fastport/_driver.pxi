@@ -1,4 +1,4 @@
-# The load-generating test driver (src/driver) and the C reference client (bench/cref).
+# The load-generating test driver (src/driver) and the C reference client (src/cref).
 # Included into fastport/_ext.pyx, so it reaches ClientPort._c, ServerPort._s and Port._h.
 # The driver runs without the GIL; the calling thread wakes every 100 ms for Ctrl-C and the
 # progress callback.
@@ -238,16 +238,18 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
 
 
 cdef class CReference:
-    """The C reference client: `threads` C threads serve `port` with SimFilterGetMessages
-    (`outstanding` gets per call), compute each reply in C (bench: checksum + verdict; scanner:
-    the "foul" search) and answer with one SimFilterReplyMessages per batch: what a hand-written
-    C service does, over the same user API as the pump's sim backend.
+    """The C reference client: `threads` C threads share one I/O completion port bound to
+    `port` and keep `threads * outstanding` overlapped FilterGetMessage calls pending, compute each
+    reply in C (bench: checksum + verdict; scanner: the "foul" search) and answer each batch of
+    completions with one FltSimReplyMessages: what a hand-written C service does with FltLib,
+    written against the emulator's Win32 face (src/cref).
 
     `CReference(port, threads=2, outstanding=16, protocol="bench", max_payload=None)`;
     max_payload = bytes after the message header (None: 1032 for scanner, 65536 for bench).
     `.start()`, `.stop()` (stop and join), `.stats` (dict), context manager (starts on enter
     if not started, stops on exit). The threads also end by themselves when the port fails
-    (disconnect, closed handle)."""
+    (disconnect, closed handle). A port serves one client in its life: its handle joins the
+    client's completion port for good, as on Windows (a second start raises E_INVALIDARG)."""
     cdef fp_cref *_c
     cdef readonly Port port
     cdef readonly uint32_t threads
@@ -287,7 +289,7 @@ cdef class CReference:
         return s.threads_running > 0
 
     def start(self):
-        """Start serving (again: a stopped client starts afresh, counters at 0)."""
+        """Start serving."""
         if self.running:
             raise RuntimeError("the C reference client is already running")
         cdef SIM_HANDLE h = self.port._handle()
@@ -298,8 +300,8 @@ cdef class CReference:
         with nogil:
             if old is not NULL:
                 fp_cref_destroy(old)
-            hr = fp_cref_start(h, self.threads, self.outstanding, self._proto, self.max_payload,
-                               &c)
+            hr = fp_cref_start(<void *><uintptr_t>h, self.threads, self.outstanding, self._proto,
+                               self.max_payload, &c)
         if hr == FP_DRV_E_OUTOFMEMORY:
             raise MemoryError("fp_cref_start: out of memory (or threads)")
         _check_hr(hr, "fp_cref_start")

@@ -188,12 +188,14 @@ cdef class Port:
             PyBuffer_Release(&buf)
 
     def cancel(self):
-        """CancelIoEx: every get pending on this port raises OperationAborted (0x800703E3)."""
+        """CancelIoEx(port, NULL): every get pending on this port raises OperationAborted
+        (0x800703E3). Nothing pending is not an error."""
         cdef SIM_HANDLE h = self._handle()
         cdef int32_t hr
         with nogil:
-            hr = SimFilterCancel(h)
-        _check_hr(hr, "CancelIoEx")
+            hr = SimFilterCancelIo(h, NULL)
+        if hr != FP_E_NOT_FOUND:
+            _check_hr(hr, "CancelIoEx")
 
     def close(self):
         """Close the handle (disconnects). Safe to call twice."""

@@ -43,6 +43,7 @@ __all__ = [
     "ERROR_FILENAME_EXCED_RANGE",
     "ERROR_OPERATION_ABORTED",
     "ERROR_IO_PENDING",
+    "ERROR_NOT_FOUND",
     "ERROR_CONNECTION_COUNT_LIMIT",
     "ERROR_TIMEOUT",
     "ERROR_FLT_NO_WAITER_FOR_REPLY",
@@ -93,6 +94,7 @@ ERROR_INSUFFICIENT_BUFFER: Final = 0x8007007A
 ERROR_FILENAME_EXCED_RANGE: Final = 0x800700CE
 ERROR_OPERATION_ABORTED: Final = 0x800703E3
 ERROR_IO_PENDING: Final = 0x800703E5
+ERROR_NOT_FOUND: Final = 0x80070490
 ERROR_CONNECTION_COUNT_LIMIT: Final = 0x800704D6
 ERROR_TIMEOUT: Final = 0x800705B4  # emulator: a get's own timeout
 ERROR_FLT_NO_WAITER_FOR_REPLY: Final = 0x801F0020
@@ -281,6 +283,9 @@ _HRESULTS: Final[dict[int, _Info]] = {
     ),
     ERROR_IO_PENDING: _Info(
         "ERROR_IO_PENDING", "the overlapped operation is in progress", _errno.EINPROGRESS, PortError
+    ),
+    ERROR_NOT_FOUND: _Info(
+        "ERROR_NOT_FOUND", "no pending operation to cancel", _errno.ENOENT, PortError
     ),
     ERROR_CONNECTION_COUNT_LIMIT: _Info(
         "ERROR_CONNECTION_COUNT_LIMIT",

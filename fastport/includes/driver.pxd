@@ -1,4 +1,4 @@
-# Mirrors src/protocols/bench.h, src/driver/driver.h and bench/cref/cref.h.
+# Mirrors src/protocols/bench.h, src/driver/driver.h and src/cref/cref.h.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from fastport.includes.fltsim cimport SIM_HANDLE, fsim_client, fsim_server
 from fastport.includes.histogram cimport fp_hist, fp_hist_summary
@@ -92,7 +92,7 @@ cdef extern from "driver/driver.h" nogil:
     size_t fp_driver_histogram_rows(fp_driver *d, fp_hist_row *rows, size_t cap)
     void fp_driver_destroy(fp_driver *d)
 
-cdef extern from "../bench/cref/cref.h" nogil:
+cdef extern from "cref/cref.h" nogil:
     const uint32_t FP_CREF_MAX_THREADS
     const uint32_t FP_CREF_MAX_OUTSTANDING
     ctypedef struct fp_cref:
@@ -107,7 +107,7 @@ cdef extern from "../bench/cref/cref.h" nogil:
         uint64_t batches
         int32_t last_error
         uint32_t threads_running
-    int32_t fp_cref_start(SIM_HANDLE h, uint32_t threads, uint32_t outstanding, int protocol,
+    int32_t fp_cref_start(void *port, uint32_t threads, uint32_t outstanding, int protocol,
                           uint32_t max_payload, fp_cref **out)
     void fp_cref_stop(fp_cref *c)
     void fp_cref_join(fp_cref *c)

@@ -47,12 +47,22 @@ cdef extern from "fltsim/fltsim.h" nogil:
     void fsim_close_client(fsim_client *client)
     void fsim_client_retain(fsim_client *client)
     void fsim_client_release(fsim_client *client)
+    void *fsim_client_cookie(const fsim_client *client)
     uint64_t fsim_client_id(const fsim_client *client)
     int fsim_client_connected(const fsim_client *client)
     uint32_t fsim_client_peer_pid(const fsim_client *client)
     uint32_t fsim_client_peer_uid(const fsim_client *client)
+    uint32_t fsim_client_pending_gets(fsim_client *client)
 
     ctypedef uint64_t SIM_HANDLE
+    cdef struct fsim_io
+    ctypedef void (*fsim_io_done)(fsim_io *io, int32_t hr, uint32_t bytes) noexcept
+    cdef struct fsim_io:
+        FP_MESSAGE_HEADER *buffer
+        uint32_t size
+        const void *key
+        fsim_io_done done
+        void *user
     ctypedef struct SIM_GET_ENTRY:
         FP_MESSAGE_HEADER *buffer
         uint32_t size
@@ -66,6 +76,8 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterConnectCommunicationPort(const char *port_name, uint32_t options,
                                               const void *context, uint32_t context_size,
                                               const void *security_attributes, SIM_HANDLE *port)
+    int32_t SimFilterGetMessageAsync(SIM_HANDLE port, fsim_io *io)
+    int32_t SimFilterCancelIo(SIM_HANDLE port, const void *key)
     int32_t SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
                                 uint32_t timeout_ms, uint32_t *bytes_copied)
     int32_t SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_t count,
@@ -75,6 +87,7 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
                                  void *out_buffer, uint32_t out_size, uint32_t *bytes_returned)
     int32_t SimFilterCancel(SIM_HANDLE port)
+    int32_t SimFilterGetTransport(SIM_HANDLE port, fsim_transport *transport)
     int32_t SimFilterClose(SIM_HANDLE port)
     const char *fsim_runtime_dir()
     int64_t fsim_debug_live_clients()

@@ -37,6 +37,7 @@ typedef int32_t fp_hresult;
 #define FP_E_FILENAME_EXCED_RANGE        FP_CODE(0x800700CEu) /* ERROR_FILENAME_EXCED_RANGE */
 #define FP_E_OPERATION_ABORTED           FP_CODE(0x800703E3u) /* ERROR_OPERATION_ABORTED */
 #define FP_E_IO_PENDING                  FP_CODE(0x800703E5u) /* ERROR_IO_PENDING */
+#define FP_E_NOT_FOUND                   FP_CODE(0x80070490u) /* ERROR_NOT_FOUND: nothing to cancel */
 #define FP_E_CONNECTION_COUNT_LIMIT      FP_CODE(0x800704D6u) /* ERROR_CONNECTION_COUNT_LIMIT */
 #define FP_E_TIMEOUT                     FP_CODE(0x800705B4u) /* ERROR_TIMEOUT (emulator: a get's own timeout) */
 #define FP_E_FLT_NO_WAITER_FOR_REPLY     FP_CODE(0x801F0020u) /* ERROR_FLT_NO_WAITER_FOR_REPLY */

@@ -18,21 +18,7 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static fsim_server *registry;
 static atomic_uint_fast64_t next_client_id = 1;
 
-/* ---- time and thread-local condition variables ---- */
-
-uint64_t fsim_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void fsim_deadline(struct timespec *ts, uint64_t timeout_ns)
-{
-    uint64_t t = fsim_now_ns() + timeout_ns;
-    ts->tv_sec = (time_t)(t / 1000000000u);
-    ts->tv_nsec = (long)(t % 1000000000u);
-}
+/* ---- thread-local condition variables and semaphores ---- */
 
 static __thread pthread_cond_t tl_cond;
 static __thread int tl_cond_ready;
@@ -63,29 +49,25 @@ sem_t *fsim_thread_sem(void)
 }
 
 /* sem_timedwait against an absolute CLOCK_MONOTONIC deadline. */
-static int sem_wait_mono(sem_t *s, const struct timespec *deadline)
+static int sem_wait_mono(sem_t *s, uint64_t deadline_ns)
 {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-    return sem_clockwait(s, CLOCK_MONOTONIC, deadline);
+    struct timespec ts = fp_timespec_at(deadline_ns);
+    return sem_clockwait(s, CLOCK_MONOTONIC, &ts);
 #else
     /* no sem_clockwait: the same distance from now on CLOCK_REALTIME (a clock step moves it) */
-    uint64_t dl = (uint64_t)deadline->tv_sec * 1000000000u + (uint64_t)deadline->tv_nsec;
-    uint64_t now = fsim_now_ns(), left = dl > now ? dl - now : 0;
+    uint64_t now = fp_now_ns(), left = deadline_ns > now ? deadline_ns - now : 0;
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
-    uint64_t t = (uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec + left;
-    rt.tv_sec = (time_t)(t / 1000000000u);
-    rt.tv_nsec = (long)(t % 1000000000u);
+    rt = fp_timespec_at((uint64_t)rt.tv_sec * FP_NS_PER_S + (uint64_t)rt.tv_nsec + left);
     return sem_timedwait(s, &rt);
 #endif
 }
 
-/* Takes one post of s, waiting until the absolute CLOCK_MONOTONIC deadline (NULL = none).
- * Returns 0, or ETIMEDOUT. */
-static int sem_take(sem_t *s, const struct timespec *deadline)
+int fsim_sem_take(sem_t *s, uint64_t deadline_ns)
 {
     for (;;) {
-        int r = deadline ? sem_wait_mono(s, deadline) : sem_wait(s);
+        int r = deadline_ns ? sem_wait_mono(s, deadline_ns) : sem_wait(s);
         if (r == 0)
             return 0;
         if (errno == ETIMEDOUT)
@@ -95,7 +77,7 @@ static int sem_take(sem_t *s, const struct timespec *deadline)
     }
 }
 
-/* Senders and gets to wake once the client lock is released: a woken thread then never blocks
+/* Senders to wake once the client lock is released: a woken thread then never blocks
  * straight away on the lock its waker still holds. */
 #define WAKE_LIST_CAP 64u
 typedef struct wake_list {
@@ -117,6 +99,31 @@ static void wake_later(wake_list *wl, sem_t *s)
         wl->sem[wl->n++] = s;
     else
         sem_post(s);
+}
+
+/* ---- completions ---- */
+
+void fsim_done_add(fsim_done_list *l, fsim_io *io, fp_hresult hr, uint32_t bytes)
+{
+    io->_hr = hr;
+    io->_bytes = bytes;
+    io->_next = io->_prev = NULL;
+    if (l->tail)
+        l->tail->_next = io;
+    else
+        l->head = io;
+    l->tail = io;
+}
+
+void fsim_done_run(fsim_done_list *l)
+{
+    fsim_io *io = l->head;
+    l->head = l->tail = NULL;
+    while (io) {
+        fsim_io *next = io->_next; /* io belongs to its owner again once done() is called */
+        io->done(io, io->_hr, io->_bytes);
+        io = next;
+    }
 }
 
 /* ---- status mapping ---- */
@@ -196,6 +203,7 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
     s->max_connections = max_connections;
     s->access = access;
     s->owner_uid = (uint32_t)geteuid();
+    s->kt = transport == FSIM_SOCKET ? &fsim_sock_kernel_transport : NULL;
     if (callbacks)
         s->cb = *callbacks;
     atomic_init(&s->next_message_id, 1);
@@ -214,8 +222,8 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
     registry = s;
     pthread_mutex_unlock(&registry_lock);
 
-    if (transport == FSIM_SOCKET) {
-        fp_ntstatus st = fsim_sock_listen(s);
+    if (s->kt) {
+        fp_ntstatus st = s->kt->listen(s);
         if (!FP_NT_SUCCESS(st)) {
             fsim_close_server(s);
             return st;
@@ -244,8 +252,8 @@ void fsim_close_server(fsim_server *s)
     s->open = 0;
     pthread_mutex_unlock(&s->lock);
     registry_remove(s);
-    if (s->transport == FSIM_SOCKET)
-        fsim_sock_unlisten(s);
+    if (s->kt)
+        s->kt->unlisten(s);
     fsim_server_release(s);
 }
 
@@ -289,8 +297,8 @@ void fsim_client_release(fsim_client *c)
 {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
         return;
-    if (c->remote_ops && c->remote_ops->release)
-        c->remote_ops->release(c->remote);
+    if (c->kt && c->kt->release)
+        c->kt->release(c->remote);
     pthread_mutex_destroy(&c->lock);
     fsim_server_release(c->server);
     free(c);
@@ -312,7 +320,7 @@ int fsim_client_connected(const fsim_client *c)
 }
 
 fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_size, uint32_t pid,
-                               uint32_t uid, const fsim_remote_ops *rops, void *remote,
+                               uint32_t uid, const fsim_kernel_transport *kt, void *remote,
                                fsim_client **out)
 {
     *out = NULL;
@@ -345,7 +353,7 @@ fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_siz
     c->peer_pid = pid;
     c->peer_uid = uid;
     pthread_mutex_init(&c->lock, NULL);
-    c->remote_ops = rops;
+    c->kt = kt;
     c->remote = remote;
 
     fp_ntstatus st = FP_STATUS_SUCCESS;
@@ -383,11 +391,11 @@ fp_hresult fsim_server_connect(fsim_server *s, const void *ctx, uint32_t ctx_siz
          * by the callback, so the callback hears of its end. */
         if (s->cb.disconnect_notify)
             s->cb.disconnect_notify(s->cb.cookie, c);
-        c->remote_ops = NULL; /* the transport still owns `remote` */
+        c->kt = NULL; /* the transport still owns `remote` */
         fsim_client_release(c);
         return FP_E_FILE_NOT_FOUND;
     }
-    c->remote_ops = NULL;
+    c->kt = NULL;
     fsim_client_release(c);
     return fsim_hresult_from_ntstatus(st);
 }
@@ -451,15 +459,6 @@ static void finish_later(fsim_msg *m, fp_ntstatus result, wake_list *wl)
 
 static void finish(fsim_msg *m, fp_ntstatus result) { finish_later(m, result, NULL); }
 
-/* Wakes a waiting get (client lock held), once. */
-static void signal_waiter(fsim_waiter *w, wake_list *wl)
-{
-    if (w->signalled)
-        return;
-    w->signalled = 1;
-    wake_later(wl, w->sem);
-}
-
 /* The message has reached the user side: it now waits for a reply, or is done. */
 static void mark_delivered(fsim_client *c, fsim_msg *m)
 {
@@ -476,66 +475,71 @@ uint32_t fsim_message_reply_length(const fsim_msg *m)
     return m->wants_reply ? m->reply_cap + (uint32_t)sizeof(FP_REPLY_HEADER) : 0;
 }
 
-void fsim_copy_message(const fsim_msg *m, SIM_GET_ENTRY *e)
+fp_hresult fsim_copy_to(FP_MESSAGE_HEADER *buf, uint32_t size, uint32_t reply_length, uint64_t id,
+                        const void *data, uint32_t length, uint32_t *bytes)
 {
-    FP_MESSAGE_HEADER h = {fsim_message_reply_length(m), 0, m->id};
-    memcpy(e->buffer, &h, sizeof h);
-    uint32_t room = e->size - (uint32_t)sizeof h;
-    uint32_t n = m->length < room ? m->length : room;
+    FP_MESSAGE_HEADER h = {reply_length, 0, id};
+    memcpy(buf, &h, sizeof h);
+    uint32_t room = size - (uint32_t)sizeof h;
+    uint32_t n = length < room ? length : room;
     if (n)
-        memcpy((char *)e->buffer + sizeof h, m->data, n);
-    e->length = (uint32_t)sizeof h + n;
-    e->hr = n < m->length ? FP_E_INSUFFICIENT_BUFFER : FP_S_OK;
+        memcpy((char *)buf + sizeof h, data, n);
+    *bytes = (uint32_t)sizeof h + n;
+    return n < length ? FP_E_INSUFFICIENT_BUFFER : FP_S_OK;
 }
 
-static void waiter_unlink(fsim_client *c, fsim_waiter *w)
+/* Completes io with message m (client lock held; io unlinked): done() runs after unlocking. */
+static void complete_with(fsim_client *c, fsim_io *io, fsim_msg *m, fsim_done_list *dl)
 {
-    if (!w->linked)
-        return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        c->w_head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        c->w_tail = w->prev;
-    w->next = w->prev = NULL;
-    w->linked = 0;
+    uint32_t bytes;
+    fp_hresult hr = fsim_copy_to(io->buffer, io->size, fsim_message_reply_length(m), m->id,
+                                 m->data, m->length, &bytes);
+    mark_delivered(c, m);
+    fsim_done_add(dl, io, hr, bytes);
 }
 
-static void waiter_append(fsim_client *c, fsim_waiter *w)
+static void io_unlink(fsim_client *c, fsim_io *io)
 {
-    w->next = NULL;
-    w->prev = c->w_tail;
-    if (c->w_tail)
-        c->w_tail->next = w;
+    if (io->_prev)
+        io->_prev->_next = io->_next;
     else
-        c->w_head = w;
-    c->w_tail = w;
-    w->linked = 1;
+        c->io_head = io->_next;
+    if (io->_next)
+        io->_next->_prev = io->_prev;
+    else
+        c->io_tail = io->_prev;
+    io->_next = io->_prev = NULL;
+    c->io_pending--;
+}
+
+static void io_append(fsim_client *c, fsim_io *io)
+{
+    io->_next = NULL;
+    io->_prev = c->io_tail;
+    if (c->io_tail)
+        c->io_tail->_next = io;
+    else
+        c->io_head = io;
+    c->io_tail = io;
+    c->io_pending++;
 }
 
 /* Delivers a new message to a waiting get, the peer's credits, or the queue. Returns -1 if the
  * remote peer is gone (caller disconnects after unlocking). */
-static int deliver_or_queue(fsim_client *c, fsim_msg *m, wake_list *wl)
+static int deliver_or_queue(fsim_client *c, fsim_msg *m, fsim_done_list *dl)
 {
-    fsim_waiter *w = c->w_head;
-    if (w) {
-        /* Oldest get first, as Windows completes pending gets (IRPs) in FIFO order: a batch get
-         * keeps collecting until its thread runs or it is full. */
-        fsim_copy_message(m, &w->entries[w->filled++]);
-        signal_waiter(w, wl);
-        if (w->filled == w->count)
-            waiter_unlink(c, w);
-        mark_delivered(c, m);
+    fsim_io *io = c->io_head;
+    if (io) {
+        /* Oldest get first, as Windows completes pending gets (IRPs) in FIFO order. */
+        io_unlink(c, io);
+        complete_with(c, io, m, dl);
         return 0;
     }
     if (c->credits) {
         /* Marked only once written (the lock is held, so no reply can overtake it): a message
          * the peer never got is not reported as delivered. */
         c->credits--;
-        if (c->remote_ops->deliver(c->remote, &m, 1) != 0) {
+        if (c->kt->deliver(c->remote, &m, 1) != 0) {
             finish(m, FP_STATUS_PORT_DISCONNECTED);
             return -1;
         }
@@ -543,8 +547,8 @@ static int deliver_or_queue(fsim_client *c, fsim_msg *m, wake_list *wl)
         return 0;
     }
     q_push(c, m);
-    if (c->q_head == m && c->remote_ops && c->remote_ops->queued)
-        c->remote_ops->queued(c->remote);
+    if (c->q_head == m && c->kt && c->kt->queued)
+        c->kt->queued(c->remote);
     return 0;
 }
 
@@ -564,29 +568,25 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
     m.reply = reply;
     m.reply_cap = reply ? *reply_length : 0;
     m.sem = fsim_thread_sem();
-    struct timespec dl, *dlp = NULL;
-    if (timeout_ns >= 0) {
-        fsim_deadline(&dl, (uint64_t)timeout_ns);
-        dlp = &dl;
-    }
-    wake_list wl = {0};
+    uint64_t deadline = timeout_ns >= 0 ? fp_now_ns() + (uint64_t)timeout_ns : 0; /* 0: none */
+    fsim_done_list dl = {0};
     pthread_mutex_lock(&c->lock);
     if (!c->connected) {
         pthread_mutex_unlock(&c->lock);
         return FP_STATUS_PORT_DISCONNECTED;
     }
     m.id = atomic_fetch_add(&c->server->next_message_id, 1);
-    int gone = deliver_or_queue(c, &m, &wl) != 0;
+    int gone = deliver_or_queue(c, &m, &dl) != 0;
     pthread_mutex_unlock(&c->lock);
-    wake_all(&wl);
+    fsim_done_run(&dl);
     /* Whoever finishes m posts m.sem exactly once; a timeout withdraws m unless it was finished
      * first, in which case that post is taken too. */
     if (gone) {
         /* m was finished with STATUS_PORT_DISCONNECTED and posted: take the post before the
          * close runs DisconnectNotify on this thread (which may send, on this semaphore). */
-        sem_take(m.sem, NULL);
+        fsim_sem_take(m.sem, 0);
         fsim_close_client(c);
-    } else if (sem_take(m.sem, dlp) == ETIMEDOUT) {
+    } else if (fsim_sem_take(m.sem, deadline) == ETIMEDOUT) {
         pthread_mutex_lock(&c->lock);
         int finished = m.state == FSIM_MSG_DONE;
         if (!finished) {
@@ -599,7 +599,7 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
         }
         pthread_mutex_unlock(&c->lock);
         if (finished)
-            sem_take(m.sem, NULL);
+            fsim_sem_take(m.sem, 0);
     }
     if (m.result == FP_STATUS_SUCCESS && reply) {
         *reply_length = m.reply_len;
@@ -613,53 +613,34 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
 
 /* ---- user-side operations on a connection ---- */
 
-fp_hresult fsim_client_get(fsim_client *c, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
-                           uint32_t *filled)
+fp_hresult fsim_client_get_async(fsim_client *c, fsim_io *ios, uint32_t n)
 {
-    uint32_t got = 0;
-    *filled = 0;
+    fsim_done_list dl = {0};
     pthread_mutex_lock(&c->lock);
     if (!c->connected) {
         pthread_mutex_unlock(&c->lock);
         return FP_E_INVALID_HANDLE;
     }
-    while (got < n && c->q_head) {
-        fsim_msg *m = c->q_head;
-        q_unlink(c, m);
-        fsim_copy_message(m, &e[got++]);
-        mark_delivered(c, m);
+    for (uint32_t i = 0; i < n; i++) {
+        if (c->q_head) {
+            fsim_msg *m = c->q_head;
+            q_unlink(c, m);
+            complete_with(c, &ios[i], m, &dl);
+        } else {
+            io_append(c, &ios[i]);
+        }
     }
-    if (got || timeout_ms == 0) {
-        pthread_mutex_unlock(&c->lock);
-        *filled = got;
-        return got ? FP_S_OK : FP_E_TIMEOUT;
-    }
-    fsim_waiter w;
-    memset(&w, 0, sizeof w);
-    w.entries = e;
-    w.count = n;
-    w.sem = fsim_thread_sem();
-    waiter_append(c, &w);
     pthread_mutex_unlock(&c->lock);
-    struct timespec dl, *dlp = NULL;
-    if (timeout_ms != FSIM_INFINITE) {
-        fsim_deadline(&dl, (uint64_t)timeout_ms * 1000000u);
-        dlp = &dl;
-    }
-    /* Senders keep filling w until this thread takes the lock again (or w is full). */
-    int timed_out = sem_take(w.sem, dlp) == ETIMEDOUT;
+    fsim_done_run(&dl);
+    return FP_E_IO_PENDING;
+}
+
+uint32_t fsim_client_pending_gets(fsim_client *c)
+{
     pthread_mutex_lock(&c->lock);
-    int signalled = w.signalled;
-    w.signalled = 1; /* nobody posts from here on */
-    waiter_unlink(c, &w);
+    uint32_t n = c->io_pending + c->credits;
     pthread_mutex_unlock(&c->lock);
-    if (timed_out && signalled)
-        sem_take(w.sem, NULL); /* the post raced the deadline */
-    fp_hresult hr = timed_out && !signalled ? FP_E_TIMEOUT : FP_S_OK;
-    *filled = w.filled;
-    if (w.filled)
-        return FP_S_OK;
-    return w.hr != FP_S_OK ? w.hr : hr;
+    return n;
 }
 
 fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
@@ -729,18 +710,22 @@ fp_hresult fsim_client_user_send(fsim_client *c, const void *in, uint32_t in_siz
     return FP_S_OK;
 }
 
-void fsim_client_cancel(fsim_client *c)
+fp_hresult fsim_client_cancel(fsim_client *c, const void *key)
 {
+    fsim_done_list dl = {0};
     pthread_mutex_lock(&c->lock);
-    for (fsim_waiter *w = c->w_head; w;) {
-        fsim_waiter *next = w->next;
-        if (w->filled == 0)
-            w->hr = FP_E_OPERATION_ABORTED;
-        waiter_unlink(c, w);
-        signal_waiter(w, NULL);
-        w = next;
+    for (fsim_io *io = c->io_head; io;) {
+        fsim_io *next = io->_next;
+        if (!key || io->key == key) {
+            io_unlink(c, io);
+            fsim_done_add(&dl, io, FP_E_OPERATION_ABORTED, 0);
+        }
+        io = next;
     }
     pthread_mutex_unlock(&c->lock);
+    int any = dl.head != NULL;
+    fsim_done_run(&dl);
+    return any ? FP_S_OK : FP_E_NOT_FOUND;
 }
 
 void fsim_client_grant(fsim_client *c, uint32_t n)
@@ -762,7 +747,7 @@ void fsim_client_grant(fsim_client *c, uint32_t n)
             batch[k++] = m;
         }
         /* Marked only once written (the lock is held, so no reply can overtake them). */
-        if (c->remote_ops->deliver(c->remote, batch, k) != 0) {
+        if (c->kt->deliver(c->remote, batch, k) != 0) {
             gone = 1;
             for (uint32_t i = 0; i < k; i++)
                 finish(batch[i], FP_STATUS_PORT_DISCONNECTED);
@@ -802,15 +787,14 @@ void fsim_close_client(fsim_client *c)
             finish(m, FP_STATUS_PORT_DISCONNECTED);
         }
     c->in_reply_table = 0;
-    for (fsim_waiter *w = c->w_head; w;) {
-        fsim_waiter *next = w->next;
-        if (w->filled == 0)
-            w->hr = FP_E_INVALID_HANDLE;
-        waiter_unlink(c, w);
-        signal_waiter(w, NULL);
-        w = next;
+    fsim_done_list dl = {0};
+    while (c->io_head) {
+        fsim_io *io = c->io_head;
+        io_unlink(c, io);
+        fsim_done_add(&dl, io, FP_E_INVALID_HANDLE, 0);
     }
     pthread_mutex_unlock(&c->lock);
+    fsim_done_run(&dl);
 
     fsim_server *s = c->server;
     pthread_mutex_lock(&s->lock);
@@ -824,8 +808,8 @@ void fsim_close_client(fsim_client *c)
     s->nclients--;
     pthread_mutex_unlock(&s->lock);
 
-    if (c->remote_ops && c->remote_ops->disconnected)
-        c->remote_ops->disconnected(c->remote);
+    if (c->kt && c->kt->disconnected)
+        c->kt->disconnected(c->remote);
     if (s->cb.disconnect_notify)
         s->cb.disconnect_notify(s->cb.cookie, c);
     fsim_client_release(c); /* the server list's reference */

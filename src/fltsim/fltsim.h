@@ -2,8 +2,16 @@
  *
  * Kernel side (what a minifilter calls): fsim_create_port / fsim_send / fsim_close_client /
  * fsim_close_server, with ConnectNotify / DisconnectNotify / MessageNotify callbacks.
- * User side (what a service calls): SimFilter* with the names and argument meanings of fltuser.h,
- * returning the HRESULTs listed in shared/FLTMGR.md.
+ * User side (what a service calls): SimFilter* with the names, argument meanings and HRESULTs of
+ * fltuser.h. Gets are overlapped requests (SimFilterGetMessageAsync, SimFilterCancelIo), as
+ * FilterGetMessage with an OVERLAPPED is; the waited forms are built on them. The Win32 face
+ * (win32/windows.h, win32/fltuser.h) puts FltLib's own names, completion ports and events on top,
+ * so code written for Windows runs here unchanged.
+ *
+ * How it differs from Windows: the synchronous get has a timeout (an extension); replies can be
+ * sent in batches (SimFilterReplyMessages, one round trip on the socket transport); the security
+ * descriptor is an access rule (owner / everyone); a port's peer can be in another process of
+ * this machine only (the socket transport), never in a kernel.
  *
  * Two transports behind the same API: "inproc" (both sides in this process) and "socket" (the
  * kernel side in another process, over AF_UNIX SOCK_SEQPACKET sockets in a per-user runtime
@@ -99,6 +107,8 @@ uint64_t fsim_client_id(const fsim_client *client);   /* unique per process, nev
 int fsim_client_connected(const fsim_client *client); /* 1 while connected */
 uint32_t fsim_client_peer_pid(const fsim_client *client);
 uint32_t fsim_client_peer_uid(const fsim_client *client);
+/* Gets currently waiting at the kernel for this connection (for tests: wait on state, not time). */
+uint32_t fsim_client_pending_gets(fsim_client *client);
 
 /* ---- user side (fltuser.h) ---- */
 typedef uint64_t SIM_HANDLE; /* generation-checked handle; 0 is never valid */
@@ -109,17 +119,59 @@ fp_hresult SimFilterConnectCommunicationPort(const char *port_name, uint32_t opt
                                              const void *context, uint32_t context_size,
                                              const void *security_attributes, SIM_HANDLE *port);
 
-/* FilterGetMessage (synchronous form, plus a timeout that FltLib does not have: timeout_ms ==
- * FSIM_INFINITE blocks; on expiry the get is withdrawn and FP_E_TIMEOUT returned).
- * buffer starts with FP_MESSAGE_HEADER; size >= 16. *bytes_copied (optional) = header + payload
- * bytes written. A message longer than the buffer: header + what fits are copied, the message
- * counts as delivered, FP_E_INSUFFICIENT_BUFFER. */
+/* ---- overlapped gets ----
+ * A get is an I/O request that stays pending after the call returns, as an overlapped
+ * FilterGetMessage does. The kernel's send copies the message straight into the OLDEST pending
+ * get's buffer (FIFO, as Windows completes IRPs) and completes it. Every get whose submission
+ * returned FP_E_IO_PENDING completes exactly once, through `done`:
+ *   S_OK                     a message: header + payload copied, bytes = header included
+ *   FP_E_INSUFFICIENT_BUFFER a longer message: header + what fits copied; it counts as delivered
+ *                            (the sender waits for a reply to its MessageId)
+ *   FP_E_OPERATION_ABORTED   cancelled (SimFilterCancelIo) before a message reached it; a get that
+ *                            a message reached first completes normally despite the cancel
+ *   FP_E_INVALID_HANDLE      the connection ended: either side disconnected or the handle was
+ *                            closed (SimFilterClose completes every pending get before returning)
+ * `done` runs with no emulator lock held, on whichever thread completed the get (the sender's,
+ * the canceller's, the closer's, or the socket transport's receiver thread), possibly before
+ * SimFilterGetMessageAsync has returned. It may submit a new get; it must not close the handle
+ * (on the socket transport the close waits for the thread that runs done). */
+typedef struct fsim_io fsim_io;
+typedef void (*fsim_io_done)(fsim_io *io, fp_hresult hr, uint32_t bytes);
+struct fsim_io {
+    FP_MESSAGE_HEADER *buffer; /* in: starts with the header; size >= 16 */
+    uint32_t size;
+    const void *key;           /* in: what SimFilterCancelIo matches (the Win32 face: the OVERLAPPED) */
+    fsim_io_done done;         /* in: called exactly once */
+    void *user;                /* in: the caller's */
+    /* emulator-private: caller-owned memory that must stay put until done() has returned */
+    struct fsim_io *_next, *_prev;
+    uint64_t _tag;
+    fp_hresult _hr;
+    uint32_t _bytes;
+    int _cancelled;
+};
+
+/* Submits one get. FP_E_IO_PENDING: pending (done will be called). Otherwise a failure and done is
+ * never called: FP_E_INVALIDARG (NULL io/buffer/done, size < 16, or a FLT_PORT_FLAG_SYNC_HANDLE
+ * handle), FP_E_INVALID_HANDLE (not a live handle, or the connection has ended). */
+fp_hresult SimFilterGetMessageAsync(SIM_HANDLE port, fsim_io *io);
+
+/* CancelIoEx: completes the gets pending on this handle whose key equals `key` (NULL: all of them)
+ * with FP_E_OPERATION_ABORTED. S_OK if any was pending, FP_E_NOT_FOUND if none. */
+fp_hresult SimFilterCancelIo(SIM_HANDLE port, const void *key);
+
+/* FilterGetMessage, synchronous: one get, waited for. timeout_ms is an emulator extension that
+ * FltLib lacks: FSIM_INFINITE blocks; on expiry the get is withdrawn (cancelled; a message that
+ * reached it first is returned) and FP_E_TIMEOUT returned; 0 polls. buffer starts with
+ * FP_MESSAGE_HEADER; size >= 16. *bytes_copied (optional) = header + payload bytes written.
+ * Returns what the get completed with (see above), FP_E_TIMEOUT, or a submission failure. */
 fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
                                uint32_t timeout_ms, uint32_t *bytes_copied);
 
-/* Batch form: `count` gets in flight at once into caller-owned buffers. Blocks until at least one
+/* Deprecated: no pump uses it; deleted with src/backends/sim.c.
+ * Batch form: `count` gets in flight at once into caller-owned buffers. Blocks until at least one
  * message arrives (or timeout / cancel / disconnect), then fills buffers 0..*filled-1 with every
- * message that is available at that moment, up to count. Each entry's hr is S_OK or
+ * message that reached them by the time the rest were withdrawn. Each entry's hr is S_OK or
  * FP_E_INSUFFICIENT_BUFFER (truncated, still delivered) and length the bytes copied (header
  * included). Returns S_OK when *filled > 0. */
 typedef struct SIM_GET_ENTRY {
@@ -138,7 +190,8 @@ fp_hresult SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_
  * STATUS_BUFFER_OVERFLOW). */
 fp_hresult SimFilterReplyMessage(SIM_HANDLE port, const FP_REPLY_HEADER *buffer, uint32_t size);
 
-/* Batch form: one lock round (one round trip on the socket transport) for `count` replies.
+/* Emulator extension (the Win32 face's FltSimReplyMessages): one lock round (one round trip on
+ * the socket transport) for `count` replies.
  * Each entry's hr receives what SimFilterReplyMessage would have returned; the call returns S_OK
  * unless the handle itself is bad (then every entry is left untouched). */
 typedef struct SIM_REPLY_ENTRY {
@@ -152,14 +205,16 @@ fp_hresult SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uin
 fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
                                 void *out_buffer, uint32_t out_size, uint32_t *bytes_returned);
 
-/* CancelIoEx(port, NULL): every get pending on this handle now returns FP_E_OPERATION_ABORTED. */
+/* Deprecated: no pump uses it; deleted with src/backends/sim.c. SimFilterCancelIo(port, NULL),
+ * returning S_OK also when nothing was pending. */
 fp_hresult SimFilterCancel(SIM_HANDLE port);
 
 /* Not in FltLib: the transport this connection runs on. FP_E_INVALID_HANDLE if `port` is not a
  * live handle. */
 fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport);
 
-/* CloseHandle: disconnects. Pending gets on other threads return FP_E_INVALID_HANDLE. */
+/* CloseHandle: disconnects. Every pending get completes with FP_E_INVALID_HANDLE before it
+ * returns (emulator's choice: the connection is gone). */
 fp_hresult SimFilterClose(SIM_HANDLE port);
 
 /* ---- misc ---- */

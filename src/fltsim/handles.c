@@ -1,4 +1,5 @@
-/* User-side handle table. A SIM_HANDLE is (generation << 32 | slot + 1), so a closed or forged
+/* User-side handle table, of typed objects (ports; the Win32 face's completion ports, events and
+ * threads). A SIM_HANDLE is (generation << 32 | slot + 1), so a closed or forged
  * handle is recognised (ERROR_INVALID_HANDLE) instead of being dereferenced. Each call holds a
  * reference on the handle's object for its duration, so a close on another thread never frees
  * memory under a running call. */
@@ -16,12 +17,13 @@ static uint32_t table_cap, free_hint;
 
 SIM_HANDLE fsim_handle_new(const fsim_handle_ops *ops, void *impl)
 {
-    fsim_hobj *o = malloc(sizeof *o);
+    fsim_hobj *o = calloc(1, sizeof *o);
     if (!o)
         return 0;
     atomic_init(&o->refs, 1);
     o->ops = ops;
     o->impl = impl;
+    atomic_init(&o->iocp, NULL);
     pthread_mutex_lock(&table_lock);
     uint32_t i;
     for (i = 0; i < table_cap; i++) {
@@ -75,11 +77,24 @@ fsim_hobj *fsim_handle_ref(SIM_HANDLE h)
     return o;
 }
 
+fsim_hobj *fsim_handle_ref_type(SIM_HANDLE h, enum fsim_htype type)
+{
+    fsim_hobj *o = fsim_handle_ref(h);
+    if (o && o->ops->type != type) {
+        fsim_handle_unref(o);
+        return NULL;
+    }
+    return o;
+}
+
 void fsim_handle_unref(fsim_hobj *o)
 {
     if (atomic_fetch_sub(&o->refs, 1) != 1)
         return;
-    o->ops->release(o->impl);
+    o->ops->release(o);
+    void *iocp = atomic_load(&o->iocp);
+    if (iocp)
+        fsim_iocp_put(iocp);
     free(o);
 }
 
@@ -95,7 +110,7 @@ int fsim_handle_close(SIM_HANDLE h)
     pthread_mutex_unlock(&table_lock);
     if (!o)
         return -1;
-    o->ops->close(o->impl);
+    o->ops->close(o);
     fsim_handle_unref(o);
     return 0;
 }

@@ -1,50 +1,40 @@
 /* Kernel side of the socket transport: a listening socket per FSIM_SOCKET server port and, per
- * accepted connection, the remote client that core.c drives through fsim_remote_ops.
+ * accepted connection, the remote client that core.c drives through fsim_sock_kernel_transport.
  *
- * Credit accounting (what makes a remote get behave like a FilterGetMessage waiting in the kernel)
+ * Credit accounting (what makes a remote get behave like a FilterGetMessage pending in the kernel)
  * ------------------------------------------------------------------------------------------------
  * core.c delivers a message to a remote client only against a credit (c->credits), one credit per
  * message; without credits messages stay queued, and a queued message whose sender times out is
- * withdrawn and never delivered. Credits must therefore stand for gets that are really waiting.
- * They are kept PER WAITING GET, never pooled per handle:
+ * withdrawn and never delivered. Credits must therefore stand for gets that are really pending.
+ * They are kept PER PENDING GET, never pooled per handle:
  *
- * - Every get on the user side that finds nothing to return sends GET(tag, n): one "group" of n
- *   credits, tagged with a connection-unique id. Groups queue FIFO here (guarded by the client's
- *   lock, like c->credits), and c->credits == the sum of the groups' remaining credits.
- * - A delivery (deliver(), under the client's lock) fills the oldest group first; every message
- *   carries its group's tag, so the user side copies it straight into that get's buffers. A group
- *   closes when it is full, or at the end of the delivery that gave it its first messages (core
- *   has nothing more queued for it right now): a get returns as soon as it has something, so its
- *   unused credits are taken back at once (c->credits -= remaining). The message that closes a
- *   group carries SK_LAST; the get on the user side returns when it sees it. No credit of a get
- *   that has returned is ever left at the kernel, and no round trip is needed for that.
- * - A get that times out or is cancelled sends REVOKE(tag). Under the client's lock the group is
- *   either still waiting (removed with its credits: REVOKE_ACK count 1, nothing was delivered to
- *   it) or already closed by a delivery (REVOKE_ACK count 0). Frames of one connection leave in
- *   order, and every delivery frame is queued for sending under the client's lock, so the messages
- *   of a closed group precede the REVOKE_ACK: the get, which waits for the ack or its SK_LAST,
- *   returns those messages with S_OK (cancel racing a completion), or FP_E_TIMEOUT /
- *   FP_E_OPERATION_ABORTED with nothing delivered and nothing on its way.
- * - Many gets on one handle are many groups: each gets its own messages, none is starved by
- *   another's leftovers, and the total credits never exceed the entries of the gets waiting.
- * - A get with timeout 0 (a poll) is GET with SK_F_POLL: after the grant, a group that nothing
- *   closed is withdrawn at once (REVOKE_ACK count 1). The user side skips even that round trip
- *   when it knows nothing is queued: core's `queued` hook sends QUEUED when a message has to wait
- *   and the user may believe the queue empty; MSGS / REVOKE_ACK say SK_F_EMPTY once it is.
- * - This file takes c->lock itself (the groups live under it, and a group's credits must leave
+ * - Every overlapped get on the user side is one "group" of one credit, tagged with a
+ *   connection-unique id; a GET frame carries the tags of the gets submitted together. Groups queue FIFO here (guarded by the client's lock, like
+ *   c->credits), and c->credits == the number of groups.
+ * - A delivery (deliver(), under the client's lock) gives each message to the oldest group, which
+ *   it closes (SK_LAST); the user side copies it straight into that get's buffer and completes it.
+ * - A cancelled get's tag goes in a REVOKE frame. Under the client's lock the group is either still waiting
+ *   (removed with its credit: REVOKE_ACK count 1, the get completes as aborted) or already closed
+ *   by a delivery (REVOKE_ACK count 0). Frames of one connection leave in order, and every
+ *   delivery frame is queued for sending under the client's lock, so the message of a closed
+ *   group precedes the REVOKE_ACK: the get completed with it (a cancel racing a completion).
+ * - A poll (a waited get with timeout 0) is GET then REVOKE. The user side skips even that round
+ *   trip when it knows nothing is queued: core's `queued` hook sends QUEUED when a message has to
+ *   wait and the user may believe the queue empty; MSGS / REVOKE_ACK say SK_F_EMPTY once it is.
+ * - This file takes c->lock itself (the groups live under it, and a group's credit must leave
  *   c->credits in the same critical section as the group: a pooled count cannot say WHOSE
- *   credits it took). deliver() and the queued hook are called with it held.
+ *   credit it took). deliver() and the queued hook are called with it held.
  *
  * Threads and lifetimes
- * - One accept thread per listening server (joined by fsim_sock_unlisten).
+ * - One accept thread per listening server (joined by unlisten).
  * - One thread per connection: handshake, then reads the user's frames. It owns the reference
  *   fsim_server_connect returned. When the connection ends (EOF, error, garbage, or a kernel-side
  *   fsim_close_client that shut the socket down) it calls fsim_close_client, hangs up only then
  *   (the user's SimFilterClose waits for that: DisconnectNotify has run when it returns, as with
  *   FltLib), joins the writer and the FilterSendMessage workers, and drops its reference as its
- *   very last act. remote_ops.release
- *   runs when the last reference goes: on the connection thread itself it detaches the thread,
- *   anywhere else it joins it (already past its last access), then frees the state.
+ *   very last act. The table's release runs when the last reference goes: on the connection
+ *   thread itself it detaches the thread, anywhere else it joins it (already past its last
+ *   access), then frees the state.
  * - Frames are written without blocking: deliver() runs under the client's lock and must not wait
  *   for a slow or stopped peer. What the socket does not take is copied to a backlog that a writer
  *   thread (started on first need) sends; while a backlog exists every frame goes behind it, so
@@ -70,11 +60,9 @@
 #define K_HELLO_TIMEOUT_MS 10000
 #define K_BATCH 64
 
-typedef struct kgroup { /* the credits of one waiting remote get */
+typedef struct kgroup { /* the credit of one pending remote get */
     struct kgroup *next;
     uint64_t tag;
-    uint32_t remaining;
-    uint32_t got;
 } kgroup;
 
 typedef struct kchunk { /* backlog: the unsent rest of one frame */
@@ -257,9 +245,9 @@ static int k_write_hdr(kconn *k, uint16_t type, uint64_t req, uint32_t count, in
     return k_write_frame(k, type, 0, req, count, hr, body, body_len);
 }
 
-/* ---- remote ops (called by core.c) ---- */
+/* ---- the transport table's connection functions (called by core.c) ---- */
 
-/* Client lock held. Assigns the messages to the waiting gets' groups (see the top of the file) and
+/* Client lock held. Gives the messages to the oldest waiting gets (see the top of the file) and
  * writes them, K_BATCH messages or SK_FRAME_MAX bytes per frame at most. */
 static int k_deliver(void *remote, fsim_msg *const *msgs, uint32_t n)
 {
@@ -272,29 +260,12 @@ static int k_deliver(void *remote, fsim_msg *const *msgs, uint32_t n)
     int rc = 0;
     for (uint32_t i = 0; i < n; i++) {
         kgroup *g = k->g_head;
-        if (!g) { /* credits without a waiting get: cannot happen while the sums agree */
+        if (!g) { /* credits without a waiting get: cannot happen while the counts agree */
             rc = -1;
             goto out;
         }
         const fsim_msg *m = msgs[i];
-        ents[i] = (sk_msg_ent){g->tag, m->id, fsim_message_reply_length(m), m->length, 0, 0};
-        g->got++;
-        if (--g->remaining == 0) {
-            ents[i].flags = SK_LAST;
-            k->g_head = g->next;
-            if (!k->g_head)
-                k->g_tail = NULL;
-            k->ngroups--;
-            g->next = k->g_free;
-            k->g_free = g;
-        }
-    }
-    kgroup *g = k->g_head;
-    if (n && g && g->got && !c->q_head) {
-        /* It has its messages and core has no more queued: the get returns now, so its unused
-         * credits go. (With more queued, core's grant loop continues filling this group.) */
-        ents[n - 1].flags |= SK_LAST;
-        c->credits -= g->remaining < c->credits ? g->remaining : c->credits;
+        ents[i] = (sk_msg_ent){g->tag, m->id, fsim_message_reply_length(m), m->length, SK_LAST, 0};
         k->g_head = g->next;
         if (!k->g_head)
             k->g_tail = NULL;
@@ -397,7 +368,6 @@ static void k_queued(void *remote)
     }
 }
 
-static const fsim_remote_ops k_rops = {k_deliver, k_disconnected, k_release, k_queued};
 
 /* ---- FilterSendMessage workers ---- */
 
@@ -470,7 +440,7 @@ static void submit_job(kconn *k, kjob *j)
 
 /* Client lock held. Withdraws the group `tag` if it still waits (1), and answers REVOKE_ACK: under
  * the lock, so the answer's SK_F_EMPTY is in order with QUEUED and deliveries. */
-static int revoke_locked(kconn *k, uint64_t tag, int answer_if_gone)
+static int revoke_locked(kconn *k, uint64_t tag)
 {
     fsim_client *c = k->client;
     uint32_t found = 0;
@@ -485,14 +455,12 @@ static int revoke_locked(kconn *k, uint64_t tag, int answer_if_gone)
         if (k->g_tail == g)
             k->g_tail = prev;
         k->ngroups--;
-        c->credits -= g->remaining < c->credits ? g->remaining : c->credits;
+        c->credits -= c->credits ? 1 : 0;
         g->next = k->g_free;
         k->g_free = g;
         found = 1;
         break;
     }
-    if (!found && !answer_if_gone)
-        return 0;
     uint16_t flags = 0;
     if (!c->q_head) {
         flags = SK_F_EMPTY;
@@ -501,52 +469,66 @@ static int revoke_locked(kconn *k, uint64_t tag, int answer_if_gone)
     return k_write_frame(k, SK_REVOKE_ACK, flags, tag, found, FP_S_OK, NULL, 0);
 }
 
+/* The tags of a GET / REVOKE frame, or NULL if the frame is malformed. */
+static const uint64_t *frame_tags(const sk_hdr *h)
+{
+    if (h->count == 0 || h->count > SK_MAX_TAGS ||
+        h->len != sizeof *h + (size_t)h->count * sizeof(uint64_t))
+        return NULL;
+    return (const uint64_t *)(const void *)(h + 1);
+}
+
 static int on_get(kconn *k, const sk_hdr *h)
 {
     fsim_client *c = k->client;
-    if (h->len != sizeof *h || h->count == 0 || h->count > SK_MAX_GET)
+    const uint64_t *tags = frame_tags(h);
+    if (!tags)
         return -1;
     pthread_mutex_lock(&c->lock);
-    kgroup *g = k->g_free;
-    if (g)
-        k->g_free = g->next;
-    else
-        g = malloc(sizeof *g);
-    if (!g || k->ngroups >= SK_MAX_GROUPS) {
-        if (g) {
-            g->next = k->g_free;
-            k->g_free = g;
+    for (uint32_t i = 0; i < h->count; i++) {
+        kgroup *g = k->g_free;
+        if (g)
+            k->g_free = g->next;
+        else
+            g = malloc(sizeof *g);
+        if (!g || k->ngroups >= SK_MAX_GROUPS) {
+            if (g) {
+                g->next = k->g_free;
+                k->g_free = g;
+            }
+            pthread_mutex_unlock(&c->lock);
+            return -1;
         }
-        pthread_mutex_unlock(&c->lock);
-        return -1;
+        uint64_t tag;
+        memcpy(&tag, &tags[i], sizeof tag);
+        *g = (kgroup){NULL, tag};
+        if (k->g_tail)
+            k->g_tail->next = g;
+        else
+            k->g_head = g;
+        k->g_tail = g;
+        k->ngroups++;
     }
-    *g = (kgroup){NULL, h->req, h->count, 0};
-    if (k->g_tail)
-        k->g_tail->next = g;
-    else
-        k->g_head = g;
-    k->g_tail = g;
-    k->ngroups++;
     pthread_mutex_unlock(&c->lock);
-    /* The group is queued behind every earlier one before its credits exist, so no delivery can
-     * reach it before they do. */
+    /* The groups are queued behind every earlier one before their credits exist, so no delivery
+     * can reach them before they do. */
     fsim_client_grant(c, h->count);
-    if (!(h->flags & SK_F_POLL))
-        return 0;
-    /* A poll: whatever the grant delivered closed the group; if nothing did, withdraw it now. */
-    pthread_mutex_lock(&c->lock);
-    int rc = revoke_locked(k, h->req, 0);
-    pthread_mutex_unlock(&c->lock);
-    return rc;
+    return 0;
 }
 
 static int on_revoke(kconn *k, const sk_hdr *h)
 {
     fsim_client *c = k->client;
-    if (h->len != sizeof *h)
+    const uint64_t *tags = frame_tags(h);
+    if (!tags)
         return -1;
+    int rc = 0;
     pthread_mutex_lock(&c->lock);
-    int rc = revoke_locked(k, h->req, 1);
+    for (uint32_t i = 0; i < h->count && rc == 0; i++) {
+        uint64_t tag;
+        memcpy(&tag, &tags[i], sizeof tag);
+        rc = revoke_locked(k, tag);
+    }
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
@@ -622,17 +604,17 @@ static int dispatch(kconn *k, const sk_hdr *h)
 static int wait_readable(int fd, int timeout_ms)
 {
     struct pollfd p = {fd, POLLIN, 0};
-    uint64_t end = fsim_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint64_t end = fp_now_ns() + (uint64_t)timeout_ms * FP_NS_PER_MS;
     for (;;) {
         int r = poll(&p, 1, timeout_ms);
         if (r > 0)
             return 1;
         if (r == 0 || errno != EINTR)
             return 0;
-        uint64_t now = fsim_now_ns();
+        uint64_t now = fp_now_ns();
         if (now >= end)
             return 0;
-        timeout_ms = (int)((end - now) / 1000000u);
+        timeout_ms = (int)((end - now) / FP_NS_PER_MS);
     }
 }
 
@@ -663,7 +645,7 @@ static fsim_client *handshake(kconn *k)
     fsim_client *c = NULL;
     if (hr == FP_S_OK)
         hr = fsim_server_connect(k->server, hello.ctx_len ? name + hello.name_len : NULL,
-                                 hello.ctx_len, (uint32_t)cr.pid, (uint32_t)cr.uid, &k_rops, k,
+                                 hello.ctx_len, (uint32_t)cr.pid, (uint32_t)cr.uid, &fsim_sock_kernel_transport, k,
                                  &c);
     if (!c) { /* a refusal: 24 bytes into an empty socket buffer, no backlog needed */
         sk_hdr a = {sizeof a, SK_HELLO_ACK, 0, 0, hr, 0};
@@ -818,7 +800,7 @@ static int live(const struct sockaddr_un *a)
     return r == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
-fp_ntstatus fsim_sock_listen(fsim_server *s)
+static fp_ntstatus k_listen(fsim_server *s)
 {
     char dir[sizeof(struct sockaddr_un)];
     fp_ntstatus st = sk_prepare_dir(dir, sizeof dir);
@@ -886,7 +868,7 @@ fp_ntstatus fsim_sock_listen(fsim_server *s)
     return FP_STATUS_SUCCESS;
 }
 
-void fsim_sock_unlisten(fsim_server *s)
+static void k_unlisten(fsim_server *s)
 {
     klistener *l = s->listener;
     if (!l)
@@ -909,3 +891,12 @@ void fsim_sock_unlisten(fsim_server *s)
     close(l->wake);
     free(l);
 }
+
+const fsim_kernel_transport fsim_sock_kernel_transport = {
+    .listen = k_listen,
+    .unlisten = k_unlisten,
+    .deliver = k_deliver,
+    .disconnected = k_disconnected,
+    .release = k_release,
+    .queued = k_queued,
+};

@@ -15,17 +15,16 @@
  *
  * Frames, user -> kernel:
  *   HELLO      count = SK_MAGIC, hr = SK_VERSION; body = sk_hello, port name, connection context
- *   GET        req = tag of one waiting get, count = its entries: grants that many credits.
- *              flags SK_F_POLL (a get with timeout 0): what is queued now, or at once a
- *              REVOKE_ACK (count 1) if nothing is: one round trip
- *   REVOKE     req = tag: withdraw that get's credits (its timeout or cancel)
+ *   GET        count = n; body = n x uint64 tag, oldest first: n pending gets, one credit each
+ *   REVOKE     count = n; body = n x uint64 tag: withdraw those gets' credits (their cancel),
+ *              answered by one REVOKE_ACK per tag, in the order given
  *   REPLY      req = request id, count = n; body = n x (sk_reply_ent + reply bytes, 8-aligned)
  *   SEND       req = request id, count = output buffer size; body = input (FilterSendMessage)
  * Frames, kernel -> user:
  *   HELLO_ACK  hr = the connect's HRESULT (then the connection is closed unless S_OK)
  *   MSGS       count = n; body = n x (sk_msg_ent + message bytes, 8-aligned)
- *   REVOKE_ACK req = tag; count = 1 if the get's credits were withdrawn before any message went to
- *              it, 0 if it had already been closed by a delivery (its messages precede this ack)
+ *   REVOKE_ACK req = tag; count = 1 if the get's credit was withdrawn before a message went to
+ *              it, 0 if it had already been closed by a delivery (its message precedes this ack)
  *   QUEUED     a message is queued at the kernel for want of a waiting get
  * MSGS and REVOKE_ACK carry SK_F_EMPTY when the kernel's queue is empty after them. QUEUED and
  * SK_F_EMPTY are written under the client's lock, in the order of the queue's changes, so the
@@ -50,7 +49,7 @@
  * (a live kernel side answers at once; this only ends waits on a stopped process). */
 #define SK_PEER_TIMEOUT_MS 30000u
 #define SK_MAGIC     0x31505346u /* "FSP1" */
-#define SK_VERSION   1
+#define SK_VERSION   2 /* 2: overlapped gets, GET / REVOKE frames carry tags */
 #define SK_REC_MAX   (64u * 1024u)
 #define SK_FRAME_MAX (FSIM_MAX_MESSAGE + 64u * 1024u) /* one 1 MiB message or reply always fits */
 #define SK_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
@@ -69,7 +68,6 @@ enum {
     SK_QUEUED,
 };
 #define SK_F_EMPTY 1u /* sk_hdr.flags of MSGS / REVOKE_ACK: nothing queued at the kernel now */
-#define SK_F_POLL  2u /* sk_hdr.flags of GET: timeout 0 */
 
 typedef struct sk_hdr {
     uint32_t len;   /* bytes of the frame, this header included */
@@ -86,7 +84,7 @@ typedef struct sk_msg_ent {
     uint64_t id;           /* MessageId */
     uint32_t reply_length; /* FP_MESSAGE_HEADER.ReplyLength */
     uint32_t length;
-    uint32_t flags;        /* SK_LAST: the get's credits are closed after this message */
+    uint32_t flags;        /* SK_LAST: the get is closed by this message (always: one credit) */
     uint32_t _pad;
 } sk_msg_ent;
 #define SK_LAST 1u
@@ -109,7 +107,7 @@ typedef struct sk_hello {
 } sk_hello;
 
 /* Limits on what one connection may ask of the kernel side (emulator's choice). */
-#define SK_MAX_GET    65536u /* entries of one get: a larger batch get is served as this many */
+#define SK_MAX_TAGS   4096u  /* tags in one GET / REVOKE frame (more go in several frames) */
 #define SK_MAX_GROUPS 16384u /* gets waiting at once on one connection */
 
 /* ---- sockets ---- */

@@ -2,14 +2,16 @@
  * lives in another process (or in this one, but on FSIM_SOCKET), and the handle ops over the
  * connection. See sock_proto.h for the frames and sock_kernel.c for the credit accounting.
  *
- * Every call that needs an answer registers a waiter under a connection-unique id (a get's id is
- * its credit group's tag) BEFORE writing its frame, then sleeps on its thread's condition variable.
- * One receiver thread per connection reads the kernel's frames and completes waiters by id:
- * messages are copied straight into the waiting get's buffers, acks into the caller's arrays. So
- * any number of threads may get, reply and send at once on one handle. When the connection ends
- * (EOF: the kernel closed the client port or its process died; or this handle was closed) the
- * receiver marks it dead and wakes everyone: every pending and later call returns
- * FP_E_INVALID_HANDLE (a get that already holds messages returns them first).
+ * A get is an overlapped request: registered under a connection-unique tag, announced by a GET
+ * frame of one credit, completed by the receiver thread when the message for its tag arrives
+ * (copied straight into its buffer) or when a REVOKE_ACK says its credit was withdrawn (cancel).
+ * Every other call that needs an answer registers a waiter under an id BEFORE writing its frame,
+ * then sleeps on its thread's condition variable; the receiver copies acks into the caller's
+ * arrays. So any number of threads may get, reply and send at once on one handle. When the
+ * connection ends (EOF: the kernel closed the client port or its process died; or this handle was
+ * closed) the receiver marks it dead, completes every pending get with FP_E_INVALID_HANDLE and
+ * wakes every waiter: later calls return FP_E_INVALID_HANDLE. Completions run after the
+ * receiver has released the connection's lock.
  *
  * Writes are blocking, whole frames under `wlock`; the kernel side never stops reading (it never
  * blocks on its own writes), so they cannot deadlock. A failed write shuts the socket down, which
@@ -31,18 +33,14 @@
 #define U_REPLY_CHUNK 4096u /* replies per REPLY frame at most */
 #define U_CLOSE_WAIT_MS 2000
 
-enum { UW_GET = 1, UW_REPLY, UW_SEND, UW_CLOSE };
+enum { UW_REPLY = 1, UW_SEND, UW_CLOSE };
 
-typedef struct uwait {
+typedef struct uwait { /* a call waiting for its answer */
     struct uwait *next, *prev;
     uint64_t id;
     int kind;
-    int done; /* get: closed by SK_LAST or REVOKE_ACK; others: ack received */
+    int done; /* ack received */
     pthread_cond_t *cv;
-    /* get */
-    SIM_GET_ENTRY *e;
-    uint32_t n, filled;
-    int cancelled;
     /* reply */
     int32_t *hrs;
     uint32_t nhrs;
@@ -55,11 +53,13 @@ typedef struct uwait {
 typedef struct ucon {
     int fd;
     uint32_t rec_max;
-    pthread_mutex_t lock; /* guards dead, queued, next_id, the waiters */
+    pthread_mutex_t lock; /* guards dead, queued, next_id, the waiters, the gets */
     int dead;
     int queued; /* the kernel may have messages queued (QUEUED seen, no SK_F_EMPTY since) */
     uint64_t next_id;
     uwait *b[U_BUCKETS];
+    fsim_io *g[U_BUCKETS]; /* pending gets by tag */
+    uint32_t npending;
     pthread_mutex_t wlock; /* one frame at a time on the socket */
     pthread_t rx;
     int rx_started;
@@ -100,24 +100,57 @@ static uwait *w_find(ucon *u, uint64_t id)
     return NULL;
 }
 
+/* ---- pending gets (u->lock held) ---- */
+
+static void g_link(ucon *u, fsim_io *io)
+{
+    io->_tag = u->next_id++;
+    fsim_io **b = &u->g[io->_tag % U_BUCKETS];
+    io->_prev = NULL;
+    io->_next = *b;
+    if (*b)
+        (*b)->_prev = io;
+    *b = io;
+    u->npending++;
+}
+
+static void g_unlink(ucon *u, fsim_io *io)
+{
+    if (io->_prev)
+        io->_prev->_next = io->_next;
+    else
+        u->g[io->_tag % U_BUCKETS] = io->_next;
+    if (io->_next)
+        io->_next->_prev = io->_prev;
+    io->_next = io->_prev = NULL;
+    u->npending--;
+}
+
+static fsim_io *g_find(ucon *u, uint64_t tag)
+{
+    for (fsim_io *io = u->g[tag % U_BUCKETS]; io; io = io->_next)
+        if (io->_tag == tag)
+            return io;
+    return NULL;
+}
+
 /* ---- writing ---- */
 
-static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
+static int u_write_locked(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
 {
     size_t done = 0;
-    pthread_mutex_lock(&u->wlock);
     int rc = sk_send_records(u->fd, iov, iovcnt, total, u->rec_max, 0, &done);
     if (rc != 0)
         (void)shutdown(u->fd, SHUT_RDWR); /* the receiver ends the connection */
-    pthread_mutex_unlock(&u->wlock);
     return rc;
 }
 
-static int u_write_hdr(ucon *u, uint16_t type, uint64_t req, uint32_t count)
+static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
 {
-    sk_hdr h = {sizeof h, type, 0, count, 0, req};
-    struct iovec v = {&h, sizeof h};
-    return u_write(u, &v, 1, sizeof h);
+    pthread_mutex_lock(&u->wlock);
+    int rc = u_write_locked(u, iov, iovcnt, total);
+    pthread_mutex_unlock(&u->wlock);
+    return rc;
 }
 
 /* Waits (u->lock held) until the waiter is done or the connection dead. A kernel side that does
@@ -132,8 +165,7 @@ static uint32_t peer_timeout_ms(void)
 
 static void wait_done(ucon *u, uwait *w)
 {
-    struct timespec dl;
-    fsim_deadline(&dl, (uint64_t)peer_timeout_ms() * 1000000u);
+    struct timespec dl = fp_timespec_at(fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS);
     while (!w->done && !u->dead) {
         if (pthread_cond_timedwait(w->cv, &u->lock, &dl) == ETIMEDOUT && !w->done && !u->dead) {
             (void)shutdown(u->fd, SHUT_RDWR);
@@ -145,7 +177,8 @@ static void wait_done(ucon *u, uwait *w)
 
 /* ---- the receiver ---- */
 
-static int on_msgs(ucon *u, const sk_hdr *h)
+/* Every message goes to the get named by its tag, which it completes (a get is one credit). */
+static int on_msgs(ucon *u, const sk_hdr *h, fsim_done_list *dl)
 {
     const uint8_t *b = (const uint8_t *)h;
     size_t off = sizeof *h;
@@ -157,48 +190,44 @@ static int on_msgs(ucon *u, const sk_hdr *h)
         off += sizeof me;
         if (me.length > FSIM_MAX_MESSAGE || SK_ALIGN8(me.length) > h->len - off)
             return -1;
-        uwait *w = w_find(u, me.tag);
-        if (!w || w->kind != UW_GET || w->done || w->filled >= w->n)
+        fsim_io *io = g_find(u, me.tag);
+        if (!io || !(me.flags & SK_LAST))
             return -1; /* a message nobody asked for: the kernel side broke the protocol */
-        SIM_GET_ENTRY *e = &w->e[w->filled++];
-        FP_MESSAGE_HEADER mh = {me.reply_length, 0, me.id};
-        memcpy(e->buffer, &mh, sizeof mh);
-        uint32_t room = e->size - (uint32_t)sizeof mh;
-        uint32_t n = me.length < room ? me.length : room;
-        if (n)
-            memcpy((uint8_t *)e->buffer + sizeof mh, b + off, n);
-        e->length = (uint32_t)sizeof mh + n;
-        e->hr = n < me.length ? FP_E_INSUFFICIENT_BUFFER : FP_S_OK;
+        uint32_t bytes;
+        fp_hresult hr = fsim_copy_to(io->buffer, io->size, me.reply_length, me.id, b + off,
+                                     me.length, &bytes);
+        g_unlink(u, io);
+        fsim_done_add(dl, io, hr, bytes);
         off += SK_ALIGN8(me.length);
-        if (me.flags & SK_LAST) {
-            w->done = 1;
-            pthread_cond_signal(w->cv);
-        }
     }
     return off == h->len ? 0 : -1;
 }
 
-static int dispatch(ucon *u, const sk_hdr *h)
+static int dispatch(ucon *u, const sk_hdr *h, fsim_done_list *dl)
 {
     uwait *w;
+    fsim_io *io;
     switch (h->type) {
     case SK_MSGS:
         if (h->flags & SK_F_EMPTY)
             u->queued = 0;
-        return on_msgs(u, h);
+        return on_msgs(u, h, dl);
     case SK_QUEUED:
         u->queued = 1;
         return h->len == sizeof *h ? 0 : -1;
     case SK_REVOKE_ACK:
-        /* Unknown: the get was already closed by its SK_LAST and has returned. */
+        /* count 1: withdrawn before any message reached it. 0: its message came first and has
+         * completed it already. */
         if (h->len != sizeof *h)
             return -1;
         if (h->flags & SK_F_EMPTY)
             u->queued = 0;
-        w = w_find(u, h->req);
-        if (w && w->kind == UW_GET && !w->done) {
-            w->done = 1;
-            pthread_cond_signal(w->cv);
+        io = g_find(u, h->req);
+        if (h->count == 1) {
+            if (!io)
+                return -1;
+            g_unlink(u, io);
+            fsim_done_add(dl, io, FP_E_OPERATION_ABORTED, 0);
         }
         return 0;
     case SK_REPLY_ACK:
@@ -232,86 +261,122 @@ static void *rx_main(void *p)
 {
     ucon *u = p;
     sk_hdr *h;
+    fsim_done_list dl = {0};
     while (sk_read_frame(&u->rd, &h) == 1) {
         pthread_mutex_lock(&u->lock);
-        int rc = dispatch(u, h);
+        int rc = dispatch(u, h, &dl);
         pthread_mutex_unlock(&u->lock);
+        fsim_done_run(&dl);
         if (rc != 0)
             break;
     }
     (void)shutdown(u->fd, SHUT_RDWR); /* garbage from the peer: hang up on it */
     pthread_mutex_lock(&u->lock);
     u->dead = 1;
-    for (uint32_t i = 0; i < U_BUCKETS; i++)
+    for (uint32_t i = 0; i < U_BUCKETS; i++) {
         for (uwait *w = u->b[i]; w; w = w->next)
             pthread_cond_signal(w->cv);
+        while (u->g[i]) {
+            fsim_io *io = u->g[i];
+            g_unlink(u, io);
+            fsim_done_add(&dl, io, FP_E_INVALID_HANDLE, 0);
+        }
+    }
     pthread_mutex_unlock(&u->lock);
+    fsim_done_run(&dl);
     return NULL;
 }
 
 /* ---- handle ops ---- */
 
-static fp_hresult u_get(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
-                        uint32_t *filled)
+/* Sends the tags as frames of `type` (GET or REVOKE), SK_MAX_TAGS at most each. wlock held. A
+ * failure ends the connection: the receiver then completes every pending get. */
+static void write_tags(ucon *u, uint16_t type, const uint64_t *tags, uint32_t n)
+{
+    for (uint32_t i = 0; i < n;) {
+        uint32_t k = n - i < SK_MAX_TAGS ? n - i : SK_MAX_TAGS;
+        sk_hdr h = {(uint32_t)(sizeof h + k * sizeof *tags), type, 0, k, 0, 0};
+        struct iovec v[2] = {{&h, sizeof h}, {(void *)(tags + i), k * sizeof *tags}};
+        if (u_write_locked(u, v, 2, h.len) != 0)
+            return;
+        i += k;
+    }
+}
+
+/* One credit per get, their tags in one GET frame. wlock is taken before the tags exist, so the
+ * GET leaves before any REVOKE of them can. */
+static fp_hresult u_get_async(void *impl, fsim_io *ios, uint32_t n)
 {
     ucon *u = impl;
-    uwait w;
-    memset(&w, 0, sizeof w);
-    w.kind = UW_GET;
-    w.e = e;
-    w.n = n < SK_MAX_GET ? n : SK_MAX_GET;
-    w.cv = fsim_thread_cond();
-    *filled = 0;
-    struct timespec dl;
-    if (timeout_ms != FSIM_INFINITE)
-        fsim_deadline(&dl, (uint64_t)timeout_ms * 1000000u);
+    uint64_t stack_tags[U_STACK], *tags = n <= U_STACK ? stack_tags : malloc(n * sizeof *tags);
+    if (!tags)
+        return FP_E_OUTOFMEMORY;
+    pthread_mutex_lock(&u->wlock);
     pthread_mutex_lock(&u->lock);
     if (u->dead) {
         pthread_mutex_unlock(&u->lock);
+        pthread_mutex_unlock(&u->wlock);
+        if (tags != stack_tags)
+            free(tags);
         return FP_E_INVALID_HANDLE;
     }
-    if (timeout_ms == 0 && !u->queued) { /* a poll, and nothing is queued: no round trip */
-        pthread_mutex_unlock(&u->lock);
-        return FP_E_TIMEOUT;
+    for (uint32_t i = 0; i < n; i++) {
+        g_link(u, &ios[i]);
+        tags[i] = ios[i]._tag; /* the ios may complete once unlocked */
     }
-    w_link(u, &w);
     pthread_mutex_unlock(&u->lock);
-    sk_hdr gh = {sizeof gh, SK_GET, timeout_ms == 0 ? SK_F_POLL : 0, w.n, 0, w.id};
-    struct iovec gv = {&gh, sizeof gh};
-    int sent = u_write(u, &gv, 1, sizeof gh) == 0;
-    fp_hresult why = timeout_ms == 0 ? FP_E_TIMEOUT : FP_S_OK;
+    write_tags(u, SK_GET, tags, n);
+    pthread_mutex_unlock(&u->wlock);
+    if (tags != stack_tags)
+        free(tags);
+    return FP_E_IO_PENDING;
+}
+
+static int tag_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* REVOKE of the matching gets, newest first: a message arriving meanwhile goes to the oldest get
+ * still waiting, so the gets that receive messages stay the oldest (SimFilterGetMessages relies
+ * on it). Each REVOKE_ACK completes its get, unless its message came first. */
+static fp_hresult u_cancel(void *impl, const void *key)
+{
+    ucon *u = impl;
+    uint64_t stack_tags[U_STACK], *tags = stack_tags;
+    uint32_t n = 0, any = 0;
     pthread_mutex_lock(&u->lock);
-    if (sent && timeout_ms == 0) /* a poll: answered at once */
-        wait_done(u, &w);
-    while (sent && !w.done && !u->dead) {
-        if (w.cancelled) {
-            why = FP_E_OPERATION_ABORTED;
-            break;
-        }
-        if (timeout_ms == FSIM_INFINITE)
-            pthread_cond_wait(w.cv, &u->lock);
-        else if (pthread_cond_timedwait(w.cv, &u->lock, &dl) == ETIMEDOUT && !w.done &&
-                 !w.cancelled) {
-            why = FP_E_TIMEOUT;
-            break;
-        }
-    }
-    if (sent && !w.done && !u->dead) {
-        /* Withdraw the credits and wait for the kernel's word: either they are gone, or a
-         * delivery closed them first and its messages are already here. */
+    if (u->npending > U_STACK && !(tags = malloc(u->npending * sizeof *tags))) {
         pthread_mutex_unlock(&u->lock);
-        (void)u_write_hdr(u, SK_REVOKE, w.id, 0);
-        pthread_mutex_lock(&u->lock);
-        wait_done(u, &w);
+        return FP_E_OUTOFMEMORY;
     }
-    w_unlink(u, &w);
+    for (uint32_t i = 0; i < U_BUCKETS; i++)
+        for (fsim_io *io = u->g[i]; io; io = io->_next)
+            if (!key || io->key == key) {
+                any = 1;
+                if (!io->_cancelled) {
+                    io->_cancelled = 1;
+                    tags[n++] = io->_tag;
+                }
+            }
     pthread_mutex_unlock(&u->lock);
-    *filled = w.filled;
-    if (w.filled)
-        return FP_S_OK;
-    if (w.done)
-        return why;
-    return FP_E_INVALID_HANDLE;
+    qsort(tags, n, sizeof *tags, tag_desc);
+    pthread_mutex_lock(&u->wlock);
+    write_tags(u, SK_REVOKE, tags, n);
+    pthread_mutex_unlock(&u->wlock);
+    if (tags != stack_tags)
+        free(tags);
+    return any ? FP_S_OK : FP_E_NOT_FOUND;
+}
+
+static int u_idle(void *impl)
+{
+    ucon *u = impl;
+    pthread_mutex_lock(&u->lock);
+    int idle = !u->queued && !u->dead; /* a dead connection answers FP_E_INVALID_HANDLE */
+    pthread_mutex_unlock(&u->lock);
+    return idle;
 }
 
 /* What fsim_client_reply refuses with E_INVALIDARG is refused here, without a round trip. */
@@ -449,34 +514,18 @@ static fp_hresult u_send(void *impl, const void *in, uint32_t in_size, void *out
     return w.hr;
 }
 
-static fp_hresult u_cancel(void *impl)
-{
-    ucon *u = impl;
-    pthread_mutex_lock(&u->lock);
-    for (uint32_t i = 0; i < U_BUCKETS; i++)
-        for (uwait *w = u->b[i]; w; w = w->next)
-            if (w->kind == UW_GET && !w->done) {
-                w->cancelled = 1;
-                pthread_cond_signal(w->cv);
-            }
-    pthread_mutex_unlock(&u->lock);
-    return FP_S_OK;
-}
-
 /* CloseHandle. Like FltLib's, it returns once the kernel side has disconnected the client port
  * (DisconnectNotify has run): we stop writing, the kernel reads EOF, closes the client and then
  * hangs up, which our receiver sees. A kernel that does not answer within U_CLOSE_WAIT_MS (its
  * process stopped, say) is hung up on without waiting further. */
-static void u_close(void *impl)
+static void u_hangup(ucon *u)
 {
-    ucon *u = impl;
     if (u->rx_started) {
         uwait w;
         memset(&w, 0, sizeof w);
         w.kind = UW_CLOSE;
         w.cv = fsim_thread_cond();
-        struct timespec dl;
-        fsim_deadline(&dl, (uint64_t)U_CLOSE_WAIT_MS * 1000000u);
+        struct timespec dl = fp_timespec_at(fp_now_ns() + U_CLOSE_WAIT_MS * FP_NS_PER_MS);
         pthread_mutex_lock(&u->lock);
         w_link(u, &w);
         pthread_mutex_unlock(&u->lock);
@@ -502,10 +551,13 @@ static void u_free(ucon *u)
     free(u);
 }
 
-static void u_release(void *impl) { u_free(impl); }
+static void u_close(fsim_hobj *o) { u_hangup(o->impl); }
+static void u_release(fsim_hobj *o) { u_free(o->impl); }
 
-static const fsim_handle_ops sock_handle_ops = {u_get, u_reply, u_send, u_cancel, u_close,
-                                                u_release, FSIM_SOCKET};
+static const fsim_handle_ops sock_handle_ops = {
+    .type = FSIM_H_PORT, .transport = FSIM_SOCKET, .get_async = u_get_async, .cancel = u_cancel,
+    .idle = u_idle, .reply = u_reply, .send = u_send, .close = u_close, .release = u_release,
+};
 
 /* ---- connecting ---- */
 
@@ -637,7 +689,7 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     u->rx_started = 1;
     SIM_HANDLE handle = fsim_handle_new(&sock_handle_ops, u);
     if (!handle) {
-        u_close(u);
+        u_hangup(u);
         u_free(u);
         return FP_E_OUTOFMEMORY;
     }

@@ -7,10 +7,11 @@
 
 /* ---- inproc handle ops: straight onto the kernel-side client ---- */
 
-static fp_hresult ip_get(void *impl, SIM_GET_ENTRY *e, uint32_t n, uint32_t t, uint32_t *filled)
+static fp_hresult ip_get_async(void *impl, fsim_io *ios, uint32_t n)
 {
-    return fsim_client_get(impl, e, n, t, filled);
+    return fsim_client_get_async(impl, ios, n);
 }
+static fp_hresult ip_cancel(void *impl, const void *key) { return fsim_client_cancel(impl, key); }
 
 static fp_hresult ip_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
 {
@@ -23,19 +24,19 @@ static fp_hresult ip_send(void *impl, const void *in, uint32_t in_size, void *ou
     return fsim_client_user_send(impl, in, in_size, out, out_size, returned);
 }
 
-static fp_hresult ip_cancel(void *impl)
-{
-    fsim_client_cancel(impl);
-    return FP_S_OK;
-}
+static void ip_close(fsim_hobj *o) { fsim_close_client(o->impl); }
+static void ip_release(fsim_hobj *o) { fsim_client_release(o->impl); }
 
-static void ip_close(void *impl) { fsim_close_client(impl); }
-static void ip_release(void *impl) { fsim_client_release(impl); }
-
-static const fsim_handle_ops inproc_ops = {ip_get, ip_reply, ip_send, ip_cancel, ip_close,
-                                           ip_release, FSIM_INPROC};
+static const fsim_handle_ops inproc_ops = {
+    .type = FSIM_H_PORT, .transport = FSIM_INPROC, .get_async = ip_get_async,
+    .cancel = ip_cancel, .reply = ip_reply, .send = ip_send, .close = ip_close,
+    .release = ip_release,
+};
 
 /* ---- the API ---- */
+
+static fp_hresult connect_port(const char *name, const void *context, uint32_t context_size,
+                          SIM_HANDLE *port);
 
 fp_hresult SimFilterConnectCommunicationPort(const char *name, uint32_t options,
                                              const void *context, uint32_t context_size,
@@ -52,6 +53,18 @@ fp_hresult SimFilterConnectCommunicationPort(const char *name, uint32_t options,
     if ((context == NULL) != (context_size == 0) || context_size > FSIM_MAX_CONTEXT)
         return FP_E_INVALIDARG;
 
+    fp_hresult hr = connect_port(name, context, context_size, port);
+    if (FP_SUCCEEDED(hr) && options) {
+        fsim_hobj *o = fsim_handle_ref(*port);
+        o->options = options; /* nobody else has seen the handle yet */
+        fsim_handle_unref(o);
+    }
+    return hr;
+}
+
+static fp_hresult connect_port(const char *name, const void *context, uint32_t context_size,
+                          SIM_HANDLE *port)
+{
     fsim_server *s = fsim_registry_find(name);
     if (s && s->transport == FSIM_INPROC) {
         fsim_client *c;
@@ -74,6 +87,124 @@ fp_hresult SimFilterConnectCommunicationPort(const char *name, uint32_t options,
     return fsim_sock_connect(name, context, context_size, port);
 }
 
+fp_hresult fsim_port_get_async(fsim_hobj *o, fsim_io *io)
+{
+    if (o->options & FLT_PORT_FLAG_SYNC_HANDLE)
+        return FP_E_INVALIDARG; /* a synchronous handle takes no overlapped get */
+    io->_next = io->_prev = NULL;
+    io->_cancelled = 0;
+    return o->ops->get_async(o->impl, io, 1);
+}
+
+fp_hresult SimFilterGetMessageAsync(SIM_HANDLE port, fsim_io *io)
+{
+    if (!io || !io->buffer || io->size < sizeof(FP_MESSAGE_HEADER) || !io->done)
+        return FP_E_INVALIDARG;
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
+    if (!o)
+        return FP_E_INVALID_HANDLE;
+    fp_hresult hr = fsim_port_get_async(o, io);
+    fsim_handle_unref(o);
+    return hr;
+}
+
+fp_hresult SimFilterCancelIo(SIM_HANDLE port, const void *key)
+{
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
+    if (!o)
+        return FP_E_INVALID_HANDLE;
+    fp_hresult hr = o->ops->cancel(o->impl, key);
+    fsim_handle_unref(o);
+    return hr;
+}
+
+fp_hresult SimFilterCancel(SIM_HANDLE port)
+{
+    fp_hresult hr = SimFilterCancelIo(port, NULL);
+    return hr == FP_E_NOT_FOUND ? FP_S_OK : hr;
+}
+
+/* ---- waited gets over the overlapped ones ---- */
+
+typedef struct waited {
+    sem_t *sem; /* the waiting thread's: posted once per completion */
+    SIM_GET_ENTRY *e;
+    fsim_io *ios;
+} waited;
+
+static void waited_done(fsim_io *io, fp_hresult hr, uint32_t bytes)
+{
+    waited *w = io->user;
+    SIM_GET_ENTRY *e = &w->e[io - w->ios];
+    e->hr = hr;
+    e->length = bytes;
+    sem_post(w->sem); /* the last touch: the waiter may return at once */
+}
+
+static int delivered(fp_hresult hr) { return hr == FP_S_OK || hr == FP_E_INSUFFICIENT_BUFFER; }
+
+#define WAITED_STACK 16u
+
+/* n gets submitted at once; waits for the first completion (or the timeout), withdraws the rest
+ * (key: this call) and takes every completion. Pending gets are completed oldest first, and a
+ * transport withdraws them newest first, so the messages land in a prefix of the entries; the
+ * loop at the end only guards that. */
+static fp_hresult waited_get(SIM_HANDLE port, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
+                             uint32_t *filled)
+{
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
+    if (!o)
+        return FP_E_INVALID_HANDLE;
+    if (timeout_ms == 0 && o->ops->idle && o->ops->idle(o->impl)) {
+        fsim_handle_unref(o);
+        return FP_E_TIMEOUT;
+    }
+    fsim_io stack_ios[WAITED_STACK];
+    fsim_io *ios = n <= WAITED_STACK ? stack_ios : malloc(n * sizeof *ios);
+    if (!ios) {
+        fsim_handle_unref(o);
+        return FP_E_OUTOFMEMORY;
+    }
+    uint64_t deadline = timeout_ms == FSIM_INFINITE ? 0 : fp_now_ns() + timeout_ms * FP_NS_PER_MS;
+    waited w = {fsim_thread_sem(), e, ios};
+    for (uint32_t i = 0; i < n; i++) {
+        ios[i] = (fsim_io){.buffer = e[i].buffer, .size = e[i].size, .key = &w,
+                           .done = waited_done, .user = &w};
+        e[i].length = 0;
+        e[i].hr = FP_E_OPERATION_ABORTED;
+    }
+    fp_hresult hr = o->ops->get_async(o->impl, ios, n); /* one GET frame on the socket */
+    uint32_t posted = hr == FP_E_IO_PENDING ? n : 0;
+    if (posted) {
+        uint32_t taken = fsim_sem_take(w.sem, deadline) == 0;
+        int timed_out = !taken;
+        if (taken < posted)
+            (void)o->ops->cancel(o->impl, &w);
+        for (; taken < posted; taken++)
+            fsim_sem_take(w.sem, 0);
+        uint32_t k = 0, gone = 0;
+        for (uint32_t i = 0; i < posted; i++) {
+            gone |= e[i].hr == FP_E_INVALID_HANDLE;
+            if (!delivered(e[i].hr))
+                continue;
+            if (i != k) { /* not a prefix after all: move it down (it still counts as delivered) */
+                uint32_t len = e[i].length < e[k].size ? e[i].length : e[k].size;
+                memcpy(e[k].buffer, e[i].buffer, len);
+                e[k].length = len;
+                e[k].hr = len < e[i].length ? FP_E_INSUFFICIENT_BUFFER : e[i].hr;
+            }
+            k++;
+        }
+        *filled = k;
+        hr = k ? FP_S_OK : gone ? FP_E_INVALID_HANDLE : timed_out ? FP_E_TIMEOUT
+                                                              : FP_E_OPERATION_ABORTED;
+    }
+    if (ios != stack_ios)
+        free(ios);
+    fsim_handle_unref(o);
+    return hr;
+}
+
 static int entries_valid(const SIM_GET_ENTRY *e, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
@@ -89,12 +220,7 @@ fp_hresult SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_
         *filled = 0;
     if (!filled || !entries || count == 0 || !entries_valid(entries, count))
         return FP_E_INVALIDARG;
-    fsim_hobj *o = fsim_handle_ref(port);
-    if (!o)
-        return FP_E_INVALID_HANDLE;
-    fp_hresult hr = o->ops->get(o->impl, entries, count, timeout_ms, filled);
-    fsim_handle_unref(o);
-    return hr;
+    return waited_get(port, entries, count, timeout_ms, filled);
 }
 
 fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
@@ -104,7 +230,9 @@ fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint3
     uint32_t filled = 0;
     if (bytes_copied)
         *bytes_copied = 0;
-    fp_hresult hr = SimFilterGetMessages(port, &e, 1, timeout_ms, &filled);
+    if (!buffer || size < sizeof(FP_MESSAGE_HEADER))
+        return FP_E_INVALIDARG;
+    fp_hresult hr = waited_get(port, &e, 1, timeout_ms, &filled);
     if (!FP_SUCCEEDED(hr))
         return hr;
     if (bytes_copied)
@@ -116,7 +244,7 @@ fp_hresult SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uin
 {
     if (!entries || count == 0)
         return FP_E_INVALIDARG;
-    fsim_hobj *o = fsim_handle_ref(port);
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
     if (!o)
         return FP_E_INVALID_HANDLE;
     fp_hresult hr = o->ops->reply(o->impl, entries, count);
@@ -145,7 +273,7 @@ fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t
         out_size = 0; /* "ignored if lpOutBuffer is NULL" */
     if (out_size > FSIM_MAX_MESSAGE)
         return FP_E_INVALIDARG;
-    fsim_hobj *o = fsim_handle_ref(port);
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
     if (!o)
         return FP_E_INVALID_HANDLE;
     fp_hresult hr = o->ops->send(o->impl, in_buffer, in_size, out_buffer, out_size, bytes_returned);
@@ -153,19 +281,9 @@ fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t
     return hr;
 }
 
-fp_hresult SimFilterCancel(SIM_HANDLE port)
-{
-    fsim_hobj *o = fsim_handle_ref(port);
-    if (!o)
-        return FP_E_INVALID_HANDLE;
-    fp_hresult hr = o->ops->cancel(o->impl);
-    fsim_handle_unref(o);
-    return hr;
-}
-
 fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport)
 {
-    fsim_hobj *o = transport ? fsim_handle_ref(port) : NULL;
+    fsim_hobj *o = transport ? fsim_handle_ref_type(port, FSIM_H_PORT) : NULL;
     if (!o)
         return transport ? FP_E_INVALID_HANDLE : FP_E_INVALIDARG;
     *transport = o->ops->transport;
@@ -175,5 +293,9 @@ fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport
 
 fp_hresult SimFilterClose(SIM_HANDLE port)
 {
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT); /* another type's handle stays open */
+    if (!o)
+        return FP_E_INVALID_HANDLE;
+    fsim_handle_unref(o);
     return fsim_handle_close(port) == 0 ? FP_S_OK : FP_E_INVALID_HANDLE;
 }

@@ -1,5 +1,5 @@
 /* Wire structs and expected answers of the two protocols the load-generating test driver
- * (src/driver) speaks, shared by the driver, the C reference client (bench/cref), the tests and
+ * (src/driver) speaks, shared by the driver, the C reference client (src/cref), the tests and
  * (through fastport/includes/driver.pxd) the Python layer.
  *
  * bench (fastport's own synthetic protocol)

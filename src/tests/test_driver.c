@@ -1,6 +1,7 @@
 /* C test program of the load-generating test driver (src/driver), the bench/scanner protocols
- * (src/protocols/bench.h) and the C reference client (bench/cref), inproc, no Python. */
+ * (src/protocols/bench.h) and the C reference client (src/cref), inproc, no Python. */
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "driver/driver.h"
-#include "../../bench/cref/cref.h"
+#include "cref/cref.h"
+
+#define HW(h) ((void *)(uintptr_t)(h)) /* a SIM_HANDLE as the Win32 HANDLE fp_cref takes */
 
 #include "check.h"
 
@@ -246,7 +249,7 @@ static void test_invalid_config(void)
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_E_INVALIDARG);
     c = cfg_of(1, FP_PROTO_SCANNER, 0, 0, 10); /* scanner ignores the payload range */
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 1, 4, FP_PROTO_SCANNER, 1032, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 4, FP_PROTO_SCANNER, 1032, &cr), FP_S_OK);
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_S_OK);
     fp_driver_result res;
     run_to_end(d, &res, 5000 * MS);
@@ -254,10 +257,10 @@ static void test_invalid_config(void)
     fp_driver_destroy(d);
     fp_cref_destroy(cr);
 
-    CHECK_EQ(fp_cref_start(r.h, 0, 4, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
-    CHECK_EQ(fp_cref_start(r.h, 1, 0, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
-    CHECK_EQ(fp_cref_start(r.h, 1, 1, 9, 64, &cr), FP_E_INVALIDARG);
-    CHECK_EQ(fp_cref_start(0, 1, 1, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(HW(r.h), 0, 4, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 0, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 1, 9, 64, &cr), FP_E_INVALIDARG);
+    CHECK_EQ(fp_cref_start(NULL, 1, 1, FP_PROTO_BENCH, 64, &cr), FP_E_INVALIDARG);
     CHECK(cr == NULL);
     rig_close(&r);
 }
@@ -271,7 +274,7 @@ static void closed_case(uint32_t k, int proto, uint32_t lo, uint32_t hi, uint64_
     rig_open(&r, "\\DrvClosed", 1);
     fp_cref *cr = NULL;
     uint32_t maxp = proto == FP_PROTO_SCANNER ? 1032 : hi;
-    CHECK_EQ(fp_cref_start(r.h, cref_threads, 16, proto, maxp, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), cref_threads, 16, proto, maxp, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(k, proto, lo, hi, n);
     c.seed = 1234 + k;
     fp_driver *d = NULL;
@@ -324,7 +327,7 @@ static void test_seconds_and_warmup(void)
     rig r;
     rig_open(&r, "\\DrvSeconds", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 2048, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 2048, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 16, 2048, 0);
     c.seconds = 0.4;
     c.warmup = 0.2;
@@ -361,6 +364,19 @@ static void test_seconds_and_warmup(void)
 
 enum { RESP_CORRECT, RESP_CORRUPT10, RESP_SWAP, RESP_SHORT7, RESP_LONG5, RESP_SILENT };
 
+typedef struct {
+    FP_MESSAGE_HEADER h;
+    uint8_t p[4096];
+} rmsg;
+
+/* One of the responder's 8 overlapped gets; completions come back on a list + semaphore. */
+typedef struct rget {
+    fsim_io io;
+    rmsg m;
+    struct rget *next;
+    fp_hresult hr;
+} rget;
+
 typedef struct responder {
     SIM_HANDLE h;
     int mode;
@@ -369,12 +385,36 @@ typedef struct responder {
     atomic_int stop;
     uint64_t replies, spoiled, infected; /* read after join */
     atomic_ulong received;               /* live */
+    rget gets[8];
+    pthread_mutex_t mu;
+    sem_t sem;
+    rget *done;
 } responder;
 
-typedef struct {
-    FP_MESSAGE_HEADER h;
-    uint8_t p[4096];
-} rmsg;
+static void rget_done(fsim_io *io, fp_hresult hr, uint32_t bytes)
+{
+    (void)bytes;
+    rget *g = (rget *)(void *)io;
+    responder *r = io->user;
+    g->hr = hr;
+    pthread_mutex_lock(&r->mu);
+    g->next = r->done;
+    r->done = g;
+    pthread_mutex_unlock(&r->mu);
+    sem_post(&r->sem);
+}
+
+/* 1 when pending; a stop that raced it cancels it (the stop's cancel may have come first). */
+static int rget_issue(responder *r, rget *g)
+{
+    g->io = (fsim_io){.buffer = &g->m.h, .size = sizeof g->m, .key = r, .done = rget_done,
+                      .user = r};
+    if (SimFilterGetMessageAsync(r->h, &g->io) != FP_E_IO_PENDING)
+        return 0;
+    if (atomic_load(&r->stop))
+        SimFilterCancelIo(r->h, r);
+    return 1;
+}
 typedef struct {
     FP_REPLY_HEADER h;
     uint8_t p[16];
@@ -383,63 +423,71 @@ typedef struct {
 static void *responder_main(void *arg)
 {
     responder *r = arg;
-    static __thread rmsg msgs[8];
     static __thread rreply reps[8];
-    SIM_GET_ENTRY e[8];
+    rmsg *msgs[8];
+    rget *taken[8];
     SIM_REPLY_ENTRY re[8];
-    for (int i = 0; i < 8; i++) {
-        e[i].buffer = &msgs[i].h;
-        e[i].size = sizeof msgs[i];
-    }
-    uint32_t rsize = fp_protocol_reply_size(r->protocol);
-    while (!atomic_load(&r->stop)) {
-        uint32_t n = 0;
-        fp_hresult hr = SimFilterGetMessages(r->h, e, 8, 50, &n);
-        if (hr == FP_E_INVALID_HANDLE)
-            break;
-        if (hr != FP_S_OK)
-            continue;
+    uint32_t rsize = fp_protocol_reply_size(r->protocol), pending = 0;
+    for (int i = 0; i < 8; i++)
+        pending += (uint32_t)rget_issue(r, &r->gets[i]);
+    while (pending) {
+        while (sem_wait(&r->sem) != 0)
+            ;
+        pthread_mutex_lock(&r->mu);
+        rget *list = r->done;
+        r->done = NULL;
+        pthread_mutex_unlock(&r->mu);
+        uint32_t n = 0, nt = 0; /* the other posts find the list empty */
+        for (rget *g = list; g; g = g->next) {
+            pending--;
+            if (g->hr == FP_S_OK)
+                msgs[n++] = &g->m;
+            taken[nt++] = g; /* aborted (stop) or disconnected: not re-issued */
+        }
         atomic_fetch_add(&r->received, n);
-        if (r->mode == RESP_SILENT)
-            continue;
-        for (uint32_t i = 0; i < n; i++) {
-            memset(&reps[i], 0, sizeof reps[i]);
-            reps[i].h.MessageId = msgs[i].h.MessageId;
-            uint32_t size = 16 + rsize;
-            if (r->protocol == FP_PROTO_BENCH) {
-                BENCH_REPLY br;
-                bench_expected_reply((const BENCH_MESSAGE *)(void *)msgs[i].p, &br);
-                r->infected += br.verdict;
-                memcpy(reps[i].p, &br, sizeof br);
-            } else {
-                SCANNER_REPLY sr;
-                scanner_expected_reply((const SCANNER_NOTIFICATION *)(void *)msgs[i].p, &sr);
-                r->infected += sr.SafeToOpen == 0;
-                memcpy(reps[i].p, &sr, sizeof sr);
+        if (r->mode != RESP_SILENT) {
+            for (uint32_t i = 0; i < n; i++) {
+                memset(&reps[i], 0, sizeof reps[i]);
+                reps[i].h.MessageId = msgs[i]->h.MessageId;
+                uint32_t size = 16 + rsize;
+                if (r->protocol == FP_PROTO_BENCH) {
+                    BENCH_REPLY br;
+                    bench_expected_reply((const BENCH_MESSAGE *)(void *)msgs[i]->p, &br);
+                    r->infected += br.verdict;
+                    memcpy(reps[i].p, &br, sizeof br);
+                } else {
+                    SCANNER_REPLY sr;
+                    scanner_expected_reply((const SCANNER_NOTIFICATION *)(void *)msgs[i]->p, &sr);
+                    r->infected += sr.SafeToOpen == 0;
+                    memcpy(reps[i].p, &sr, sizeof sr);
+                }
+                r->replies++;
+                if (r->mode == RESP_CORRUPT10 && r->replies % 10 == 0) {
+                    reps[i].p[0] ^= 1;
+                    r->spoiled++;
+                } else if (r->mode == RESP_SHORT7 && r->replies % 7 == 0) {
+                    size = 16 + rsize / 2;
+                    r->spoiled++;
+                } else if (r->mode == RESP_LONG5 && r->replies % 5 == 0) {
+                    size = 16 + rsize + 4;
+                    r->spoiled++;
+                }
+                re[i].buffer = &reps[i].h;
+                re[i].size = size;
             }
-            r->replies++;
-            if (r->mode == RESP_CORRUPT10 && r->replies % 10 == 0) {
-                reps[i].p[0] ^= 1;
-                r->spoiled++;
-            } else if (r->mode == RESP_SHORT7 && r->replies % 7 == 0) {
-                size = 16 + rsize / 2;
-                r->spoiled++;
-            } else if (r->mode == RESP_LONG5 && r->replies % 5 == 0) {
-                size = 16 + rsize + 4;
-                r->spoiled++;
+            if (r->mode == RESP_SWAP && n >= 2) {
+                /* message 0 gets message 1's answer and the other way round */
+                rreply tmp = reps[0];
+                memcpy(reps[0].p, reps[1].p, sizeof reps[0].p);
+                memcpy(reps[1].p, tmp.p, sizeof tmp.p);
+                r->spoiled += 2;
             }
-            re[i].buffer = &reps[i].h;
-            re[i].size = size;
+            if (n)
+                SimFilterReplyMessages(r->h, re, n);
         }
-        if (r->mode == RESP_SWAP && n >= 2) {
-            /* message 0 gets message 1's answer and the other way round */
-            rreply tmp = reps[0];
-            memcpy(reps[0].p, reps[1].p, sizeof reps[0].p);
-            memcpy(reps[1].p, tmp.p, sizeof tmp.p);
-            r->spoiled += 2;
-        }
-        if (n)
-            SimFilterReplyMessages(r->h, re, n);
+        for (uint32_t i = 0; i < nt; i++)
+            if (taken[i]->hr == FP_S_OK && !atomic_load(&r->stop))
+                pending += (uint32_t)rget_issue(r, taken[i]);
     }
     return NULL;
 }
@@ -450,14 +498,18 @@ static void responder_start(responder *r, SIM_HANDLE h, int mode, int protocol)
     r->h = h;
     r->mode = mode;
     r->protocol = protocol;
+    pthread_mutex_init(&r->mu, NULL);
+    sem_init(&r->sem, 0, 0);
     pthread_create(&r->t, NULL, responder_main, r);
 }
 
 static void responder_stop(responder *r)
 {
     atomic_store(&r->stop, 1);
-    SimFilterCancel(r->h);
+    SimFilterCancelIo(r->h, r);
     pthread_join(r->t, NULL);
+    sem_destroy(&r->sem);
+    pthread_mutex_destroy(&r->mu);
 }
 
 static void test_wrong_responder(void)
@@ -520,7 +572,7 @@ static void test_open_loop(void)
     rig r;
     rig_open(&r, "\\DrvOpen", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 256, 1024, 0);
     c.seconds = 0.6;
     c.rate = 4000;
@@ -575,7 +627,7 @@ static void test_open_loop_counts_queueing(void)
     CHECK_EQ(fp_driver_start(&c, r.client, &d), FP_S_OK);
     sleep_ms(200); /* nobody serves for 200 ms: ~200 arrivals fall behind */
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 1, 16, FP_PROTO_BENCH, 64, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 16, FP_PROTO_BENCH, 64, &cr), FP_S_OK);
     fp_driver_result res;
     run_to_end(d, &res, 5000 * MS);
     CHECK(res.replies_ok > 100);
@@ -626,7 +678,7 @@ static void test_disconnect(void)
     rig r;
     rig_open(&r, "\\DrvDisc", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 1024, 1024, 0);
     c.seconds = 30;
     fp_driver *d = NULL;
@@ -654,7 +706,7 @@ static void test_stop_and_abort(void)
     rig r;
     rig_open(&r, "\\DrvStop", 1);
     fp_cref *cr = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 2, 16, FP_PROTO_BENCH, 1024, &cr), FP_S_OK);
     fp_driver_config c = cfg_of(16, FP_PROTO_BENCH, 1024, 1024, 0);
     c.seconds = 100;
     fp_driver *d = NULL;
@@ -713,8 +765,8 @@ static void test_server_mode(void)
     SIM_HANDLE h2 = 0;
     CHECK_EQ(SimFilterConnectCommunicationPort("\\DrvServer", 0, NULL, 0, NULL, &h2), FP_S_OK);
     fp_cref *c1 = NULL, *c2 = NULL;
-    CHECK_EQ(fp_cref_start(r.h, 1, 16, FP_PROTO_BENCH, 1024, &c1), FP_S_OK);
-    CHECK_EQ(fp_cref_start(h2, 1, 16, FP_PROTO_BENCH, 1024, &c2), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(r.h), 1, 16, FP_PROTO_BENCH, 1024, &c1), FP_S_OK);
+    CHECK_EQ(fp_cref_start(HW(h2), 1, 16, FP_PROTO_BENCH, 1024, &c2), FP_S_OK);
     fp_driver_config c = cfg_of(8, FP_PROTO_BENCH, 32, 1024, 2000);
     fp_driver *d = NULL;
     CHECK_EQ(fp_driver_start_server(&c, NULL, &d), FP_E_INVALIDARG);

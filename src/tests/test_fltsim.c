@@ -314,11 +314,21 @@ typedef struct getter {
 static void *getter_main(void *p)
 {
     getter *g = p;
-    SIM_GET_ENTRY e[4];
-    for (int i = 0; i < 4; i++)
-        e[i] = (SIM_GET_ENTRY){&g->m[i].h, sizeof g->m[i], 0, 0, 0};
-    g->hr = SimFilterGetMessages(g->h, e, 4, FSIM_INFINITE, &g->filled);
+    uint32_t got = 0;
+    g->hr = SimFilterGetMessage(g->h, &g->m[0].h, sizeof g->m[0], FSIM_INFINITE, &got);
+    g->filled = g->hr == FP_S_OK;
     return NULL;
+}
+
+/* Waits (up to 2 s) until n gets are pending at the kernel for c: state, not time. */
+static int wait_pending(fsim_client *c, uint32_t n)
+{
+    for (int i = 0; i < 20000; i++) {
+        if (fsim_client_pending_gets(c) == n)
+            return 1;
+        usleep(100);
+    }
+    return 0;
 }
 
 static void test_cancel_and_disconnect(void)
@@ -337,8 +347,9 @@ static void test_cancel_and_disconnect(void)
 
     getter g = {.h = h};
     pthread_create(&g.t, NULL, getter_main, &g);
-    usleep(20000);
-    CHECK_EQ(SimFilterCancel(h), FP_S_OK);
+    CHECK(wait_pending(c, 1));
+    CHECK_EQ(SimFilterCancelIo(h, NULL), FP_S_OK);
+    CHECK_EQ(SimFilterCancelIo(h, NULL), FP_E_NOT_FOUND);
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_E_OPERATION_ABORTED);
     CHECK_EQ(g.filled, 0);
@@ -370,7 +381,7 @@ static void test_cancel_and_disconnect(void)
     c = k.last;
     g = (getter){.h = h};
     pthread_create(&g.t, NULL, getter_main, &g);
-    usleep(20000);
+    CHECK(wait_pending(c, 1));
     fsim_close_client(c);
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_E_INVALID_HANDLE);
@@ -405,49 +416,104 @@ static void *stress_sender(void *p)
     return NULL;
 }
 
+/* A getter keeps 1 + id % 8 overlapped gets pending on the shared handle; their completions
+ * come back through a list and a semaphore, in any order. */
+typedef struct sg_io {
+    fsim_io io;
+    msgbuf m;
+    struct sg_io *next;
+    fp_hresult hr;
+} sg_io;
+
+typedef struct sg_done {
+    pthread_mutex_t mu;
+    sem_t sem;
+    sg_io *head;
+} sg_done;
+
+static void sg_complete(fsim_io *io, fp_hresult hr, uint32_t bytes)
+{
+    (void)bytes;
+    sg_io *g = (sg_io *)(void *)io;
+    sg_done *d = io->user;
+    g->hr = hr;
+    pthread_mutex_lock(&d->mu);
+    g->next = d->head;
+    d->head = g;
+    pthread_mutex_unlock(&d->mu);
+    sem_post(&d->sem);
+}
+
 static void *stress_getter(void *p)
 {
     stress *s = p;
-    msgbuf m[8];
-    SIM_GET_ENTRY e[8];
-    replybuf r[8];
-    SIM_REPLY_ENTRY re[8];
-    for (;;) {
-        for (int i = 0; i < 8; i++)
-            e[i] = (SIM_GET_ENTRY){&m[i].h, sizeof m[i], 0, 0, 0};
-        uint32_t n = 0;
-        fp_hresult hr = SimFilterGetMessages(s->h, e, (uint32_t)(1 + s->id % 8), 50, &n);
-        if (hr == FP_E_TIMEOUT) {
-            if (atomic_load(s->stop))
-                return NULL;
+    uint32_t k = (uint32_t)(1 + s->id % 8), pending = 0;
+    sg_io ios[8];
+    sg_done d = {.head = NULL};
+    pthread_mutex_init(&d.mu, NULL);
+    sem_init(&d.sem, 0, 0);
+    replybuf r[1];
+    SIM_REPLY_ENTRY re[1];
+    int stopping = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        ios[i].io = (fsim_io){.buffer = &ios[i].m.h, .size = sizeof ios[i].m, .key = s,
+                              .done = sg_complete, .user = &d};
+        if (SimFilterGetMessageAsync(s->h, &ios[i].io) == FP_E_IO_PENDING)
+            pending++;
+        else
+            s->bad++;
+    }
+    while (pending) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (sem_timedwait(&d.sem, &ts) != 0) {
+            if (!stopping && atomic_load(s->stop)) {
+                stopping = 1;
+                SimFilterCancelIo(s->h, s); /* this getter's gets only */
+            }
             continue;
         }
-        if (hr != FP_S_OK) {
+        pthread_mutex_lock(&d.mu);
+        sg_io *g = d.head;
+        d.head = g->next;
+        pthread_mutex_unlock(&d.mu);
+        pending--;
+        if (g->hr == FP_E_OPERATION_ABORTED && stopping)
+            continue;
+        if (g->hr != FP_S_OK) {
             s->bad++;
-            return NULL;
+            continue;
         }
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t v[2];
-            memcpy(v, m[i].body, sizeof v);
-            r[i].h.MessageId = m[i].h.MessageId;
-            r[i].h.Status = 0;
-            v[0] = ~v[0];
-            v[1] = ~v[1];
-            memcpy(r[i].body, v, sizeof v);
-            re[i] = (SIM_REPLY_ENTRY){&r[i].h, 16 + 8, 0};
-        }
-        if (n % 2) { /* mix the single and the batch reply */
+        uint32_t v[2];
+        memcpy(v, g->m.body, sizeof v);
+        r[0].h.MessageId = g->m.h.MessageId;
+        r[0].h.Status = 0;
+        v[0] = ~v[0];
+        v[1] = ~v[1];
+        memcpy(r[0].body, v, sizeof v);
+        if (g->m.h.MessageId % 2) { /* mix the single and the batch reply */
             if (SimFilterReplyMessage(s->h, &r[0].h, 16 + 8) != FP_S_OK)
                 s->bad++;
-            if (n > 1 && SimFilterReplyMessages(s->h, re + 1, n - 1) != FP_S_OK)
+        } else {
+            re[0] = (SIM_REPLY_ENTRY){&r[0].h, 16 + 8, 0};
+            if (SimFilterReplyMessages(s->h, re, 1) != FP_S_OK || re[0].hr != FP_S_OK)
                 s->bad++;
-        } else if (SimFilterReplyMessages(s->h, re, n) != FP_S_OK) {
-            s->bad++;
         }
-        for (uint32_t i = (n % 2); i < n; i++)
-            if (re[i].hr != FP_S_OK)
-                s->bad++;
+        if (SimFilterGetMessageAsync(s->h, &g->io) == FP_E_IO_PENDING)
+            pending++;
+        else
+            s->bad++;
+        if (stopping) /* the cancel may have run before this get existed */
+            SimFilterCancelIo(s->h, s);
     }
+    sem_destroy(&d.sem);
+    pthread_mutex_destroy(&d.mu);
+    return NULL;
 }
 
 static void test_stress(void)
@@ -497,7 +563,8 @@ static int gone_deliver(void *r, fsim_msg *const *m, uint32_t n)
     return -1;
 }
 static void gone_nop(void *r) { (void)r; }
-static const fsim_remote_ops gone_ops = {gone_deliver, gone_nop, gone_nop, NULL};
+static const fsim_kernel_transport gone_ops = {
+    .deliver = gone_deliver, .disconnected = gone_nop, .release = gone_nop};
 
 static void nested_disconnect(void *cookie, fsim_client *c)
 {

@@ -456,7 +456,7 @@ static void test_round_trip(void)
     /* get first (waits), then send: immediate delivery */
     getter g;
     start_getter(&g, h, 1, 0);
-    usleep(10000);
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 1, 5000)); /* waiting at the kernel */
     start_sender(&sd, c, "second", 1, 8, 2000 * MS);
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_S_OK);
@@ -652,7 +652,7 @@ static void test_timeouts_and_credits(void)
     /* a batch get that got 1 of 8 returned: its 7 other credits are gone too */
     getter g;
     start_getter(&g, h, 8, 0);
-    usleep(10000);
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 8, 5000)); /* waiting at the kernel */
     CHECK_EQ(fsim_send(c, "one", 3, NULL, NULL, 1000 * MS, NULL), FP_STATUS_SUCCESS);
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_S_OK);
@@ -785,7 +785,7 @@ static void test_batches_and_many_getters(void)
     getter gs[6];
     for (int i = 0; i < 6; i++)
         start_getter(&gs[i], h, 4, 1000);
-    usleep(30000);
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 24, 5000)); /* waiting at the kernel */
     for (int i = 0; i < 3; i++)
         CHECK_EQ(fsim_send(c, "m", 1, NULL, NULL, 3000 * MS, NULL), FP_STATUS_SUCCESS);
     int ok = 0, to = 0, msgs = 0;
@@ -904,7 +904,7 @@ static void test_cancel_and_disconnect(void)
     /* cancel of a blocked get; its credits are withdrawn */
     getter g;
     start_getter(&g, h, 4, 0);
-    usleep(20000);
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 4, 5000)); /* waiting at the kernel */
     CHECK_EQ(SimFilterCancel(h), FP_S_OK);
     /* (under heavy load the getter may not have been waiting yet: cancel again until it is) */
     CHECK(WAIT_UNTIL((SimFilterCancel(h), atomic_load(&g.done)), 3000));
@@ -937,7 +937,7 @@ static void test_cancel_and_disconnect(void)
     CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
     c = kget_last(&k);
     start_getter(&g, h, 4, 0);
-    usleep(20000);
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 4, 5000)); /* waiting at the kernel */
     fsim_close_client(c);
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_E_INVALID_HANDLE);
