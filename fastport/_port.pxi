@@ -29,7 +29,7 @@ cdef class Port:
     cdef readonly str name
     cdef readonly bint sync
     cdef void *_iocp       # the completion port the handle joined (for pumps), or NULL
-    cdef object _iocp_user # the pump using it now, or None
+    cdef object _iocp_user # id() of the pump using it now, or None (an id: no reference cycle)
 
     def __cinit__(self):
         self._h = 0
@@ -49,19 +49,19 @@ cdef class Port:
         cdef SIM_HANDLE h = self._handle()
         cdef int32_t hr
         if self._iocp_user is not None:
-            raise RuntimeError(f"{self!r} is already served by {self._iocp_user!r}: one pump per "
-                               "port at a time (stop it and let it go first)")
+            raise RuntimeError(f"{self!r} is already served by a pump: one pump per port at a "
+                               "time (stop it and let it go first)")
         if self._iocp is NULL:
             hr = fp_fltlib_completion_port(<void *><uintptr_t>h, &self._iocp)
             if hr < 0:
                 self._iocp = NULL
                 _check_hr(hr, "CreateIoCompletionPort (the port's handle already joined another "
                               "completion port, say that of a C reference client)")
-        self._iocp_user = user
+        self._iocp_user = id(user)
         return self._iocp
 
     cdef _release_completion_port(self, object user):
-        if self._iocp_user is user:
+        if self._iocp_user == id(user):
             self._iocp_user = None
             if self._h == 0:  # closed while the pump ran: its gets had to complete somewhere
                 self._close_completion_port()

@@ -299,6 +299,8 @@ cdef class _PumpCore:
         with nogil:
             fp_pump_stop(self._p)
             fp_pump_join(self._p)
+        # drained: nothing of ours is pending on the port's completion port anymore
+        (<Port>self.port)._release_completion_port(self)
 
     cdef Batch _wrap(self, const fp_batch *fb):
         cdef _BatchHold hold = _BatchHold.__new__(_BatchHold)

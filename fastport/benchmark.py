@@ -47,7 +47,7 @@ class Settings:
     threads: int = 2
     outstanding: int = 64
     batch: int = 256
-    linger_us: int = 50
+    consumer_reap: bool = True
     protocol: str = "bench"
     timeout: Optional[float] = 10.0
     warmup: float = 0.25
@@ -74,7 +74,8 @@ class _PumpClient(_Client):
 
     def start(self, port: Any, proto: protocols.Protocol, s: Settings) -> None:
         self.pump = Pump(port, message=proto.message, reply=proto.reply, threads=s.threads,
-                         outstanding=s.outstanding, batch=s.batch, linger_us=s.linger_us)
+                         outstanding=s.outstanding, batch=s.batch,
+                         consumer_reap=s.consumer_reap)
         handler = proto.record_handler() if self.per_message else proto.batch_handler()
         self.error: Optional[BaseException] = None
         self.pump.start()

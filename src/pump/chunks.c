@@ -69,11 +69,11 @@ static bool freeable(const fp_pump *p, const fp_chunk *c)
     if (c->is_free || c->holds || atomic_load(&c->posted) != p->cfg.batch ||
         atomic_load(&c->inflight) || atomic_load(&c->unanswered))
         return false;
-    /* messages nobody took may be dropped once answered (the deadline did), but a message that
-     * expects no reply is a notification: it waits for the consumer */
+    /* messages nobody took may be dropped once the deadline answered them; any other (one that
+     * expects no reply, one the stop answered after a failure) waits for the consumer */
     for (uint32_t i = c->scan; i < p->cfg.batch && c->untaken; i++)
         if (c->kind[i] == SLOT_MSG &&
-            atomic_load_explicit(&c->answered[i], RLX) == ANS_NOREPLY)
+            atomic_load_explicit(&c->answered[i], RLX) != ANS_EXPIRED)
             return false;
     return true;
 }

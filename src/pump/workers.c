@@ -416,6 +416,13 @@ void fp_pump_join(fp_pump *p)
     pthread_mutex_unlock(&p->o_mu);
     for (uint32_t t = 0; t < repliers; t++)
         pthread_join(p->o_tids[t], NULL);
+    /* the chunk being posted into gets no more gets: it may go back to the free list */
+    pthread_mutex_lock(&p->post_mu);
+    fp_chunk *cur = p->cur;
+    p->cur = NULL;
+    if (cur)
+        atomic_store(&cur->posted, p->cfg.batch);
+    pthread_mutex_unlock(&p->post_mu);
     /* every get has completed: answer what is left, wherever it is */
     for (uint32_t i = 0; i < p->cfg.nchunks; i++) {
         fp_chunk *c = &p->chunks[i];
@@ -430,6 +437,8 @@ void fp_pump_join(fp_pump *p)
         efd_update_locked(p);
         pthread_mutex_unlock(&p->q_mu);
     }
+    for (uint32_t i = 0; i < p->cfg.nchunks; i++)
+        chunk_check_free(p, &p->chunks[i]);
     p->joined = true;
     pthread_mutex_unlock(&p->join_mu);
 }

@@ -21,19 +21,6 @@
 #define STATUS_INVALID_HANDLE_ 0xC0000008u
 #define IO_PENDING HRESULT_FROM_WIN32(ERROR_IO_PENDING)
 
-/* Polls observable state (not a sleep that orders threads): up to ms milliseconds. */
-#define WAIT_UNTIL(cond, ms)                    \
-    ({                                          \
-        int _ok = 0;                            \
-        for (int _i = 0; _i < (ms) * 10; _i++) { \
-            if (cond) {                         \
-                _ok = 1;                        \
-                break;                          \
-            }                                   \
-            usleep(100);                        \
-        }                                       \
-        _ok;                                    \
-    })
 
 typedef struct {
     FILTER_MESSAGE_HEADER h;
