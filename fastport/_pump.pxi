@@ -311,7 +311,6 @@ cdef class _PumpCore:
         b.hold = hold
         fp_batch_get_info(self._p, fb, &b.info)
         b.count = b.info.count
-        self._check_overflow()
         return b
 
     cdef _check_overflow(self):
@@ -342,6 +341,7 @@ cdef class _PumpCore:
                 slice_ns = max(0, min(slice_ns, <int64_t>((deadline - _time.monotonic()) * 1e9)))
             with nogil:
                 rc = fp_pump_next(self._p, slice_ns, &fb)
+            self._check_overflow()
             if rc == FP_PUMP_BATCH:
                 return self._wrap(&fb)
             if rc == FP_PUMP_STOPPED:
@@ -362,6 +362,7 @@ cdef class _PumpCore:
         self._ok()
         cdef fp_batch fb
         cdef int rc = fp_pump_try_next(self._p, &fb)
+        self._check_overflow()
         if rc == FP_PUMP_BATCH:
             return self._wrap(&fb)
         if rc == FP_PUMP_STOPPED:
