@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install fastport with its test extra into a fresh virtual environment (.venv) and run the tests:
+# Install fastport with its test extra into the virtual environment .venv and run the tests:
 # the Python suites, the C test programs of the core (-Wall -Wextra -Werror) and their
 # ASAN/UBSAN build, and the micro-benchmarks once with benchmarking disabled.
 set -euo pipefail
