@@ -119,11 +119,12 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     cdef fsim_client *client = NULL
     cdef fsim_server *server = NULL
     if isinstance(target, ClientPort):
-        client = (<ClientPort>target)._c
+        client = (<ClientPort>target)._client()
     elif isinstance(target, ServerPort):
         server = (<ServerPort>target)._s
         if server is NULL:
-            raise ValueError("the server port is closed")
+            raise ValueError("the server port is closed (or was not made by "
+                             "FilterManager.create_port)")
     else:
         raise TypeError(f"target must be a ClientPort or a ServerPort, not {type(target).__name__}")
 
@@ -288,6 +289,9 @@ cdef class CReference:
 
     def start(self):
         """Start serving (again: a stopped client starts afresh, counters at 0)."""
+        if self.port is None:  # made with CReference.__new__
+            raise RuntimeError("this CReference was not initialised: make one with "
+                               "CReference(port, ...)")
         if self.running:
             raise RuntimeError("the C reference client is already running")
         cdef SIM_HANDLE h = self.port._handle()

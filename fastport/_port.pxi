@@ -13,13 +13,17 @@ cdef class Message:
     cdef readonly uint64_t message_id
     cdef readonly object data
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Message objects come from Port.get_message(); they cannot be created "
+                        "directly")
+
     @property
     def wants_reply(self):
         return self.reply_length != 0
 
     def __repr__(self):
         return (f"<Message id={self.message_id} reply_length={self.reply_length} "
-                f"len={len(self.data)}>")
+                f"len={len(self.data) if self.data is not None else 0}>")
 
 
 cdef class Port:
@@ -32,6 +36,10 @@ cdef class Port:
     def __cinit__(self):
         self._h = 0
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Port objects come from fastport.connect(name); they cannot be created "
+                        "directly")
+
     def __dealloc__(self):
         cdef SIM_HANDLE h = self._h
         if h:
@@ -40,6 +48,8 @@ cdef class Port:
                 SimFilterClose(h)
 
     cdef SIM_HANDLE _handle(self) except 0:
+        if self.name is None:  # made with Port.__new__: never connected
+            raise RuntimeError("this Port was never connected: make one with fastport.connect(name)")
         if self._h == 0:
             raise _status.error_from_hresult(<uint32_t>FP_E_INVALID_HANDLE, "the port is closed")
         return self._h

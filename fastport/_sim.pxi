@@ -25,19 +25,30 @@ cdef class SendResult:
     cdef readonly object reply
     cdef readonly object reply_status
 
-    def __init__(self, status, reply=None, reply_status=None):
-        self.status = status
-        self.reply = reply
-        self.reply_status = reply_status
+    def __init__(self, *args, **kwargs):
+        raise TypeError("SendResult objects come from ServerPort.send(); they cannot be created "
+                        "directly")
 
     @property
     def name(self):
         """Symbolic name of `status`, e.g. "STATUS_TIMEOUT"."""
+        if self.status is None:
+            return None
         return _status.ntstatus_name(self.status)
 
     def __repr__(self):
+        if self.status is None:
+            return "SendResult(status=None)"
         return (f"SendResult(status={self.name} (0x{self.status:08X}), reply={self.reply!r}, "
                 f"reply_status={self.reply_status!r})")
+
+
+cdef SendResult _send_result(uint32_t status, object reply=None, object reply_status=None):
+    cdef SendResult r = SendResult.__new__(SendResult)
+    r.status = status
+    r.reply = reply
+    r.reply_status = reply_status
+    return r
 
 
 cdef class ClientPort:
@@ -50,32 +61,45 @@ cdef class ClientPort:
     def __cinit__(self):
         self._c = NULL
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ClientPort objects come from the emulator (ServerPort.clients, the "
+                        "callbacks' first argument); they cannot be created directly")
+
     def __dealloc__(self):
         if self._c is not NULL:
             fsim_client_release(self._c)
             self._c = NULL
 
+    cdef fsim_client *_client(self) except NULL:
+        if self._c is NULL:  # made with ClientPort.__new__
+            raise RuntimeError("this ClientPort is no connection: client ports come from "
+                               "ServerPort.clients and the callbacks")
+        return self._c
+
     @property
     def connected(self):
         """True until either side closes the connection."""
-        return bool(fsim_client_connected(self._c))
+        return bool(fsim_client_connected(self._client()))
 
     @property
     def pid(self):
         """Process id of the connecting process."""
-        return fsim_client_peer_pid(self._c)
+        return fsim_client_peer_pid(self._client())
 
     @property
     def uid(self):
         """User id of the connecting process."""
-        return fsim_client_peer_uid(self._c)
+        return fsim_client_peer_uid(self._client())
 
     def close(self):
         """FltCloseClientPort: disconnect. Senders waiting on it get STATUS_PORT_DISCONNECTED."""
+        cdef fsim_client *c = self._client()
         with nogil:
-            fsim_close_client(self._c)
+            fsim_close_client(c)
 
     def __repr__(self):
+        if self._c is NULL:
+            return "<ClientPort (no connection)>"
         return f"<ClientPort id={self.id} pid={self.pid} connected={self.connected}>"
 
 
@@ -149,6 +173,10 @@ cdef class ServerPort:
         self._clients = {}
         self.callback_errors = []
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ServerPort objects come from fastport.sim.FilterManager().create_port(); "
+                        "they cannot be created directly")
+
     def __dealloc__(self):
         # Unload: nobody can reach the clients from Python any more.
         if self._s is not NULL:
@@ -174,6 +202,7 @@ cdef class ServerPort:
         reply buffer in bytes (the reply payload, header excluded). timeout: seconds bounding
         delivery plus reply together; None = forever. Returns a SendResult; STATUS_TIMEOUT and
         STATUS_PORT_DISCONNECTED are statuses, not exceptions."""
+        cdef fsim_client *c = client._client()
         if client.server is not self:
             raise ValueError("client is not connected to this server port")
         cdef int64_t t = _timeout_ns(timeout)
@@ -193,13 +222,13 @@ cdef class ServerPort:
                 if reply is NULL:
                     raise MemoryError()
             with nogil:
-                st = fsim_send(client._c, buf.buf, <uint32_t>buf.len, reply,
+                st = fsim_send(c, buf.buf, <uint32_t>buf.len, reply,
                                &cap if want else NULL, t, &rst)
             if st == FP_STATUS_INVALID_PARAMETER:
                 _check_nt(st, "FltSendMessage")
             if want and st == FP_STATUS_SUCCESS:
-                return SendResult(<uint32_t>st, reply[:cap], <uint32_t>rst)
-            return SendResult(<uint32_t>st)
+                return _send_result(<uint32_t>st, reply[:cap], <uint32_t>rst)
+            return _send_result(<uint32_t>st)
         finally:
             free(reply)
             PyBuffer_Release(&buf)
