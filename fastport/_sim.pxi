@@ -9,6 +9,11 @@ from libc.string cimport memcpy
 
 _log = _logging.getLogger("fastport.sim")
 
+import traceback as _traceback
+
+# ServerPort.callback_errors keeps this many of the newest failures (each also logged).
+CALLBACK_ERRORS_KEPT = 32
+
 import weakref as _weakref
 
 # key -> ServerPort, weakly. The C server holds only the key, so a callback that fires after the
@@ -156,7 +161,11 @@ cdef int32_t _on_message(void *cookie, fsim_client *c, const void *inp, uint32_t
 
 cdef class ServerPort:
     """A server port of the emulated Filter Manager (FltCreateCommunicationPort). Create it with
-    `fastport.sim.FilterManager.create_port`."""
+    `fastport.sim.FilterManager.create_port`.
+
+    A callback that raises is logged on the `fastport.sim` logger; `callback_errors` keeps the
+    newest 32 as (callback name, exception) with their tracebacks' frames cleared, and
+    `callback_errors_dropped` counts the older ones no longer kept."""
     cdef fsim_server *_s
     cdef uint64_t _key
     cdef readonly str name
@@ -165,7 +174,8 @@ cdef class ServerPort:
     cdef readonly str access
     cdef object _connect_notify, _disconnect_notify, _message_notify
     cdef dict _clients          # id -> ClientPort, while connected
-    cdef readonly list callback_errors  # (callback name, exception) of failed callbacks
+    cdef readonly list callback_errors  # (callback name, exception): the newest failures
+    cdef readonly uint64_t callback_errors_dropped  # older failures no longer kept
     cdef object __weakref__
 
     def __cinit__(self):
@@ -281,8 +291,21 @@ cdef class ServerPort:
         return bytes(result)
 
     cdef _callback_failed(self, str which, BaseException e):
-        self.callback_errors.append((which, e))
+        # Every failure is logged; the newest CALLBACK_ERRORS_KEPT stay on the port for tests
+        # and post-mortems, with their frames cleared so that a failing callback's locals (a
+        # 1 MiB message...) are not kept alive by its traceback.
         _log.error("%s of port %r raised", which, self.name, exc_info=e)
+        seen = set()
+        cdef object x = e
+        while x is not None and id(x) not in seen:
+            seen.add(id(x))
+            _traceback.clear_frames(x.__traceback__)
+            x = x.__cause__ if x.__cause__ is not None else x.__context__
+        self.callback_errors.append((which, e))
+        cdef Py_ssize_t extra = len(self.callback_errors) - CALLBACK_ERRORS_KEPT
+        if extra > 0:
+            del self.callback_errors[:extra]
+            self.callback_errors_dropped += extra
 
 
 def _create_port(str name not None, str transport not None, max_connections, access,

@@ -130,3 +130,41 @@ def test_exported_classes_made_directly_never_crash():
                      "ServerPort.repr", "SendResult.repr", "SendResult.name", "CReference.running",
                      "CReference.stats", "CReference.stop", "CReference.repr"):
         assert out[harmless] == "ok", (harmless, out[harmless])
+
+
+class _Big:
+    """Stands for a large local (a 1 MiB message) that a failing callback's frame holds."""
+
+
+def test_callback_errors_are_bounded_and_release_their_frames(fm, port_name):
+    import weakref
+
+    import fastport
+    from fastport.status import PortError
+
+    refs = []
+
+    def message_notify(client, data, out_size):
+        big = _Big()
+        refs.append(weakref.ref(big))
+        raise ValueError(int(data))
+
+    server = fm.create_port(port_name, message_notify=message_notify)
+    n = 100
+    with fastport.connect(port_name) as port:
+        for i in range(n):
+            try:
+                port.send_message(b"%d" % i, 4)
+            except PortError:
+                pass
+    errors = server.callback_errors
+    assert len(errors) == 32
+    assert server.callback_errors_dropped == n - 32
+    # the newest are kept, in order
+    assert [(which, e.args[0]) for which, e in errors] == \
+        [("message_notify", i) for i in range(n - 32, n)]
+    # every failed callback's frame was cleared: nothing it held is still alive
+    assert len(refs) == n
+    assert [r for r in refs if r() is not None] == []
+    # the kept exceptions still say where they came from
+    assert errors[-1][1].__traceback__ is not None
