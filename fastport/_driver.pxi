@@ -38,9 +38,7 @@ cdef int _protocol_id(object protocol) except -1:
 
 cdef double _seconds_arg(object value, str name) except -1.0:
     """A number of seconds >= 0, finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    cdef double v = value
+    cdef double v = _real_value(value, name)
     if not (v >= 0.0) or _math.isinf(v):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
@@ -147,8 +145,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     if messages is None:
         cfg.messages = 0
     else:
-        if isinstance(messages, bool) or not isinstance(messages, int):
-            raise TypeError(f"messages must be an int or None, not {type(messages).__name__}")
+        messages = _int_value(messages, "messages")
         if messages < 1 or messages > 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"messages must be >= 1 (or None), got {messages}")
         cfg.messages = messages
@@ -159,8 +156,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     if cfg.warmup > 1e9:
         raise ValueError(f"warmup is too large: {warmup!r}")
     cfg.timeout_ns = _timeout_ns(timeout)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, not {type(seed).__name__}")
+    seed = _int_value(seed, "seed")
     if seed < 0 or seed > 0xFFFFFFFFFFFFFFFF:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     cfg.seed = seed

@@ -4,6 +4,8 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 
 cdef uint32_t _SIGNAL_SLICE_MS = 100
 
+_port_log = _logging.getLogger("fastport.port")
+
 
 cdef class Message:
     """A message from FilterGetMessage: `reply_length` (bytes the kernel accepts in a reply,
@@ -46,6 +48,10 @@ cdef class Port:
             self._h = 0
             with nogil:
                 SimFilterClose(h)
+            try:
+                _port_log.debug("port %r closed (the Port object was collected)", self.name)
+            except Exception:  # late in interpreter shutdown the logger may be gone
+                pass
 
     cdef SIM_HANDLE _handle(self) except 0:
         if self.name is None:  # made with Port.__new__: never connected
@@ -107,8 +113,7 @@ cdef class Port:
         """FilterReplyMessage: answer message `message_id` with `data` (bytes-like payload; sent
         as FILTER_REPLY_HEADER + data, the padding rule) and FILTER_REPLY_HEADER.Status `status`.
         Raises NoWaiterForReply (0x801F0020) when the kernel no longer waits for it."""
-        if isinstance(message_id, bool) or not isinstance(message_id, int):
-            raise TypeError("message_id must be an int")
+        message_id = _int_value(message_id, "message_id")
         if message_id < 0 or message_id > 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"message_id out of range: {message_id}")
         cdef int32_t st = _status_arg(status, "status")
@@ -174,6 +179,7 @@ cdef class Port:
         if h:
             with nogil:
                 SimFilterClose(h)
+            _port_log.info("port %r closed", self.name)
 
     def __enter__(self):
         return self
@@ -207,4 +213,5 @@ def _connect_sim(str name not None, context, bint sync):
     p._h = h
     p.name = name
     p.sync = sync
+    _port_log.info("connected to port %r (handle 0x%x%s)", name, h, ", sync" if sync else "")
     return p

@@ -249,11 +249,16 @@ cdef class ServerPort:
             with nogil:
                 fsim_close_server(self._s)
             self._s = NULL
+            _log.info("server port %r closed (%d connection(s) go on)", self.name,
+                      len(self.clients))
 
     def _unload(self):
         """Disconnect every client, then close (what unloading the filter does)."""
         cdef ClientPort c
-        for c in list(self._clients.values()):
+        clients = list(self._clients.values())
+        if clients:
+            _log.debug("server port %r: disconnecting %d client(s)", self.name, len(clients))
+        for c in clients:
             c.close()
         self.close()
 
@@ -271,10 +276,13 @@ cdef class ServerPort:
                 if st < 0:
                     return st
         self._clients[cp.id] = cp
+        _log.debug("server port %r: client %d connected (pid %d)", self.name, cp.id,
+                   fsim_client_peer_pid(c))
         return FP_STATUS_SUCCESS
 
     cdef _disconnect(self, fsim_client *c):
         cp = self._clients.pop(fsim_client_id(c), None)
+        _log.debug("server port %r: client %d disconnected", self.name, fsim_client_id(c))
         if cp is not None and self._disconnect_notify is not None:
             self._disconnect_notify(cp)
 
@@ -359,6 +367,8 @@ def _create_port(str name not None, str transport not None, max_connections, acc
     if st < 0:
         _servers.pop(sp._key, None)
         _check_nt(st, f"FltCreateCommunicationPort({name!r})")
+    _log.info("server port %r created (%s transport, max_connections %d, access %s)", name,
+              transport, maxc, access)
     return sp
 
 

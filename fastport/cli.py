@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
 import sys
 import time
 from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from fastport.status import PortError
 
@@ -33,16 +36,25 @@ def _payload(text: str) -> "int | tuple[int, int]":
     return value
 
 
-def _positive_int(name: str, value: int, low: int = 1, high: int = 4096) -> int:
+def _positive_int(name: str, value: Any, low: int = 1, high: int = 4096) -> int:
+    """An int option (a Python or numpy integer, never a bool) in [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{name} must be an int, got {value!r}")
+    value = int(value)
     if not low <= value <= high:
         raise UsageError(f"{name} must be between {low} and {high}, got {value}")
     return value
 
 
-def _nonneg(name: str, value: Optional[float]) -> Optional[float]:
-    if value is not None and not value >= 0:
+def _nonneg(name: str, value: Any) -> Optional[float]:
+    """A number option >= 0 (a Python or numpy number, never a bool) or None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise UsageError(f"{name} must be a number, got {value!r}")
+    if not value >= 0:
         raise UsageError(f"{name} must be >= 0, got {value}")
-    return value
+    return float(value)
 
 
 def _parser() -> argparse.ArgumentParser:
