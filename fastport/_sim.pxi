@@ -12,7 +12,7 @@ _log = _logging.getLogger("fastport.sim")
 import traceback as _traceback
 
 # ServerPort.callback_errors keeps this many of the newest failures (each also logged).
-CALLBACK_ERRORS_KEPT = 32
+cdef Py_ssize_t _CALLBACK_ERRORS_KEPT = 32
 
 import weakref as _weakref
 
@@ -299,7 +299,7 @@ cdef class ServerPort:
         return bytes(result)
 
     cdef _callback_failed(self, str which, BaseException e):
-        # Every failure is logged; the newest CALLBACK_ERRORS_KEPT stay on the port for tests
+        # Every failure is logged; the newest _CALLBACK_ERRORS_KEPT stay on the port for tests
         # and post-mortems, with their frames cleared so that a failing callback's locals (a
         # 1 MiB message...) are not kept alive by its traceback.
         _log.error("%s of port %r raised", which, self.name, exc_info=e)
@@ -310,7 +310,7 @@ cdef class ServerPort:
             _traceback.clear_frames(x.__traceback__)
             x = x.__cause__ if x.__cause__ is not None else x.__context__
         self.callback_errors.append((which, e))
-        cdef Py_ssize_t extra = len(self.callback_errors) - CALLBACK_ERRORS_KEPT
+        cdef Py_ssize_t extra = len(self.callback_errors) - _CALLBACK_ERRORS_KEPT
         if extra > 0:
             del self.callback_errors[:extra]
             self.callback_errors_dropped += extra
