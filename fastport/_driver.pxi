@@ -61,6 +61,9 @@ cdef dict _result_dict(const fp_driver_result *r):
         "messages": r.sent,
         "replies_ok": r.replies_ok,
         "bad_replies": r.bad_replies,
+        "wrong_size": r.wrong_size,
+        "wrong_size_length": r.wrong_size_length if r.wrong_size else None,
+        "reply_size": r.reply_size,
         "timeouts": r.timeouts,
         "disconnects": r.disconnects,
         "overflows": r.overflows,
@@ -106,8 +109,11 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     seconds, warmup (bool).
 
     Returns a dict: messages (measured sends), throughput (answered messages/s), seconds,
-    latency_us {p50, p90, p99, p999, max, min, mean}, replies_ok, bad_replies, timeouts,
-    disconnects, overflows, errors, first_error, warmup_messages, histogram [(low_ns, high_ns,
+    latency_us {p50, p90, p99, p999, max, min, mean}, replies_ok, bad_replies (wrong content or
+    size), wrong_size (those of bad_replies whose length was not reply_size: shorter),
+    wrong_size_length (the first such length, None if none), reply_size (reply payload bytes
+    the protocol expects), timeouts, disconnects, overflows (replies longer than reply_size: the
+    kernel refused them), errors, first_error, warmup_messages, histogram [(low_ns, high_ns,
     count) of non-empty buckets], interrupted, and the settings (protocol, senders, payload_min,
     payload_max, rate). Ctrl-C stops the driver and returns the partial result with
     interrupted=True; a second Ctrl-C disconnects the target to free senders blocked in a send
