@@ -48,10 +48,6 @@ cdef class Port:
             self._h = 0
             with nogil:
                 SimFilterClose(h)
-            try:
-                _port_log.debug("port %r closed (the Port object was collected)", self.name)
-            except Exception:  # late in interpreter shutdown the logger may be gone
-                pass
 
     cdef SIM_HANDLE _handle(self) except 0:
         if self.name is None:  # made with Port.__new__: never connected
