@@ -230,7 +230,8 @@ def _reply_diagnosis(r: dict) -> list:
             f"{layout}")
     out = []
     if r["wrong_size"]:
-        out.append(f"{r['wrong_size']:,} replies had {r['wrong_size_length']} bytes; the {proto} "
+        n = r["wrong_size_length"]
+        out.append(f"{r['wrong_size']:,} replies had {n} byte{'' if n == 1 else 's'}; the {proto} "
                    f"protocol expects {want} ({rule})")
     if r["overflows"]:
         out.append(f"{r['overflows']:,} replies were longer than the {want} byte(s) the {proto} "
