@@ -291,11 +291,11 @@ cdef class CReference:
 
     def start(self):
         """Start serving (again: a stopped client starts afresh, counters at 0)."""
+        if self.running:
+            raise RuntimeError("the C reference client is already running")
         if self.port is None:  # made with CReference.__new__
             raise RuntimeError("this CReference was not initialised: make one with "
                                "CReference(port, ...)")
-        if self.running:
-            raise RuntimeError("the C reference client is already running")
         cdef SIM_HANDLE h = self.port._handle()
         cdef fp_cref *old = self._c
         self._c = NULL
