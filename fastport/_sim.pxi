@@ -7,7 +7,9 @@ import logging as _logging
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-_log = _logging.getLogger("fastport.sim")
+# Its own name: every .pxi shares one module namespace (a `_log` in another .pxi would replace
+# this one).
+_sim_log = _logging.getLogger("fastport.sim")
 
 import traceback as _traceback
 
@@ -249,7 +251,7 @@ cdef class ServerPort:
             with nogil:
                 fsim_close_server(self._s)
             self._s = NULL
-            _log.info("server port %r closed (%d connection(s) go on)", self.name,
+            _sim_log.info("server port %r closed (%d connection(s) go on)", self.name,
                       len(self.clients))
 
     def _unload(self):
@@ -257,7 +259,7 @@ cdef class ServerPort:
         cdef ClientPort c
         clients = list(self._clients.values())
         if clients:
-            _log.debug("server port %r: disconnecting %d client(s)", self.name, len(clients))
+            _sim_log.debug("server port %r: disconnecting %d client(s)", self.name, len(clients))
         for c in clients:
             c.close()
         self.close()
@@ -276,13 +278,13 @@ cdef class ServerPort:
                 if st < 0:
                     return st
         self._clients[cp.id] = cp
-        _log.debug("server port %r: client %d connected (pid %d)", self.name, cp.id,
+        _sim_log.debug("server port %r: client %d connected (pid %d)", self.name, cp.id,
                    fsim_client_peer_pid(c))
         return FP_STATUS_SUCCESS
 
     cdef _disconnect(self, fsim_client *c):
         cp = self._clients.pop(fsim_client_id(c), None)
-        _log.debug("server port %r: client %d disconnected", self.name, fsim_client_id(c))
+        _sim_log.debug("server port %r: client %d disconnected", self.name, fsim_client_id(c))
         if cp is not None and self._disconnect_notify is not None:
             self._disconnect_notify(cp)
 
@@ -302,7 +304,7 @@ cdef class ServerPort:
         # Every failure is logged; the newest _CALLBACK_ERRORS_KEPT stay on the port for tests
         # and post-mortems, with their frames cleared so that a failing callback's locals (a
         # 1 MiB message...) are not kept alive by its traceback.
-        _log.error("%s of port %r raised", which, self.name, exc_info=e)
+        _sim_log.error("%s of port %r raised", which, self.name, exc_info=e)
         seen = set()
         cdef object x = e
         while x is not None and id(x) not in seen:
@@ -367,7 +369,7 @@ def _create_port(str name not None, str transport not None, max_connections, acc
     if st < 0:
         _servers.pop(sp._key, None)
         _check_nt(st, f"FltCreateCommunicationPort({name!r})")
-    _log.info("server port %r created (%s transport, max_connections %d, access %s)", name,
+    _sim_log.info("server port %r created (%s transport, max_connections %d, access %s)", name,
               transport, maxc, access)
     return sp
 

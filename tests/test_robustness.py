@@ -136,7 +136,8 @@ class _Big:
     """Stands for a large local (a 1 MiB message) that a failing callback's frame holds."""
 
 
-def test_callback_errors_are_bounded_and_release_their_frames(fm, port_name):
+def test_callback_errors_are_bounded_and_release_their_frames(fm, port_name, caplog):
+    import logging
     import weakref
 
     import fastport
@@ -151,6 +152,7 @@ def test_callback_errors_are_bounded_and_release_their_frames(fm, port_name):
 
     server = fm.create_port(port_name, message_notify=message_notify)
     n = 100
+    caplog.set_level(logging.ERROR, logger="fastport.sim")
     with fastport.connect(port_name) as port:
         for i in range(n):
             try:
@@ -168,3 +170,7 @@ def test_callback_errors_are_bounded_and_release_their_frames(fm, port_name):
     assert [r for r in refs if r() is not None] == []
     # the kept exceptions still say where they came from
     assert errors[-1][1].__traceback__ is not None
+    # every failure, kept or not, was logged on fastport.sim
+    logged = [r for r in caplog.records if r.name == "fastport.sim" and r.levelno == logging.ERROR]
+    assert len(logged) == n
+    assert all(r.getMessage() == f"message_notify of port {port_name!r} raised" for r in logged)
