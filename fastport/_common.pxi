@@ -3,6 +3,11 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 
+import numbers as _numbers
+import operator as _operator
+
+from numpy import bool_ as _np_bool
+
 from fastport import status as _status
 
 cdef inline int _check_hr(int32_t hr, str what) except -1:
@@ -16,30 +21,48 @@ cdef inline int _check_nt(int32_t st, str what) except -1:
         raise _status.error_from_ntstatus(<uint32_t>st, what)
     return 0
 
+cdef object _int_value(object value, str name):
+    """An integer argument as a Python int: an int or a numpy integer scalar (anything with
+    __index__), never a bool (True is not a size)."""
+    if value is None or isinstance(value, (bool, _np_bool)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    try:
+        return _operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+
+cdef object _real_value(object value, str name, str what="a number"):
+    """A real-number argument as a Python int or float: int, float, numpy integer or floating
+    scalar (any numbers.Real), never a bool."""
+    if isinstance(value, (bool, _np_bool)) or not isinstance(value, _numbers.Real):
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, _numbers.Integral):
+        return _operator.index(value)
+    return float(value)
+
 cdef uint32_t _u32_arg(object value, str name, uint32_t lo=0, uint32_t hi=0xFFFFFFFFu) except? 0xFFFFFFFF:
     """A size argument: an int in [lo, hi], else ValueError/TypeError (never a silent wrap)."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = _int_value(value, name)
     if value < lo or value > hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
     return <uint32_t>value
 
 cdef int32_t _status_arg(object value, str name) except? -1:
     """An NTSTATUS given as a signed or an unsigned 32-bit int."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = _int_value(value, name)
     if value < -0x80000000 or value > 0xFFFFFFFF:
         raise ValueError(f"{name} must fit in 32 bits, got {value}")
     return <int32_t><uint32_t>(value & 0xFFFFFFFF)
 
-cdef int64_t _timeout_ns(object timeout) except? -2:
-    """Seconds (None = forever, returned as -1) to nanoseconds."""
+cdef int64_t _timeout_ns(object timeout, str name="timeout") except? -2:
+    """Seconds (None = forever, returned as -1) to nanoseconds; errors name the argument."""
     if timeout is None:
         return -1
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    timeout = _real_value(timeout, name, "a number of seconds or None")
     if not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout}")
+        raise ValueError(f"{name} must be >= 0 seconds or None, got {timeout}")
     if timeout > 1e9:
         return -1
     return <int64_t>(timeout * 1e9)

@@ -38,9 +38,7 @@ cdef int _protocol_id(object protocol) except -1:
 
 cdef double _seconds_arg(object value, str name) except -1.0:
     """A number of seconds >= 0, finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    cdef double v = value
+    cdef double v = _real_value(value, name)
     if not (v >= 0.0) or _math.isinf(v):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
@@ -63,6 +61,9 @@ cdef dict _result_dict(const fp_driver_result *r):
         "messages": r.sent,
         "replies_ok": r.replies_ok,
         "bad_replies": r.bad_replies,
+        "wrong_size": r.wrong_size,
+        "wrong_size_length": r.wrong_size_length if r.wrong_size else None,
+        "reply_size": r.reply_size,
         "timeouts": r.timeouts,
         "disconnects": r.disconnects,
         "overflows": r.overflows,
@@ -108,8 +109,11 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     seconds, warmup (bool).
 
     Returns a dict: messages (measured sends), throughput (answered messages/s), seconds,
-    latency_us {p50, p90, p99, p999, max, min, mean}, replies_ok, bad_replies, timeouts,
-    disconnects, overflows, errors, first_error, warmup_messages, histogram [(low_ns, high_ns,
+    latency_us {p50, p90, p99, p999, max, min, mean}, replies_ok, bad_replies (wrong content or
+    size), wrong_size (those of bad_replies whose length was not reply_size: shorter),
+    wrong_size_length (the first such length, None if none), reply_size (reply payload bytes
+    the protocol expects), timeouts, disconnects, overflows (replies longer than reply_size: the
+    kernel refused them), errors, first_error, warmup_messages, histogram [(low_ns, high_ns,
     count) of non-empty buckets], interrupted, and the settings (protocol, senders, payload_min,
     payload_max, rate). Ctrl-C stops the driver and returns the partial result with
     interrupted=True; a second Ctrl-C disconnects the target to free senders blocked in a send
@@ -119,11 +123,12 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     cdef fsim_client *client = NULL
     cdef fsim_server *server = NULL
     if isinstance(target, ClientPort):
-        client = (<ClientPort>target)._c
+        client = (<ClientPort>target)._client()
     elif isinstance(target, ServerPort):
         server = (<ServerPort>target)._s
         if server is NULL:
-            raise ValueError("the server port is closed")
+            raise ValueError("the server port is closed (or was not made by "
+                             "FilterManager.create_port)")
     else:
         raise TypeError(f"target must be a ClientPort or a ServerPort, not {type(target).__name__}")
 
@@ -146,8 +151,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     if messages is None:
         cfg.messages = 0
     else:
-        if isinstance(messages, bool) or not isinstance(messages, int):
-            raise TypeError(f"messages must be an int or None, not {type(messages).__name__}")
+        messages = _int_value(messages, "messages")
         if messages < 1 or messages > 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"messages must be >= 1 (or None), got {messages}")
         cfg.messages = messages
@@ -158,8 +162,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     if cfg.warmup > 1e9:
         raise ValueError(f"warmup is too large: {warmup!r}")
     cfg.timeout_ns = _timeout_ns(timeout)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, not {type(seed).__name__}")
+    seed = _int_value(seed, "seed")
     if seed < 0 or seed > 0xFFFFFFFFFFFFFFFF:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     cfg.seed = seed
@@ -292,6 +295,9 @@ cdef class CReference:
         """Start serving."""
         if self.running:
             raise RuntimeError("the C reference client is already running")
+        if self.port is None:  # made with CReference.__new__
+            raise RuntimeError("this CReference was not initialised: make one with "
+                               "CReference(port, ...)")
         cdef SIM_HANDLE h = self.port._handle()
         cdef fp_cref *old = self._c
         self._c = NULL

@@ -2,21 +2,28 @@
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+from typing_extensions import disjoint_base
 
 _Buffer = Union[bytes, bytearray, memoryview, Any]
 
 # ---- emulated Filter Manager, kernel side (_sim.pxi) ----
+# Port, Message, ClientPort, ServerPort and SendResult come from the API (connect,
+# get_message, ServerPort.clients, FilterManager.create_port, send): constructing one directly
+# raises TypeError.
+@disjoint_base
 class SendResult:
     status: int
     reply: Optional[bytes]
     reply_status: Optional[int]
-    def __init__(self, status: int, reply: Optional[bytes] = ..., reply_status: Optional[int] = ...) -> None: ...
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def name(self) -> str: ...
 
+@disjoint_base
 class ClientPort:
     server: ServerPort
     id: int
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def connected(self) -> bool: ...
     @property
@@ -25,12 +32,15 @@ class ClientPort:
     def uid(self) -> int: ...
     def close(self) -> None: ...
 
+@disjoint_base
 class ServerPort:
     name: str
     transport: str
     max_connections: int
     access: str
     callback_errors: list[tuple[str, BaseException]]
+    callback_errors_dropped: int
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -48,16 +58,20 @@ def _create_port(name: str, transport: str, max_connections: int, access: str,
                  message_notify: Optional[Callable[..., Any]]) -> ServerPort: ...
 
 # ---- user side (_port.pxi) ----
+@disjoint_base
 class Message:
     reply_length: int
     message_id: int
     data: memoryview
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def wants_reply(self) -> bool: ...
 
+@disjoint_base
 class Port:
     name: str
     sync: bool
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def handle(self) -> int: ...
     @property
@@ -76,6 +90,7 @@ def _connect_sim(name: str, context: _Buffer, sync: bool) -> Port: ...
 def c_layouts() -> dict[str, dict[str, Any]]: ...
 
 # ---- the pump (_pump.pxi) ----
+@disjoint_base
 class Batch:
     count: int
     @property
@@ -102,6 +117,7 @@ class Batch:
     def __enter__(self) -> Batch: ...
     def __exit__(self, *exc: object) -> None: ...
 
+@disjoint_base
 class _PumpCore:
     port: Port
     message_dtype: np.dtype
@@ -131,6 +147,7 @@ def _run_driver(target: Union[ClientPort, ServerPort], *, senders: int, payload_
                 timeout: Optional[float] = ..., seed: int = ..., warmup: float = ...,
                 progress: Optional[Callable[[dict[str, Any]], None]] = ...) -> dict[str, Any]: ...
 
+@disjoint_base
 class CReference:
     port: Port
     threads: int

@@ -4,6 +4,8 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 
 cdef uint32_t _SIGNAL_SLICE_MS = 100
 
+_port_log = _logging.getLogger("fastport.port")
+
 
 cdef class Message:
     """A message from FilterGetMessage: `reply_length` (bytes the kernel accepts in a reply,
@@ -13,13 +15,17 @@ cdef class Message:
     cdef readonly uint64_t message_id
     cdef readonly object data
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Message objects come from Port.get_message(); they cannot be created "
+                        "directly")
+
     @property
     def wants_reply(self):
         return self.reply_length != 0
 
     def __repr__(self):
         return (f"<Message id={self.message_id} reply_length={self.reply_length} "
-                f"len={len(self.data)}>")
+                f"len={len(self.data) if self.data is not None else 0}>")
 
 
 cdef class Port:
@@ -34,6 +40,10 @@ cdef class Port:
     def __cinit__(self):
         self._h = 0
         self._iocp = NULL
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Port objects come from fastport.connect(name); they cannot be created "
+                        "directly")
 
     def __dealloc__(self):
         cdef SIM_HANDLE h = self._h
@@ -78,6 +88,8 @@ cdef class Port:
         return SimFilterGetTransport(self._handle(), &t) == FP_S_OK and t == FSIM_INPROC
 
     cdef SIM_HANDLE _handle(self) except 0:
+        if self.name is None:  # made with Port.__new__: never connected
+            raise RuntimeError("this Port was never connected: make one with fastport.connect(name)")
         if self._h == 0:
             raise _status.error_from_hresult(<uint32_t>FP_E_INVALID_HANDLE, "the port is closed")
         return self._h
@@ -135,8 +147,7 @@ cdef class Port:
         """FilterReplyMessage: answer message `message_id` with `data` (bytes-like payload; sent
         as FILTER_REPLY_HEADER + data, the padding rule) and FILTER_REPLY_HEADER.Status `status`.
         Raises NoWaiterForReply (0x801F0020) when the kernel no longer waits for it."""
-        if isinstance(message_id, bool) or not isinstance(message_id, int):
-            raise TypeError("message_id must be an int")
+        message_id = _int_value(message_id, "message_id")
         if message_id < 0 or message_id > 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"message_id out of range: {message_id}")
         cdef int32_t st = _status_arg(status, "status")
@@ -206,6 +217,7 @@ cdef class Port:
         if h:
             with nogil:
                 SimFilterClose(h)
+            _port_log.info("port %r closed", self.name)
 
     def __enter__(self):
         return self
@@ -239,4 +251,5 @@ def _connect_sim(str name not None, context, bint sync):
     p._h = h
     p.name = name
     p.sync = sync
+    _port_log.info("connected to port %r (handle 0x%x%s)", name, h, ", sync" if sync else "")
     return p

@@ -7,7 +7,14 @@ import logging as _logging
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-_log = _logging.getLogger("fastport.sim")
+# Its own name: every .pxi shares one module namespace (a `_log` in another .pxi would replace
+# this one).
+_sim_log = _logging.getLogger("fastport.sim")
+
+import traceback as _traceback
+
+# ServerPort.callback_errors keeps this many of the newest failures (each also logged).
+cdef Py_ssize_t _CALLBACK_ERRORS_KEPT = 32
 
 import weakref as _weakref
 
@@ -25,19 +32,30 @@ cdef class SendResult:
     cdef readonly object reply
     cdef readonly object reply_status
 
-    def __init__(self, status, reply=None, reply_status=None):
-        self.status = status
-        self.reply = reply
-        self.reply_status = reply_status
+    def __init__(self, *args, **kwargs):
+        raise TypeError("SendResult objects come from ServerPort.send(); they cannot be created "
+                        "directly")
 
     @property
     def name(self):
         """Symbolic name of `status`, e.g. "STATUS_TIMEOUT"."""
+        if self.status is None:
+            return None
         return _status.ntstatus_name(self.status)
 
     def __repr__(self):
+        if self.status is None:
+            return "SendResult(status=None)"
         return (f"SendResult(status={self.name} (0x{self.status:08X}), reply={self.reply!r}, "
                 f"reply_status={self.reply_status!r})")
+
+
+cdef SendResult _send_result(uint32_t status, object reply=None, object reply_status=None):
+    cdef SendResult r = SendResult.__new__(SendResult)
+    r.status = status
+    r.reply = reply
+    r.reply_status = reply_status
+    return r
 
 
 cdef class ClientPort:
@@ -50,32 +68,45 @@ cdef class ClientPort:
     def __cinit__(self):
         self._c = NULL
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ClientPort objects come from the emulator (ServerPort.clients, the "
+                        "callbacks' first argument); they cannot be created directly")
+
     def __dealloc__(self):
         if self._c is not NULL:
             fsim_client_release(self._c)
             self._c = NULL
 
+    cdef fsim_client *_client(self) except NULL:
+        if self._c is NULL:  # made with ClientPort.__new__
+            raise RuntimeError("this ClientPort is no connection: client ports come from "
+                               "ServerPort.clients and the callbacks")
+        return self._c
+
     @property
     def connected(self):
         """True until either side closes the connection."""
-        return bool(fsim_client_connected(self._c))
+        return bool(fsim_client_connected(self._client()))
 
     @property
     def pid(self):
         """Process id of the connecting process."""
-        return fsim_client_peer_pid(self._c)
+        return fsim_client_peer_pid(self._client())
 
     @property
     def uid(self):
         """User id of the connecting process."""
-        return fsim_client_peer_uid(self._c)
+        return fsim_client_peer_uid(self._client())
 
     def close(self):
         """FltCloseClientPort: disconnect. Senders waiting on it get STATUS_PORT_DISCONNECTED."""
+        cdef fsim_client *c = self._client()
         with nogil:
-            fsim_close_client(self._c)
+            fsim_close_client(c)
 
     def __repr__(self):
+        if self._c is NULL:
+            return "<ClientPort (no connection)>"
         return f"<ClientPort id={self.id} pid={self.pid} connected={self.connected}>"
 
 
@@ -132,7 +163,11 @@ cdef int32_t _on_message(void *cookie, fsim_client *c, const void *inp, uint32_t
 
 cdef class ServerPort:
     """A server port of the emulated Filter Manager (FltCreateCommunicationPort). Create it with
-    `fastport.sim.FilterManager.create_port`."""
+    `fastport.sim.FilterManager.create_port`.
+
+    A callback that raises is logged on the `fastport.sim` logger; `callback_errors` keeps the
+    newest 32 as (callback name, exception) with their tracebacks' frames cleared, and
+    `callback_errors_dropped` counts the older ones no longer kept."""
     cdef fsim_server *_s
     cdef uint64_t _key
     cdef readonly str name
@@ -141,13 +176,18 @@ cdef class ServerPort:
     cdef readonly str access
     cdef object _connect_notify, _disconnect_notify, _message_notify
     cdef dict _clients          # id -> ClientPort, while connected
-    cdef readonly list callback_errors  # (callback name, exception) of failed callbacks
+    cdef readonly list callback_errors  # (callback name, exception): the newest failures
+    cdef readonly uint64_t callback_errors_dropped  # older failures no longer kept
     cdef object __weakref__
 
     def __cinit__(self):
         self._s = NULL
         self._clients = {}
         self.callback_errors = []
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ServerPort objects come from fastport.sim.FilterManager().create_port(); "
+                        "they cannot be created directly")
 
     def __dealloc__(self):
         # Unload: nobody can reach the clients from Python any more.
@@ -174,6 +214,7 @@ cdef class ServerPort:
         reply buffer in bytes (the reply payload, header excluded). timeout: seconds bounding
         delivery plus reply together; None = forever. Returns a SendResult; STATUS_TIMEOUT and
         STATUS_PORT_DISCONNECTED are statuses, not exceptions."""
+        cdef fsim_client *c = client._client()
         if client.server is not self:
             raise ValueError("client is not connected to this server port")
         cdef int64_t t = _timeout_ns(timeout)
@@ -193,13 +234,13 @@ cdef class ServerPort:
                 if reply is NULL:
                     raise MemoryError()
             with nogil:
-                st = fsim_send(client._c, buf.buf, <uint32_t>buf.len, reply,
+                st = fsim_send(c, buf.buf, <uint32_t>buf.len, reply,
                                &cap if want else NULL, t, &rst)
             if st == FP_STATUS_INVALID_PARAMETER:
                 _check_nt(st, "FltSendMessage")
             if want and st == FP_STATUS_SUCCESS:
-                return SendResult(<uint32_t>st, reply[:cap], <uint32_t>rst)
-            return SendResult(<uint32_t>st)
+                return _send_result(<uint32_t>st, reply[:cap], <uint32_t>rst)
+            return _send_result(<uint32_t>st)
         finally:
             free(reply)
             PyBuffer_Release(&buf)
@@ -210,11 +251,16 @@ cdef class ServerPort:
             with nogil:
                 fsim_close_server(self._s)
             self._s = NULL
+            _sim_log.info("server port %r closed (%d connection(s) go on)", self.name,
+                      len(self.clients))
 
     def _unload(self):
         """Disconnect every client, then close (what unloading the filter does)."""
         cdef ClientPort c
-        for c in list(self._clients.values()):
+        clients = list(self._clients.values())
+        if clients:
+            _sim_log.debug("server port %r: disconnecting %d client(s)", self.name, len(clients))
+        for c in clients:
             c.close()
         self.close()
 
@@ -232,10 +278,13 @@ cdef class ServerPort:
                 if st < 0:
                     return st
         self._clients[cp.id] = cp
+        _sim_log.debug("server port %r: client %d connected (pid %d)", self.name, cp.id,
+                   fsim_client_peer_pid(c))
         return FP_STATUS_SUCCESS
 
     cdef _disconnect(self, fsim_client *c):
         cp = self._clients.pop(fsim_client_id(c), None)
+        _sim_log.debug("server port %r: client %d disconnected", self.name, fsim_client_id(c))
         if cp is not None and self._disconnect_notify is not None:
             self._disconnect_notify(cp)
 
@@ -252,8 +301,21 @@ cdef class ServerPort:
         return bytes(result)
 
     cdef _callback_failed(self, str which, BaseException e):
+        # Every failure is logged; the newest _CALLBACK_ERRORS_KEPT stay on the port for tests
+        # and post-mortems, with their frames cleared so that a failing callback's locals (a
+        # 1 MiB message...) are not kept alive by its traceback.
+        _sim_log.error("%s of port %r raised", which, self.name, exc_info=e)
+        seen = set()
+        cdef object x = e
+        while x is not None and id(x) not in seen:
+            seen.add(id(x))
+            _traceback.clear_frames(x.__traceback__)
+            x = x.__cause__ if x.__cause__ is not None else x.__context__
         self.callback_errors.append((which, e))
-        _log.error("%s of port %r raised", which, self.name, exc_info=e)
+        cdef Py_ssize_t extra = len(self.callback_errors) - _CALLBACK_ERRORS_KEPT
+        if extra > 0:
+            del self.callback_errors[:extra]
+            self.callback_errors_dropped += extra
 
 
 def _create_port(str name not None, str transport not None, max_connections, access,
@@ -307,6 +369,8 @@ def _create_port(str name not None, str transport not None, max_connections, acc
     if st < 0:
         _servers.pop(sp._key, None)
         _check_nt(st, f"FltCreateCommunicationPort({name!r})")
+    _sim_log.info("server port %r created (%s transport, max_connections %d, access %s)", name,
+              transport, maxc, access)
     return sp
 
 

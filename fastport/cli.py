@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
 import sys
 import time
 from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from fastport.status import PortError
 
@@ -33,21 +36,33 @@ def _payload(text: str) -> "int | tuple[int, int]":
     return value
 
 
-def _positive_int(name: str, value: int, low: int = 1, high: int = 4096) -> int:
+def _positive_int(name: str, value: Any, low: int = 1, high: int = 4096) -> int:
+    """An int option (a Python or numpy integer, never a bool) in [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{name} must be an int, got {value!r}")
+    value = int(value)
     if not low <= value <= high:
         raise UsageError(f"{name} must be between {low} and {high}, got {value}")
     return value
 
 
-def _nonneg(name: str, value: Optional[float]) -> Optional[float]:
-    if value is not None and not value >= 0:
+def _nonneg(name: str, value: Any) -> Optional[float]:
+    """A number option >= 0 (a Python or numpy number, never a bool) or None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise UsageError(f"{name} must be a number, got {value!r}")
+    if not value >= 0:
         raise UsageError(f"{name} must be >= 0, got {value}")
-    return value
+    return float(value)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fastport import __version__
+
     p = argparse.ArgumentParser(prog="fastport", description="Answer Filter Manager port messages "
                                 "from Python at C speed: benchmarks and the test driver.")
+    p.add_argument("--version", action="version", version=f"fastport {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("bench", help="run every client against the emulated driver (main job)",
@@ -77,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("driver", help="the load-generating test driver as its own process",
                        description="Creates the emulated port NAME on the socket transport, "
                        "waits for a service to connect, and drives it with K kernel-side "
-                       "senders, checking every reply.")
+                       "senders, checking every reply. Exit status 0 when every reply was "
+                       "right, 1 otherwise (or when no service connected within --wait), 2 "
+                       "for a bad argument.")
     d.add_argument("--port", required=True, metavar="NAME")
     d.add_argument("--senders", type=int, default=8, metavar="K")
     d.add_argument("--payload", default="1024", metavar="B", help="bytes or MIN:MAX")
@@ -87,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", choices=["bench", "scanner"], default="bench")
     d.add_argument("--max-connections", type=int, default=8)
     d.add_argument("--access", choices=["owner", "everyone"], default="owner")
+    d.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="give up (exit 1) when no service connected within SECONDS "
+                   "(default: wait until Ctrl-C)")
     d.add_argument("--json", metavar="FILE")
     return p
 
@@ -149,6 +169,7 @@ def _driver(a: argparse.Namespace) -> int:
         raise UsageError(f"--seconds must be > 0, got {a.seconds}")
     _nonneg("--timeout", a.timeout)
     maxc = _positive_int("--max-connections", a.max_connections, 1, 1024)
+    wait = _nonneg("--wait", a.wait)
     tty = sys.stdout.isatty()
 
     with FilterManager("socket") as fm:
@@ -158,8 +179,13 @@ def _driver(a: argparse.Namespace) -> int:
             raise UsageError(f"port name {a.port!r}: {e}")
         print(f"fastport driver: waiting for a service to connect to {a.port!r} "
               f"(socket transport, {_ext.runtime_dir()})", flush=True)
+        give_up = None if wait is None else time.monotonic() + wait
         try:
             while not server.clients:
+                if give_up is not None and time.monotonic() >= give_up:
+                    print(f"fastport driver: no service connected to {a.port!r} within "
+                          f"{wait:g} s", file=sys.stderr, flush=True)
+                    return 1
                 time.sleep(0.05)
         except KeyboardInterrupt:
             print("\nfastport driver: interrupted before any service connected", flush=True)
@@ -186,11 +212,36 @@ def _driver(a: argparse.Namespace) -> int:
           f"  latency us: p50 {lat['p50']:,.1f}  p90 {lat['p90']:,.1f}  p99 {lat['p99']:,.1f}  "
           f"p99.9 {lat['p999']:,.1f}  max {lat['max']:,.1f}\n"
           f"  timeouts {r['timeouts']}  bad replies {r['bad_replies']}  "
-          f"disconnects {r['disconnects']}  errors {r['errors']}")
+          f"too long {r['overflows']}  disconnects {r['disconnects']}  errors {r['errors']}")
+    for line in _reply_diagnosis(r):
+        print("  " + line)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(r, f, indent=1)
-    return 0 if r["bad_replies"] == 0 else 1
+    return 0 if r["bad_replies"] == 0 and r["overflows"] == 0 else 1
+
+
+def _reply_diagnosis(r: dict) -> list:
+    """What went wrong with the replies, in words: wrong sizes apart from wrong contents."""
+    proto, want = r["protocol"], r["reply_size"]
+    layout = {"scanner": "SCANNER_REPLY {BOOLEAN SafeToOpen}",
+              "bench": "BENCH_REPLY {u32 checksum, u32 verdict}"}.get(proto, "reply")
+    rule = (f"a reply is the 16-byte FILTER_REPLY_HEADER followed by exactly {want} byte(s) of "
+            f"{layout}")
+    out = []
+    if r["wrong_size"]:
+        n = r["wrong_size_length"]
+        out.append(f"{r['wrong_size']:,} replies had {n} byte{'' if n == 1 else 's'}; the {proto} "
+                   f"protocol expects {want} ({rule})")
+    if r["overflows"]:
+        out.append(f"{r['overflows']:,} replies were longer than the {want} byte(s) the {proto} "
+                   f"protocol expects, so the kernel refused them (STATUS_BUFFER_OVERFLOW; the "
+                   f"service's FilterReplyMessage got 0x8007007A): {rule}")
+    wrong_content = r["bad_replies"] - r["wrong_size"]
+    if wrong_content:
+        out.append(f"{wrong_content:,} replies had the right size but the wrong content (not "
+                   f"the {proto} protocol's answer to their message)")
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

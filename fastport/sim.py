@@ -1,7 +1,21 @@
 """The emulated Filter Manager (kernel side), for tests, the load-generating test driver and the
 benchmarks: `FilterManager().create_port(...)` is FltCreateCommunicationPort; `ServerPort.send` is
-FltSendMessage. Behaviour follows shared/FLTMGR.md; the emulator's own choices are listed in the
-README.
+FltSendMessage. It behaves as Windows documents FltSendMessage and the FltLib calls:
+
+- A send waits for a FilterGetMessage (delivery at once when one is already waiting) and, when
+  `reply_length` is given, for FilterReplyMessage. `timeout` bounds delivery plus reply together:
+  a message not delivered in time is withdrawn (never delivered later) and the send returns
+  STATUS_TIMEOUT (0x00000102, a success code); a reply that comes later gets
+  ERROR_FLT_NO_WAITER_FOR_REPLY (0x801F0020) on the user side.
+- The connection closing while a send waits: STATUS_PORT_DISCONNECTED (0xC0000037).
+- A reply longer than `reply_length`: the sender gets STATUS_BUFFER_OVERFLOW (0x80000005) with
+  nothing copied, the replier 0x8007007A. Replies carry FILTER_REPLY_HEADER.Status, handed to the
+  sender as `SendResult.reply_status`.
+- Closing a server port stops new connections only; live connections go on until either side
+  closes them (FilterManager.close() disconnects them too).
+
+Where Windows does not say, the emulator decides; the README lists those choices ("The
+emulator's choices").
 
 Transports: "inproc" (the service connects from this process) and "socket" (from any process,
 over AF_UNIX SOCK_SEQPACKET sockets in $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid>)."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install fastport (with the plotting extra) into a fresh virtual environment (.venv) and run the
+# Install fastport (with the plotting extra) into the virtual environment .venv and run the
 # main job: `fastport bench` on the embedded emulated driver. Extra arguments go to fastport bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."

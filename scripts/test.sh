@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install fastport with its test extra into a fresh virtual environment (.venv) and run the tests:
+# Install fastport with its test extra into the virtual environment .venv and run the tests:
 # the Python suites, the C test programs of the core (-Wall -Wextra -Werror) and their
-# ASAN/UBSAN build, and the micro-benchmarks once with benchmarking disabled.
+# ASAN/UBSAN build, the micro-benchmarks once with benchmarking disabled, and mypy.stubtest of the
+# extension's stubs (fastport/_ext.pyi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh test
@@ -12,3 +13,6 @@ root=$PWD
 cd "$(mktemp -d)"
 "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir="$root" -c "$root/pyproject.toml" \
     --benchmark-disable "$@" "$root/tests" "$root/bench"
+# the extension's type stubs against the built module
+"$root/.venv/bin/python" -m mypy.stubtest fastport._ext \
+    --allowlist "$root/scripts/stubtest-allowlist.txt"

@@ -65,6 +65,9 @@ cdef extern from "driver/driver.h" nogil:
         uint64_t overflows
         uint64_t errors
         uint64_t warmup_messages
+        uint64_t wrong_size
+        uint32_t wrong_size_length
+        uint32_t reply_size
         int32_t first_error
         uint32_t senders_running
         int in_warmup

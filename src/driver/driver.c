@@ -32,6 +32,8 @@ typedef struct sender {
     /* Written by the sender only (relaxed store of load + 1: no locked instruction), read by
      * progress snapshots. */
     _Atomic uint64_t sent, ok, bad, timeouts, disconnects, overflows, errors, warmup;
+    _Atomic uint64_t wrong_size;      /* of bad: a reply of the wrong length */
+    _Atomic uint32_t wrong_len_plus1; /* first such length + 1 (0: none yet) */
     _Atomic int32_t first_error;
 } __attribute__((aligned(64))) sender;
 
@@ -326,6 +328,11 @@ static void *sender_main(void *arg)
                            (bench ? memcmp(reply, &exp_b, sizeof exp_b) == 0
                                   : (reply[0] != 0) == (exp_s != 0));
                 bump(good ? &s->ok : &s->bad);
+                if (rlen != d->reply_size) {
+                    bump(&s->wrong_size);
+                    uint32_t none = 0;
+                    atomic_compare_exchange_strong(&s->wrong_len_plus1, &none, rlen + 1);
+                }
                 fp_hist_record(s->hist, done > start ? done - start : 0);
             } else if (st == FP_STATUS_TIMEOUT) {
                 bump(&s->timeouts);
@@ -530,6 +537,8 @@ void fp_driver_abort(fp_driver *d)
 static void sum_counts(fp_driver *d, fp_driver_result *out)
 {
     memset(out, 0, sizeof *out);
+    out->reply_size = d->reply_size;
+    int have_wrong_len = 0;
     for (uint32_t i = 0; i < d->nsenders; i++) {
         sender *s = &d->senders[i];
         out->sent += atomic_load_explicit(&s->sent, RLX);
@@ -540,6 +549,12 @@ static void sum_counts(fp_driver *d, fp_driver_result *out)
         out->overflows += atomic_load_explicit(&s->overflows, RLX);
         out->errors += atomic_load_explicit(&s->errors, RLX);
         out->warmup_messages += atomic_load_explicit(&s->warmup, RLX);
+        out->wrong_size += atomic_load_explicit(&s->wrong_size, RLX);
+        uint32_t wl = atomic_load_explicit(&s->wrong_len_plus1, RLX);
+        if (wl && !have_wrong_len) {
+            out->wrong_size_length = wl - 1;
+            have_wrong_len = 1;
+        }
         int32_t fe = atomic_load_explicit(&s->first_error, RLX);
         if (fe && !out->first_error)
             out->first_error = fe;

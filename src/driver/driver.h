@@ -30,7 +30,9 @@
  * Outcomes of a measured send (every one counts exactly once):
  *   sent = replies_ok + bad_replies + timeouts + disconnects + overflows + errors
  *   replies_ok   STATUS_SUCCESS and the reply equals the expected reply, with the right length
- *   bad_replies  STATUS_SUCCESS but a wrong reply or a wrong length
+ *   bad_replies  STATUS_SUCCESS but a wrong reply or a wrong length (wrong_size of them: a
+ *                length other than reply_size, i.e. shorter, since a longer reply is an
+ *                overflow; wrong_size_length is the first such length seen)
  *   timeouts     STATUS_TIMEOUT (timeout_ns >= 0)
  *   disconnects  STATUS_PORT_DISCONNECTED: the sender stops (server mode: re-picks a client)
  *   overflows    STATUS_BUFFER_OVERFLOW: the reply was longer than the protocol's reply struct
@@ -90,6 +92,9 @@ typedef struct fp_driver_result {
     uint64_t overflows;
     uint64_t errors;
     uint64_t warmup_messages; /* sends before the window (not in the counts above) */
+    uint64_t wrong_size;      /* of bad_replies: replies whose length was not reply_size */
+    uint32_t wrong_size_length; /* the first such reply's length (when wrong_size > 0) */
+    uint32_t reply_size;      /* reply payload bytes the protocol expects (and the buffer) */
     fp_ntstatus first_error;  /* first status counted in errors, 0 if none */
     uint32_t senders_running; /* senders not yet finished (0 in a final result) */
     int in_warmup;            /* 1 while the window has not started */

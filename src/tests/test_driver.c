@@ -534,6 +534,7 @@ static void test_wrong_responder(void)
             responder_stop(&rs);
             CHECK_EQ(res.sent, n);
             CHECK_EQ(rs.replies, n);
+            CHECK_EQ(res.reply_size, fp_protocol_reply_size(proto));
             switch (mode) {
             case RESP_CORRECT:
                 CHECK_EQ(res.replies_ok, n);
@@ -542,6 +543,7 @@ static void test_wrong_responder(void)
                 break;
             case RESP_CORRUPT10:
                 CHECK_EQ(res.bad_replies, n / 10);
+                CHECK_EQ(res.wrong_size, 0); /* right length, wrong content */
                 CHECK_EQ(res.replies_ok, n - n / 10);
                 break;
             case RESP_SWAP:
@@ -551,11 +553,14 @@ static void test_wrong_responder(void)
                 break;
             case RESP_SHORT7:
                 CHECK_EQ(res.bad_replies, n / 7);
+                CHECK_EQ(res.wrong_size, n / 7); /* every bad reply was short */
+                CHECK_EQ(res.wrong_size_length, fp_protocol_reply_size(proto) / 2);
                 CHECK_EQ(res.replies_ok, n - n / 7);
                 break;
             case RESP_LONG5:
                 CHECK_EQ(res.overflows, n / 5);
                 CHECK_EQ(res.bad_replies, 0);
+                CHECK_EQ(res.wrong_size, 0);
                 CHECK_EQ(res.replies_ok, n - n / 5);
                 break;
             }
