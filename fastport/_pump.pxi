@@ -236,7 +236,7 @@ cdef class _PumpCore:
         cfg.batch = batch
         cfg.reply_threads = reply_threads
         cfg.consumer_reap = 1 if consumer_reap else 0
-        cfg.deadline_ns = _timeout_ns(deadline)
+        cfg.deadline_ns = _timeout_ns(deadline, "deadline")
         cfg.message_size = <uint32_t>self.message_dtype.itemsize
         cfg.reply_size = <uint32_t>self.reply_dtype.itemsize
         cfg.default_reply = <const char *>self.default_reply

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import numbers
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
+
+import numpy as np
 
 from fastport._ext import Batch, Port, _PumpCore
 
@@ -71,14 +74,15 @@ class Pump(_PumpCore):
             reply_threads = threads
         for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
                             ("reply_threads", reply_threads)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            value = int(value)
             low = 0 if name == "reply_threads" else 1
             high = _LIMITS[name]
             if value < low or value > high:
                 raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-        super().__init__(port, message, reply, threads, outstanding, batch, deadline,
-                         default_reply, reply_threads, bool(consumer_reap))
+        super().__init__(port, message, reply, int(threads), int(outstanding), int(batch),
+                         deadline, default_reply, int(reply_threads), bool(consumer_reap))
         self.on_error = on_error
         self._current: Optional[Batch] = None
 
