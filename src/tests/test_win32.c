@@ -740,6 +740,9 @@ int main(void)
     test_forged_handles();
     CHECK_EQ(fsim_debug_live_clients(), 0);
     CHECK_EQ(fsim_debug_live_servers(), 0);
+    char lock[64];
+    snprintf(lock, sizeof lock, "%s/.lock", dir);
+    unlink(lock); /* the ports' creation lock */
     rmdir(dir);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
