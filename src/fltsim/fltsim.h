@@ -111,7 +111,7 @@ uint32_t fsim_client_peer_uid(const fsim_client *client);
 uint32_t fsim_client_pending_gets(fsim_client *client);
 
 /* ---- user side (fltuser.h) ---- */
-typedef uint64_t SIM_HANDLE; /* generation-checked handle; 0 is never valid */
+typedef uint64_t SIM_HANDLE; /* generation-checked handle, a multiple of 4; 0 is never valid */
 
 /* FilterConnectCommunicationPort. context/context_size: both set or both empty, size <= 65535.
  * options: 0 or FLT_PORT_FLAG_SYNC_HANDLE. security_attributes must be NULL. */

@@ -1,6 +1,7 @@
 /* User-side handle table, of typed objects (ports; the Win32 face's completion ports, events and
- * threads). A SIM_HANDLE is (generation << 32 | slot + 1), so a closed or forged
- * handle is recognised (ERROR_INVALID_HANDLE) instead of being dereferenced. Each call holds a
+ * threads). A SIM_HANDLE is (generation << 32 | (slot + 1) << 2), so a closed or forged handle is
+ * recognised (ERROR_INVALID_HANDLE) instead of being dereferenced; its two low bits are 0, as a
+ * Windows handle's are (an OVERLAPPED's hEvent uses bit 0 as a flag). Each call holds a
  * reference on the handle's object for its duration, so a close on another thread never frees
  * memory under a running call. */
 #include <stdlib.h>
@@ -50,15 +51,15 @@ SIM_HANDLE fsim_handle_new(const fsim_handle_ops *ops, void *impl)
 found:
     table[i].obj = o;
     free_hint = i + 1;
-    SIM_HANDLE h = ((uint64_t)table[i].gen << 32) | (uint64_t)(i + 1);
+    SIM_HANDLE h = ((uint64_t)table[i].gen << 32) | ((uint64_t)(i + 1) << 2);
     pthread_mutex_unlock(&table_lock);
     return h;
 }
 
 static slot *lookup(SIM_HANDLE h)
 {
-    uint32_t i = (uint32_t)(h & 0xFFFFFFFFu);
-    if (i == 0 || i > table_cap)
+    uint32_t low = (uint32_t)(h & 0xFFFFFFFFu), i = low >> 2;
+    if ((low & 3) || i == 0 || i > table_cap)
         return NULL;
     slot *s = &table[i - 1];
     if (!s->obj || s->gen != (uint32_t)(h >> 32))

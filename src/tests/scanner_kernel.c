@@ -120,6 +120,9 @@ int scanner_kernel_finish(void)
         while (waitpid(k.child, &status, 0) < 0)
             ;
         code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        char lock[96];
+        snprintf(lock, sizeof lock, "%s/.lock", getenv("FASTPORT_RUNTIME_DIR"));
+        unlink(lock); /* the ports' creation lock */
         rmdir(getenv("FASTPORT_RUNTIME_DIR"));
     } else {
         pthread_join(k.thread, NULL);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,6 +29,99 @@
 
 #define MS 1000000LL
 #define MIB (1u << 20)
+
+/* ---- n overlapped gets at once, waited for (what SimFilterGetMessages did, on the public
+ * overlapped API) ---- */
+
+typedef struct tget {
+    FP_MESSAGE_HEADER *buffer;
+    uint32_t size;
+    uint32_t length; /* out: bytes written, header included */
+    fp_hresult hr;   /* out: how its get completed */
+} tget;
+
+#define TGET_MAX 16u
+
+typedef struct tget_batch {
+    fsim_io io[TGET_MAX];
+    tget *e;
+    sem_t sem; /* posted once per completion */
+} tget_batch;
+
+static void tget_done(fsim_io *io, fp_hresult hr, uint32_t bytes)
+{
+    tget_batch *b = io->user;
+    tget *e = &b->e[io - b->io];
+    e->hr = hr;
+    e->length = bytes;
+    sem_post(&b->sem);
+}
+
+static int tget_wait(sem_t *s, uint32_t timeout_ms)
+{
+    if (timeout_ms == FSIM_INFINITE) {
+        while (sem_wait(s) != 0)
+            ;
+        return 0;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    int r;
+    while ((r = sem_timedwait(s, &ts)) != 0 && errno == EINTR)
+        ;
+    return r;
+}
+
+/* Posts n (<= TGET_MAX) gets, waits up to timeout_ms for the first completion, cancels the others
+ * and takes every completion; the messages are moved to e[0..*filled) (another thread's cancel
+ * may have hit an older get before a newer one was posted). S_OK when *filled > 0, else
+ * FP_E_TIMEOUT, FP_E_OPERATION_ABORTED (another thread's cancel) or FP_E_INVALID_HANDLE. */
+static fp_hresult get_n(SIM_HANDLE h, tget *e, uint32_t n, uint32_t timeout_ms, uint32_t *filled)
+{
+    tget_batch b;
+    b.e = e;
+    sem_init(&b.sem, 0, 0);
+    *filled = 0;
+    uint32_t posted = 0;
+    fp_hresult hr = FP_S_OK;
+    for (; posted < n && posted < TGET_MAX; posted++) {
+        b.io[posted] = (fsim_io){.buffer = e[posted].buffer, .size = e[posted].size, .key = &b,
+                                 .done = tget_done, .user = &b};
+        e[posted].length = 0;
+        e[posted].hr = FP_E_OPERATION_ABORTED;
+        hr = SimFilterGetMessageAsync(h, &b.io[posted]);
+        if (hr != FP_E_IO_PENDING)
+            break;
+    }
+    if (posted) {
+        uint32_t taken = tget_wait(&b.sem, timeout_ms) == 0;
+        int timed_out = !taken;
+        if (taken < posted)
+            (void)SimFilterCancelIo(h, &b);
+        for (; taken < posted; taken++)
+            tget_wait(&b.sem, FSIM_INFINITE);
+        uint32_t k = 0, gone = 0;
+        for (uint32_t i = 0; i < posted; i++) {
+            gone |= e[i].hr == FP_E_INVALID_HANDLE;
+            if (e[i].hr != FP_S_OK && e[i].hr != FP_E_INSUFFICIENT_BUFFER)
+                continue;
+            if (i != k) { /* buffers of one call are alike here */
+                memcpy(e[k].buffer, e[i].buffer, e[i].length);
+                e[k].length = e[i].length;
+                e[k].hr = e[i].hr;
+            }
+            k++;
+        }
+        *filled = k;
+        hr = k ? FP_S_OK : gone ? FP_E_INVALID_HANDLE : timed_out ? FP_E_TIMEOUT
+                                                              : FP_E_OPERATION_ABORTED;
+    }
+    sem_destroy(&b.sem);
+    return hr;
+}
 
 static char rundir[64];
 
@@ -238,10 +332,10 @@ typedef struct getter {
 static void *getter_main(void *p)
 {
     getter *g = p;
-    SIM_GET_ENTRY e[8];
+    tget e[8];
     for (int i = 0; i < 8; i++)
-        e[i] = (SIM_GET_ENTRY){&g->m[i].h, sizeof g->m[i], 0, 0, 0};
-    g->hr = SimFilterGetMessages(g->h, e, g->count ? g->count : 4,
+        e[i] = (tget){&g->m[i].h, sizeof g->m[i], 0, 0};
+    g->hr = get_n(g->h, e, g->count ? g->count : 4,
                                  g->timeout_ms ? g->timeout_ms : FSIM_INFINITE, &g->filled);
     atomic_store(&g->done, 1);
     return NULL;
@@ -500,10 +594,10 @@ static void test_round_trip(void)
     start_sender(&s1, c, "b1", 1, 4, -1);
     start_sender(&s2, c, "b2", 1, 1, -1);
     msgbuf mm[2];
-    SIM_GET_ENTRY ge[2] = {{&mm[0].h, sizeof mm[0], 0, 0, 0}, {&mm[1].h, sizeof mm[1], 0, 0, 0}};
+    tget ge[2] = {{&mm[0].h, sizeof mm[0], 0, 0}, {&mm[1].h, sizeof mm[1], 0, 0}};
     uint32_t filled = 0, total = 0;
     while (total < 2) {
-        CHECK_EQ(SimFilterGetMessages(h, ge + total, 2 - total, 2000, &filled), FP_S_OK);
+        CHECK_EQ(get_n(h, ge + total, 2 - total, 2000, &filled), FP_S_OK);
         if (!filled)
             break;
         total += filled;
@@ -722,11 +816,11 @@ static void test_polls(void)
     start_sender(&s2, c, "b", 0, 0, -1);
     CHECK(WAIT_UNTIL(kqueued(c) == 2, 5000));
     msgbuf mm[4];
-    SIM_GET_ENTRY e[4];
+    tget e[4];
     for (int i = 0; i < 4; i++)
-        e[i] = (SIM_GET_ENTRY){&mm[i].h, sizeof mm[i], 0, 0, 0};
+        e[i] = (tget){&mm[i].h, sizeof mm[i], 0, 0};
     uint32_t filled = 0;
-    CHECK(WAIT_UNTIL(SimFilterGetMessages(h, e, 4, 0, &filled) == FP_S_OK, 2000));
+    CHECK(WAIT_UNTIL(get_n(h, e, 4, 0, &filled) == FP_S_OK, 2000));
     CHECK_EQ(filled, 2);
     pthread_join(sd.t, NULL);
     pthread_join(s2.t, NULL);
@@ -818,11 +912,11 @@ static void *race_getter(void *p)
     unsigned seed = (unsigned)(uintptr_t)&seed;
     while (!atomic_load(&r->stop)) {
         msgbuf m[3];
-        SIM_GET_ENTRY e[3];
+        tget e[3];
         for (int i = 0; i < 3; i++)
-            e[i] = (SIM_GET_ENTRY){&m[i].h, sizeof m[i], 0, 0, 0};
+            e[i] = (tget){&m[i].h, sizeof m[i], 0, 0};
         uint32_t n = 0;
-        fp_hresult hr = SimFilterGetMessages(r->h, e, 1 + rand_r(&seed) % 3, rand_r(&seed) % 3, &n);
+        fp_hresult hr = get_n(r->h, e, 1 + rand_r(&seed) % 3, rand_r(&seed) % 3, &n);
         if (hr == FP_S_OK) {
             for (uint32_t i = 0; i < n; i++) {
                 uint32_t idx;
@@ -845,7 +939,7 @@ static void *race_canceller(void *p)
 {
     race *r = p;
     while (!atomic_load(&r->stop)) {
-        SimFilterCancel(r->h);
+        SimFilterCancelIo(r->h, NULL);
         usleep(300);
     }
     return NULL;
@@ -905,9 +999,9 @@ static void test_cancel_and_disconnect(void)
     getter g;
     start_getter(&g, h, 4, 0);
     CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 4, 5000)); /* waiting at the kernel */
-    CHECK_EQ(SimFilterCancel(h), FP_S_OK);
+    CHECK_EQ(SimFilterCancelIo(h, NULL), FP_S_OK);
     /* (under heavy load the getter may not have been waiting yet: cancel again until it is) */
-    CHECK(WAIT_UNTIL((SimFilterCancel(h), atomic_load(&g.done)), 3000));
+    CHECK(WAIT_UNTIL((SimFilterCancelIo(h, NULL), atomic_load(&g.done)), 3000));
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_E_OPERATION_ABORTED);
     CHECK_EQ(g.filled, 0);
@@ -1001,12 +1095,12 @@ static void test_one_mib(const char *bufsize)
         uint8_t body[MIB];
     };
     struct bigmsg *m = malloc(N * sizeof *m);
-    SIM_GET_ENTRY e[N];
+    tget e[N];
     for (int j = 0; j < N; j++)
-        e[j] = (SIM_GET_ENTRY){&m[j].h, sizeof m[j], 0, 0, 0};
+        e[j] = (tget){&m[j].h, sizeof m[j], 0, 0};
     uint32_t total = 0, filled;
     while (total < N) {
-        fp_hresult hr = SimFilterGetMessages(h, e + total, N - total, 5000, &filled);
+        fp_hresult hr = get_n(h, e + total, N - total, 5000, &filled);
         CHECK_EQ(hr, FP_S_OK);
         if (hr != FP_S_OK)
             break;
@@ -1132,11 +1226,11 @@ static int child_main(const char *role, const char *name, int fd)
             return 1;
         (void)!write(fd, "w", 1);
         static uint8_t bufs[4][16 + MIB];
-        SIM_GET_ENTRY e[4];
+        tget e[4];
         for (int i = 0; i < 4; i++)
-            e[i] = (SIM_GET_ENTRY){(FP_MESSAGE_HEADER *)(void *)bufs[i], sizeof bufs[i], 0, 0, 0};
+            e[i] = (tget){(FP_MESSAGE_HEADER *)(void *)bufs[i], sizeof bufs[i], 0, 0};
         uint32_t n;
-        SimFilterGetMessages(h, e, 4, FSIM_INFINITE, &n);
+        get_n(h, e, 4, FSIM_INFINITE, &n);
         for (;;)
             pause();
     }
@@ -1627,14 +1721,14 @@ static void *stress_getter(void *p)
 {
     stress *s = p;
     msgbuf m[8];
-    SIM_GET_ENTRY e[8];
+    tget e[8];
     replybuf r[8];
     SIM_REPLY_ENTRY re[8];
     while (!atomic_load(&stress_stop)) {
         for (int i = 0; i < 8; i++)
-            e[i] = (SIM_GET_ENTRY){&m[i].h, sizeof m[i], 0, 0, 0};
+            e[i] = (tget){&m[i].h, sizeof m[i], 0, 0};
         uint32_t n = 0, k = 0;
-        fp_hresult hr = SimFilterGetMessages(s->h, e, (uint32_t)(1 + s->id % 8), FSIM_INFINITE, &n);
+        fp_hresult hr = get_n(s->h, e, (uint32_t)(1 + s->id % 8), FSIM_INFINITE, &n);
         if (hr == FP_E_OPERATION_ABORTED && atomic_load(&stress_stop))
             break;
         if (hr != FP_S_OK) {
@@ -1690,7 +1784,7 @@ static void stress_user(const char *name, int fd)
     }
     while (atomic_load(&stress_running) > 0) {
         if (atomic_load(&stress_stop))
-            SimFilterCancel(h);
+            SimFilterCancelIo(h, NULL);
         usleep(1000);
     }
     uint32_t res[2] = {0, 0};

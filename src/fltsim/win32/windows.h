@@ -21,6 +21,7 @@
  *   CREATE_SUSPENDED), waitable; GetExitCodeThread. WaitForSingleObject(Ex) takes events and
  *   threads; alertable waits are not emulated (the flag is ignored).
  * - GetLastError / SetLastError are per thread, set by the emulated functions as Windows does.
+ * - Including this header turns off gcc's -Waddress-of-packed-member for the file (see below).
  */
 #ifndef FLTSIM_WIN32_WINDOWS_H
 #define FLTSIM_WIN32_WINDOWS_H
@@ -29,6 +30,12 @@
 #include <stdint.h>
 #include <string.h>
 #include <wchar.h>
+
+/* Windows code takes the address of members of #pragma pack(1) structs (the scanner sample's
+ * &message->Ovlp), which MSVC accepts and x86-64 handles; gcc would flag each one. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9
+#pragma GCC diagnostic ignored "-Waddress-of-packed-member"
+#endif
 
 #ifdef __cplusplus
 extern "C" {
