@@ -68,7 +68,10 @@ class Message:
     def wants_reply(self) -> bool: ...
 
 @disjoint_base
-class Port:
+class _Source: ...
+
+@disjoint_base
+class Port(_Source):
     name: str
     sync: bool
     def __init__(self, *args: object, **kwargs: object) -> None: ...
@@ -119,13 +122,13 @@ class Batch:
 
 @disjoint_base
 class _PumpCore:
-    port: Port
+    port: _Source
     message_dtype: np.dtype
     reply_dtype: np.dtype
     default_reply: bytes
-    def __init__(self, port: Port, message: Any, reply: Any, threads: int, outstanding: int,
-                 batch: int, linger_us: int, deadline: Optional[float], default_reply: Any,
-                 reply_threads: int, spin_us: int) -> None: ...
+    def __init__(self, port: _Source, message: Any, reply: Any, threads: int, outstanding: int,
+                 batch: int, deadline: Optional[float], default_reply: Any,
+                 reply_threads: int, consumer_reap: bool = ...) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def _next(self, timeout: Optional[float] = ...) -> Optional[Batch]: ...

@@ -12,6 +12,7 @@ from fastport.includes.fltlib cimport *
 from fastport.includes.pump cimport *
 
 include "_common.pxi"
+include "_source.pxi"
 include "_sim.pxi"
 include "_port.pxi"
 include "_layout.pxi"

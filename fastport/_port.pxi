@@ -28,12 +28,13 @@ cdef class Message:
                 f"len={len(self.data) if self.data is not None else 0}>")
 
 
-cdef class Port:
+cdef class Port(_Source):
     """A connection to a communication port (user side). Use `fastport.connect` to make one.
     Context manager: leaving the block closes it."""
     cdef SIM_HANDLE _h
     cdef readonly str name
     cdef readonly bint sync
+    cdef uint64_t _cancels # cancel() calls so far: a get between two of its waits sees them
     cdef void *_iocp       # the completion port the handle joined (for pumps), or NULL
     cdef object _iocp_user # id() of the pump using it now, or None (an id: no reference cycle)
 
@@ -82,6 +83,22 @@ cdef class Port:
         if c is not NULL:
             fp_fltlib_close(c)
 
+    cdef fp_backend *_backend_new(self, object pump) except NULL:
+        """The FltLib backend over this handle and its completion port."""
+        cdef void *iocp = self._completion_port(pump)
+        cdef uint32_t flags = FP_BACKEND_LOCAL_REPLY if self._local_replies() else 0
+        cdef int32_t hr = 0
+        cdef fp_backend *b = fp_fltlib_backend_new(<void *><uintptr_t>self._handle(), iocp, flags,
+                                                   &hr)
+        if b is NULL:
+            self._release_completion_port(pump)
+            _check_hr(hr, "creating the pump's backend")
+            raise MemoryError()
+        return b
+
+    cdef _backend_done(self, object pump):
+        self._release_completion_port(pump)
+
     cdef bint _local_replies(self) except -1:
         """Whether a reply costs no round trip (not the emulator's socket transport)."""
         cdef fsim_transport t
@@ -118,9 +135,13 @@ cdef class Port:
         cdef uint32_t got = 0, slice_ms
         cdef int32_t hr
         cdef double deadline = 0
+        cdef uint64_t cancels = self._cancels
         if t >= 0:
             deadline = _time.monotonic() + t / 1e9
         while True:
+            if self._cancels != cancels:  # cancelled between two waits: as if while pending
+                hr = FP_E_OPERATION_ABORTED
+                break
             slice_ms = _SIGNAL_SLICE_MS
             if t >= 0:
                 left = deadline - _time.monotonic()
@@ -202,6 +223,7 @@ cdef class Port:
         """CancelIoEx(port, NULL): every get pending on this port raises OperationAborted
         (0x800703E3). Nothing pending is not an error."""
         cdef SIM_HANDLE h = self._handle()
+        self._cancels += 1
         cdef int32_t hr
         with nogil:
             hr = SimFilterCancelIo(h, NULL)

@@ -210,7 +210,7 @@ cdef class _PumpCore:
         self._p = NULL
         self._backend = NULL
 
-    def __init__(self, Port port not None, message, reply, uint32_t threads, uint32_t outstanding,
+    def __init__(self, _Source port not None, message, reply, uint32_t threads, uint32_t outstanding,
                  uint32_t batch, deadline, default_reply, uint32_t reply_threads,
                  bint consumer_reap=True):
         if message is None or reply is None:
@@ -240,15 +240,9 @@ cdef class _PumpCore:
         cfg.message_size = <uint32_t>self.message_dtype.itemsize
         cfg.reply_size = <uint32_t>self.reply_dtype.itemsize
         cfg.default_reply = <const char *>self.default_reply
-        cdef void *iocp = port._completion_port(self)
-        cdef uint32_t flags = FP_BACKEND_LOCAL_REPLY if port._local_replies() else 0
-        cdef int32_t hr = 0
-        self._backend = fp_fltlib_backend_new(<void *><uintptr_t>port._handle(), iocp, flags, &hr)
-        if self._backend is NULL:
-            port._release_completion_port(self)
-            _check_hr(hr, "creating the pump's backend")
-            raise MemoryError()
+        self._backend = port._backend_new(self)
         self.port = port
+        cdef int32_t hr
         hr = fp_pump_create(self._backend, &cfg, &self._p)
         if hr < 0:
             self._free_backend()
@@ -262,7 +256,7 @@ cdef class _PumpCore:
             self._backend.ops.destroy(self._backend)
             self._backend = NULL
         if self.port is not None:
-            (<Port>self.port)._release_completion_port(self)
+            (<_Source>self.port)._backend_done(self)
 
     def __dealloc__(self):
         # Every Batch and view holds a reference to this object, so no batch is held here.
@@ -300,7 +294,7 @@ cdef class _PumpCore:
             fp_pump_stop(self._p)
             fp_pump_join(self._p)
         # drained: nothing of ours is pending on the port's completion port anymore
-        (<Port>self.port)._release_completion_port(self)
+        (<_Source>self.port)._backend_done(self)
 
     cdef Batch _wrap(self, const fp_batch *fb):
         cdef _BatchHold hold = _BatchHold.__new__(_BatchHold)
