@@ -450,11 +450,16 @@ static fsim_msg *rt_remove(fsim_client *c, uint64_t id)
 
 /* The message is answered (client lock held). Its sender is woken now, or, given a wake list
  * with room, once the caller has unlocked; either way exactly once. */
+static void async_finished(struct fsim_areq *a);
+
 static void finish_later(fsim_msg *m, fp_ntstatus result, wake_list *wl)
 {
     m->state = FSIM_MSG_DONE;
     m->result = result;
-    wake_later(wl, m->sem);
+    if (m->async)
+        async_finished(m->async);
+    else
+        wake_later(wl, m->sem);
 }
 
 static void finish(fsim_msg *m, fp_ntstatus result) { finish_later(m, result, NULL); }
@@ -573,6 +578,8 @@ fp_ntstatus fsim_send(fsim_client *c, const void *data, uint32_t length, void *r
     pthread_mutex_lock(&c->lock);
     if (!c->connected) {
         pthread_mutex_unlock(&c->lock);
+        if (reply)
+            *reply_length = 0; /* as for every other failure */
         return FP_STATUS_PORT_DISCONNECTED;
     }
     m.id = atomic_fetch_add(&c->server->next_message_id, 1);
@@ -813,4 +820,270 @@ void fsim_close_client(fsim_client *c)
     if (s->cb.disconnect_notify)
         s->cb.disconnect_notify(s->cb.cookie, c);
     fsim_client_release(c); /* the server list's reference */
+}
+
+/* ---- asynchronous sends (fsim_send_async) ----
+ * An fsim_areq lives in its fsim_send_req's private area. Its message takes fsim_send's path
+ * (deliver_or_queue, the reply table, finish_later); only the wake-up differs: finish_later puts
+ * it on its queue's completed list. Lock order: client lock, then queue lock. */
+
+typedef struct fsim_areq {
+    fsim_msg m;
+    fsim_send_req *req;
+    fsim_client *c;       /* retained until handed back */
+    fsim_sendq *q;
+    uint64_t deadline;    /* CLOCK_MONOTONIC ns; 0: none */
+    struct fsim_areq *tnext, *tprev; /* the queue's deadline list (queue lock) */
+    struct fsim_areq *cnext;         /* the queue's completed list (queue lock) */
+    int in_tlist;         /* queue lock */
+    int claimed;          /* queue lock: a waiter is timing it out (it pushes it, not finish) */
+} fsim_areq;
+
+_Static_assert(sizeof(fsim_areq) <= sizeof(((fsim_send_req *)0)->_private),
+               "fsim_send_req._private is too small");
+
+struct fsim_sendq {
+    pthread_mutex_t lock;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    fsim_areq *t_head, *t_tail; /* in flight with a deadline, earliest first */
+    fsim_areq *c_head, *c_tail; /* finished, not handed back, oldest first */
+    uint32_t inflight;
+    uint32_t waiters;
+    uint64_t wake_gen;
+};
+
+fp_ntstatus fsim_sendq_create(fsim_sendq **out)
+{
+    if (!out)
+        return FP_STATUS_INVALID_PARAMETER;
+    fsim_sendq *q = calloc(1, sizeof *q);
+    *out = q;
+    if (!q)
+        return FP_STATUS_INSUFFICIENT_RESOURCES;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cv, &a);
+    pthread_condattr_destroy(&a);
+    return FP_STATUS_SUCCESS;
+}
+
+void fsim_sendq_destroy(fsim_sendq *q)
+{
+    if (!q)
+        return;
+    if (q->inflight)
+        abort(); /* sends in flight would complete into freed memory */
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->cv);
+    free(q);
+}
+
+static void t_unlink(fsim_sendq *q, fsim_areq *a)
+{
+    if (a->tprev)
+        a->tprev->tnext = a->tnext;
+    else
+        q->t_head = a->tnext;
+    if (a->tnext)
+        a->tnext->tprev = a->tprev;
+    else
+        q->t_tail = a->tprev;
+    a->tnext = a->tprev = NULL;
+    a->in_tlist = 0;
+}
+
+/* Sorted insert from the tail: with one timeout for every send, deadlines arrive in order. */
+static void t_insert(fsim_sendq *q, fsim_areq *a)
+{
+    fsim_areq *p = q->t_tail;
+    while (p && p->deadline > a->deadline)
+        p = p->tprev;
+    a->tprev = p;
+    a->tnext = p ? p->tnext : q->t_head;
+    if (a->tnext)
+        a->tnext->tprev = a;
+    else
+        q->t_tail = a;
+    if (p)
+        p->tnext = a;
+    else
+        q->t_head = a;
+    a->in_tlist = 1;
+    if (!p && q->waiters)
+        pthread_cond_broadcast(&q->cv); /* an earlier deadline than any waiter sleeps towards */
+}
+
+static void c_push(fsim_sendq *q, fsim_areq *a)
+{
+    a->cnext = NULL;
+    if (q->c_tail)
+        q->c_tail->cnext = a;
+    else
+        q->c_head = a;
+    q->c_tail = a;
+    if (q->waiters)
+        pthread_cond_signal(&q->cv);
+}
+
+/* finish_later of an async message (client lock held). */
+static void async_finished(fsim_areq *a)
+{
+    fsim_sendq *q = a->q;
+    pthread_mutex_lock(&q->lock);
+    if (!a->claimed) {
+        if (a->in_tlist)
+            t_unlink(q, a);
+        c_push(q, a);
+    }
+    pthread_mutex_unlock(&q->lock);
+}
+
+fp_ntstatus fsim_send_async(fsim_client *c, fsim_send_req *req, fsim_sendq *q)
+{
+    if (!c || !req || !q || (!req->data && req->length) || req->length > FSIM_MAX_MESSAGE ||
+        (req->reply && req->reply_cap > FSIM_MAX_MESSAGE))
+        return FP_STATUS_INVALID_PARAMETER;
+    fsim_areq *a = (fsim_areq *)(void *)req->_private;
+    memset(a, 0, sizeof *a);
+    a->req = req;
+    a->c = c;
+    a->q = q;
+    a->m.data = req->data;
+    a->m.length = req->length;
+    a->m.wants_reply = req->reply != NULL;
+    a->m.reply = req->reply;
+    a->m.reply_cap = req->reply ? req->reply_cap : 0;
+    a->m.async = a;
+    a->deadline = req->timeout_ns >= 0 ? fp_now_ns() + (uint64_t)req->timeout_ns : 0;
+    if (a->deadline == 0 && req->timeout_ns >= 0)
+        a->deadline = 1;
+    req->status = FP_STATUS_SUCCESS;
+    req->reply_length = 0;
+    req->reply_status = 0;
+    req->message_id = 0;
+    fsim_client_retain(c);
+    pthread_mutex_lock(&q->lock);
+    q->inflight++;
+    pthread_mutex_unlock(&q->lock);
+
+    fsim_done_list dl = {0};
+    int gone = 0;
+    pthread_mutex_lock(&c->lock);
+    if (!c->connected) {
+        finish(&a->m, FP_STATUS_PORT_DISCONNECTED);
+    } else {
+        a->m.id = atomic_fetch_add(&c->server->next_message_id, 1);
+        gone = deliver_or_queue(c, &a->m, &dl) != 0;
+        if (a->deadline && a->m.state != FSIM_MSG_DONE) {
+            /* under the client lock: no finish can run before it is on the list */
+            pthread_mutex_lock(&q->lock);
+            t_insert(q, a);
+            pthread_mutex_unlock(&q->lock);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* From here on req may be handed back (and reused) by another thread: only locals. The
+     * caller's reference keeps c alive through the close. */
+    fsim_done_run(&dl);
+    if (gone)
+        fsim_close_client(c);
+    return FP_STATUS_SUCCESS;
+}
+
+/* A claimed send whose deadline passed (no lock held): withdrawn as fsim_send's timeout
+ * withdraws, unless it was finished first; then handed to the completed list. */
+static void async_expire(fsim_areq *a)
+{
+    fsim_client *c = a->c;
+    pthread_mutex_lock(&c->lock);
+    if (a->m.state != FSIM_MSG_DONE) {
+        if (a->m.state == FSIM_MSG_QUEUED)
+            q_unlink(c, &a->m); /* withdrawn: never delivered later */
+        else
+            rt_remove(c, a->m.id); /* a late reply finds no waiter */
+        a->m.state = FSIM_MSG_DONE;
+        a->m.result = FP_STATUS_TIMEOUT;
+    }
+    /* unlocked first: once pushed, a waiter may hand a back and drop the last reference on c.
+     * DONE and off every list of c, nothing else finishes it meanwhile. */
+    pthread_mutex_unlock(&c->lock);
+    fsim_sendq *q = a->q;
+    pthread_mutex_lock(&q->lock);
+    a->claimed = 0;
+    c_push(q, a);
+    pthread_mutex_unlock(&q->lock);
+}
+
+uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64_t timeout_ns)
+{
+    uint64_t end = timeout_ns >= 0 ? fp_now_ns() + (uint64_t)timeout_ns : UINT64_MAX;
+    pthread_mutex_lock(&q->lock);
+    uint64_t gen = q->wake_gen;
+    for (;;) {
+        if (q->c_head || !cap)
+            break;
+        uint64_t now = fp_now_ns();
+        if (q->t_head && q->t_head->deadline <= now) {
+            fsim_areq *a = q->t_head;
+            t_unlink(q, a);
+            a->claimed = 1;
+            pthread_mutex_unlock(&q->lock);
+            async_expire(a);
+            pthread_mutex_lock(&q->lock);
+            continue;
+        }
+        if (now >= end || q->wake_gen != gen)
+            break;
+        uint64_t until = end;
+        if (q->t_head && q->t_head->deadline < until)
+            until = q->t_head->deadline;
+        q->waiters++;
+        if (until == UINT64_MAX) {
+            pthread_cond_wait(&q->cv, &q->lock);
+        } else {
+            struct timespec ts = fp_timespec_at(until);
+            pthread_cond_timedwait(&q->cv, &q->lock, &ts);
+        }
+        q->waiters--;
+    }
+    uint32_t n = 0;
+    while (q->c_head && n < cap) {
+        fsim_areq *a = q->c_head;
+        q->c_head = a->cnext;
+        if (!q->c_head)
+            q->c_tail = NULL;
+        fsim_send_req *r = a->req;
+        r->status = a->m.result;
+        r->message_id = a->m.id;
+        if (a->m.result == FP_STATUS_SUCCESS && a->m.wants_reply) {
+            r->reply_length = a->m.reply_len;
+            r->reply_status = a->m.reply_status;
+        }
+        /* no path that takes the queue lock runs under what a client's last release takes */
+        fsim_client_release(a->c);
+        out[n++] = r;
+    }
+    q->inflight -= n;
+    if (q->c_head && q->waiters)
+        pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void fsim_sendq_wake(fsim_sendq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->wake_gen++;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->lock);
+}
+
+uint32_t fsim_sendq_inflight(fsim_sendq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    uint32_t n = q->inflight;
+    pthread_mutex_unlock(&q->lock);
+    return n;
 }

@@ -94,6 +94,60 @@ size_t fsim_server_clients(fsim_server *server, fsim_client **out, size_t cap);
 fp_ntstatus fsim_send(fsim_client *client, const void *data, uint32_t length, void *reply,
                       uint32_t *reply_length, int64_t timeout_ns, int32_t *reply_status);
 
+/* ---- asynchronous kernel-side sends (emulator extension) ----
+ * FltSendMessage blocks its thread until the reply: a kernel under load has a thread asleep per
+ * message in flight, on other cores. A load generator on a small machine cannot pay that (each
+ * message would cost a thread's sleep and wake-up), so one thread may keep many sends in flight
+ * with fsim_send_async. Each such send takes exactly fsim_send's path: the same MessageId counter,
+ * the same queue and FIFO delivery to pending gets (or the socket peer's credits), the same
+ * reply checks and STATUS codes, the same timeout rule (withdrawn from the queue, or a late reply
+ * finds no waiter); a client cannot tell the two kinds apart. Only the sender's side differs:
+ * the outcome goes to a completion queue (fsim_sendq) instead of waking a blocked thread.
+ *
+ * Timeouts are enforced by the threads waiting in fsim_sendq_wait (they wake at the earliest
+ * deadline of the queue's sends, as the blocked sender's own timed wait does): a driver keeps a
+ * thread waiting while it has timed sends in flight. */
+typedef struct fsim_sendq fsim_sendq;
+typedef struct fsim_send_req {
+    /* in: what fsim_send takes. reply NULL: no reply expected (done once delivered). */
+    const void *data;
+    uint32_t length;
+    uint32_t reply_cap;   /* reply buffer bytes (payload, header excluded) */
+    void *reply;
+    int64_t timeout_ns;   /* < 0: forever; bounds delivery plus reply together */
+    void *user;           /* the caller's */
+    /* out, once fsim_sendq_wait handed the request back: what fsim_send would have returned and
+     * written (reply_length 0 unless STATUS_SUCCESS with a reply) */
+    fp_ntstatus status;
+    uint32_t reply_length;
+    int32_t reply_status;
+    uint64_t message_id;  /* 0 if the send never got one (the client was disconnected) */
+    /* emulator-private: caller-owned memory that must stay put until handed back */
+    uint64_t _private[20];
+} fsim_send_req;
+
+/* A completion queue for asynchronous sends (any number of clients, any number of waiters).
+ * STATUS_SUCCESS or STATUS_INSUFFICIENT_RESOURCES. Destroy only with no send in flight. */
+fp_ntstatus fsim_sendq_create(fsim_sendq **out);
+void fsim_sendq_destroy(fsim_sendq *q);
+
+/* Submits req (its `in` fields set) on client c; its outcome goes to q. STATUS_SUCCESS: in flight,
+ * handed back exactly once by fsim_sendq_wait (also when the client is disconnected: then with
+ * STATUS_PORT_DISCONNECTED, as fsim_send returns). STATUS_INVALID_PARAMETER (what fsim_send
+ * returns for the same arguments): not submitted, nothing will be handed back. */
+fp_ntstatus fsim_send_async(fsim_client *c, fsim_send_req *req, fsim_sendq *q);
+
+/* Waits up to timeout_ns (< 0: forever, 0: poll) for finished sends and hands back up to cap of
+ * them (oldest completion first) in out[]; returns how many (0: timed out, or fsim_sendq_wake).
+ * Meanwhile it times out the queue's sends whose deadline passed. */
+uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64_t timeout_ns);
+
+/* Makes every thread now in fsim_sendq_wait return (with what it has, possibly 0). */
+void fsim_sendq_wake(fsim_sendq *q);
+
+/* Sends submitted on q and not yet handed back. */
+uint32_t fsim_sendq_inflight(fsim_sendq *q);
+
 /* FltCloseClientPort: disconnect this connection. Safe to call more than once. */
 void fsim_close_client(fsim_client *client);
 

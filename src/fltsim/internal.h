@@ -9,7 +9,7 @@
 #include "fltsim.h"
 #include "../common/fp_time.h"
 
-/* One FltSendMessage in flight. Lives on the sender's stack; every field after `id` is guarded by
+/* One FltSendMessage in flight. Lives on the sender's stack (or in an fsim_send_req); every field after `id` is guarded by
  * the client's lock. */
 typedef struct fsim_msg {
     struct fsim_msg *next;  /* pending queue, or reply-table chain */
@@ -25,6 +25,7 @@ typedef struct fsim_msg {
     int state;              /* FSIM_MSG_* */
     fp_ntstatus result;
     sem_t *sem;             /* the sender's wake-up (fsim_thread_sem), posted once when DONE */
+    struct fsim_areq *async; /* instead of sem: an fsim_send_async request (core.c) */
 } fsim_msg;
 
 enum { FSIM_MSG_QUEUED = 1, FSIM_MSG_DELIVERED, FSIM_MSG_DONE };
