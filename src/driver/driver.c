@@ -17,6 +17,18 @@
 #define MAX_SLEEP_NS 50000000ull    /* an open-loop sender looks at stop this often */
 #define PICK_CAP 64u                /* clients looked at per pick (server mode) */
 
+/* In-flight mode: one asynchronous send and what its reply must be. */
+typedef struct slot {
+    fsim_send_req req;
+    uint8_t *msg;
+    uint8_t reply[16];
+    BENCH_REPLY exp_b;
+    uint8_t exp_s;
+    int measured;
+    uint64_t start;
+    fsim_client *client; /* the target (not retained: the request holds its own reference) */
+} slot;
+
 typedef struct sender {
     fp_driver *d;
     uint32_t index;
@@ -24,7 +36,11 @@ typedef struct sender {
     uint64_t rng;
     uint64_t rr;          /* server mode: round-robin counter */
     fsim_client *client;  /* server mode: the client in use (retained) */
-    uint8_t *msg;         /* payload buffer, allocated once */
+    uint8_t *msg;         /* payload buffer, allocated once (thread-per-message mode) */
+    struct slot *slots;   /* in-flight mode: this thread's sends, allocated once */
+    struct slot **free_slots;
+    uint32_t nslots;
+    fsim_sendq *q;        /* in-flight mode: where this thread's sends complete */
     fp_hist *hist;
     pthread_t thread;
     int created;
@@ -112,6 +128,9 @@ static int config_valid(const fp_driver_config *c)
         return 0;
     if (c->seconds == 0 && c->messages == 0)
         return 0;
+    if (c->inflight && (c->inflight < c->senders || c->inflight > FP_DRIVER_MAX_INFLIGHT ||
+                        (uint64_t)c->inflight * c->payload_max > FP_DRIVER_MAX_INFLIGHT_BYTES))
+        return 0;
     return 1;
 }
 
@@ -160,8 +179,8 @@ static int pool_build(fp_driver *d)
 
 /* ---- one message ---- */
 
-/* Builds a bench message of a random length into s->msg; returns its length, *exp = the reply. */
-static uint32_t make_bench(fp_driver *d, sender *s, BENCH_REPLY *exp)
+/* Builds a bench message of a random length into buf; returns its length, *exp = the reply. */
+static uint32_t make_bench(fp_driver *d, sender *s, uint8_t *buf, BENCH_REPLY *exp)
 {
     uint64_t r = fp_splitmix64(&s->rng);
     uint64_t r2 = fp_splitmix64(&s->rng);
@@ -182,9 +201,9 @@ static uint32_t make_bench(fp_driver *d, sender *s, BENCH_REPLY *exp)
     h.length = __builtin_bswap32(h.length);
     h.marker = __builtin_bswap32(h.marker);
 #endif
-    memcpy(s->msg, &h, sizeof h);
+    memcpy(buf, &h, sizeof h);
     if (n)
-        memcpy(s->msg + BENCH_HEADER_BYTES, d->pool + 4u * (size_t)o, n);
+        memcpy(buf + BENCH_HEADER_BYTES, d->pool + 4u * (size_t)o, n);
     /* sum_{j<f} (j+5) w[o+j] = (s2[o+f]-s2[o]) + (5-o) (s1[o+f]-s1[o]), all mod 2^32 */
     uint32_t c = s->index + 2u * (s->seq - 1u) + 3u * L + 4u * marker;
     c += (d->s2[o + f] - d->s2[o]) + (5u - o) * (d->s1[o + f] - d->s1[o]);
@@ -197,10 +216,10 @@ static uint32_t make_bench(fp_driver *d, sender *s, BENCH_REPLY *exp)
     return L;
 }
 
-/* Builds a scanner message into s->msg; returns the expected SafeToOpen. */
-static uint8_t make_scanner(fp_driver *d, sender *s)
+/* Builds a scanner message into buf; returns the expected SafeToOpen. */
+static uint8_t make_scanner(fp_driver *d, sender *s, uint8_t *buf)
 {
-    SCANNER_NOTIFICATION *m = (SCANNER_NOTIFICATION *)(void *)s->msg;
+    SCANNER_NOTIFICATION *m = (SCANNER_NOTIFICATION *)(void *)buf;
     uint64_t r = fp_splitmix64(&s->rng);
     uint64_t r2 = fp_splitmix64(&s->rng);
     uint32_t bytes = 1u + (uint32_t)(r % SCANNER_READ_BUFFER_SIZE);
@@ -257,6 +276,64 @@ static uint64_t exp_gap(fp_driver *d, sender *s)
     return g >= 1e18 ? (uint64_t)1e18 : (uint64_t)g;
 }
 
+static void sender_gate(fp_driver *d)
+{
+    pthread_mutex_lock(&d->lock);
+    while (!d->gate_open)
+        pthread_cond_wait(&d->cv, &d->lock);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void sender_finished(fp_driver *d, sender *s)
+{
+    if (s->client) {
+        fsim_client_release(s->client);
+        s->client = NULL;
+    }
+    uint64_t fin = fp_now_ns();
+    pthread_mutex_lock(&d->lock);
+    if (fin > d->finish_ns)
+        d->finish_ns = fin;
+    if (--d->running == 0)
+        pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Counts one send's outcome (every send exactly once) and records an answer's latency. */
+static void record(fp_driver *d, sender *s, int measured, fp_ntstatus st, uint32_t rlen,
+                   const uint8_t *reply, int bench, const BENCH_REPLY *exp_b, uint8_t exp_s,
+                   uint64_t start, uint64_t done)
+{
+    if (!measured) {
+        bump(&s->warmup);
+        return;
+    }
+    s->last_done_ns = done;
+    bump(&s->sent);
+    if (st == FP_STATUS_SUCCESS) {
+        int good = rlen == d->reply_size &&
+                   (bench ? memcmp(reply, exp_b, sizeof *exp_b) == 0
+                          : (reply[0] != 0) == (exp_s != 0));
+        bump(good ? &s->ok : &s->bad);
+        if (rlen != d->reply_size) {
+            bump(&s->wrong_size);
+            uint32_t none = 0;
+            atomic_compare_exchange_strong(&s->wrong_len_plus1, &none, rlen + 1);
+        }
+        fp_hist_record(s->hist, done > start ? done - start : 0);
+    } else if (st == FP_STATUS_TIMEOUT) {
+        bump(&s->timeouts);
+    } else if (st == FP_STATUS_PORT_DISCONNECTED) {
+        bump(&s->disconnects);
+    } else if (st == FP_STATUS_BUFFER_OVERFLOW) {
+        bump(&s->overflows);
+    } else {
+        bump(&s->errors);
+        int32_t none = 0;
+        atomic_compare_exchange_strong(&s->first_error, &none, st);
+    }
+}
+
 static void *sender_main(void *arg)
 {
     sender *s = arg;
@@ -266,10 +343,7 @@ static void *sender_main(void *arg)
     int open_loop = d->gap_mean_ns > 0;
     uint8_t reply[16];
 
-    pthread_mutex_lock(&d->lock);
-    while (!d->gate_open)
-        pthread_cond_wait(&d->cv, &d->lock);
-    pthread_mutex_unlock(&d->lock);
+    sender_gate(d);
 
     uint64_t next = d->t0_ns;
     if (open_loop)
@@ -308,9 +382,9 @@ static void *sender_main(void *arg)
         BENCH_REPLY exp_b;
         uint8_t exp_s = 0;
         if (bench) {
-            len = make_bench(d, s, &exp_b);
+            len = make_bench(d, s, s->msg, &exp_b);
         } else {
-            exp_s = make_scanner(d, s);
+            exp_s = make_scanner(d, s, s->msg);
             len = (uint32_t)sizeof(SCANNER_NOTIFICATION);
         }
         uint32_t rlen = d->reply_size;
@@ -318,34 +392,7 @@ static void *sender_main(void *arg)
         fp_ntstatus st = fsim_send(client, s->msg, len, reply, &rlen, d->cfg.timeout_ns, NULL);
         uint64_t done = fp_now_ns();
 
-        if (!measured) {
-            bump(&s->warmup);
-        } else {
-            s->last_done_ns = done;
-            bump(&s->sent);
-            if (st == FP_STATUS_SUCCESS) {
-                int good = rlen == d->reply_size &&
-                           (bench ? memcmp(reply, &exp_b, sizeof exp_b) == 0
-                                  : (reply[0] != 0) == (exp_s != 0));
-                bump(good ? &s->ok : &s->bad);
-                if (rlen != d->reply_size) {
-                    bump(&s->wrong_size);
-                    uint32_t none = 0;
-                    atomic_compare_exchange_strong(&s->wrong_len_plus1, &none, rlen + 1);
-                }
-                fp_hist_record(s->hist, done > start ? done - start : 0);
-            } else if (st == FP_STATUS_TIMEOUT) {
-                bump(&s->timeouts);
-            } else if (st == FP_STATUS_PORT_DISCONNECTED) {
-                bump(&s->disconnects);
-            } else if (st == FP_STATUS_BUFFER_OVERFLOW) {
-                bump(&s->overflows);
-            } else {
-                bump(&s->errors);
-                int32_t none = 0;
-                atomic_compare_exchange_strong(&s->first_error, &none, st);
-            }
-        }
+        record(d, s, measured, st, rlen, reply, bench, &exp_b, exp_s, start, done);
         if (st == FP_STATUS_PORT_DISCONNECTED) {
             if (!d->server)
                 break;
@@ -353,18 +400,116 @@ static void *sender_main(void *arg)
             s->client = NULL;
         }
     }
-    if (s->client) {
-        fsim_client_release(s->client);
-        s->client = NULL;
-    }
+    sender_finished(d, s);
+    return NULL;
+}
 
-    uint64_t fin = fp_now_ns();
-    pthread_mutex_lock(&d->lock);
-    if (fin > d->finish_ns)
-        d->finish_ns = fin;
-    if (--d->running == 0)
-        pthread_cond_broadcast(&d->cv);
-    pthread_mutex_unlock(&d->lock);
+/* In-flight mode: this thread keeps its nslots sends in flight through fsim_send_async (closed
+ * loop: a slot is refilled as soon as its send is handed back; open loop: arrivals are sent at
+ * their intended time when a slot is free, else as soon as one is, latency still counted from
+ * the intended time). */
+static void *async_main(void *arg)
+{
+    sender *s = arg;
+    fp_driver *d = s->d;
+    fp_thread_name("fp-send-", s->index);
+    int bench = d->cfg.protocol == FP_PROTO_BENCH;
+    int open_loop = d->gap_mean_ns > 0;
+    fsim_send_req **out = (fsim_send_req **)(void *)s->free_slots + s->nslots;
+    uint32_t nfree = s->nslots, inflight = 0;
+    for (uint32_t i = 0; i < s->nslots; i++)
+        s->free_slots[i] = &s->slots[s->nslots - 1u - i];
+
+    sender_gate(d);
+    uint64_t next = d->t0_ns;
+    if (open_loop)
+        next += exp_gap(d, s);
+    int ending = 0;
+    for (;;) {
+        uint64_t now = fp_now_ns();
+        while (!ending && nfree) {
+            if (atomic_load_explicit(&d->stop, RLX)) {
+                ending = 1;
+                break;
+            }
+            uint64_t intended;
+            if (open_loop) {
+                if (next >= d->end_ns) {
+                    ending = 1;
+                    break;
+                }
+                if (now < next)
+                    break; /* wait for the arrival (or a completion) */
+                intended = next;
+                next += exp_gap(d, s);
+            } else {
+                intended = now;
+                if (intended >= d->end_ns) {
+                    ending = 1;
+                    break;
+                }
+            }
+            fsim_client *client = d->client;
+            if (d->server) {
+                if (!s->client && !(s->client = pick_client(d, s))) {
+                    ending = 1; /* no client connected */
+                    break;
+                }
+                client = s->client;
+            }
+            int measured = intended >= d->window_ns;
+            if (measured && d->cfg.messages &&
+                atomic_fetch_add_explicit(&d->tickets, 1, RLX) >= d->cfg.messages) {
+                atomic_store(&d->stop, 1);
+                ending = 1;
+                break;
+            }
+            slot *sl = s->free_slots[--nfree];
+            uint32_t len;
+            if (bench) {
+                len = make_bench(d, s, sl->msg, &sl->exp_b);
+            } else {
+                sl->exp_s = make_scanner(d, s, sl->msg);
+                len = (uint32_t)sizeof(SCANNER_NOTIFICATION);
+            }
+            sl->measured = measured;
+            sl->client = client;
+            sl->start = open_loop ? intended : now;
+            sl->req.data = sl->msg;
+            sl->req.length = len;
+            sl->req.reply = sl->reply;
+            sl->req.reply_cap = d->reply_size;
+            sl->req.timeout_ns = d->cfg.timeout_ns;
+            sl->req.user = sl;
+            fsim_send_async(client, &sl->req, s->q); /* arguments valid: STATUS_SUCCESS */
+            inflight++;
+            now = fp_now_ns();
+        }
+        if (!inflight && (ending || atomic_load_explicit(&d->stop, RLX)))
+            break;
+        int64_t wait = (int64_t)MAX_SLEEP_NS;
+        if (open_loop && !ending && nfree)
+            wait = next > now ? (int64_t)(next - now < MAX_SLEEP_NS ? next - now : MAX_SLEEP_NS) : 0;
+        uint32_t n = fsim_sendq_wait(s->q, out, s->nslots, wait);
+        uint64_t done = fp_now_ns();
+        for (uint32_t i = 0; i < n; i++) {
+            slot *sl = out[i]->user;
+            fp_ntstatus st = out[i]->status;
+            record(d, s, sl->measured, st, out[i]->reply_length, sl->reply, bench, &sl->exp_b,
+                   sl->exp_s, sl->start, done);
+            if (st == FP_STATUS_PORT_DISCONNECTED) {
+                if (!d->server) {
+                    ending = 1;
+                } else if (s->client == sl->client) {
+                    fsim_client_release(s->client);
+                    s->client = NULL;
+                }
+            }
+            s->free_slots[nfree++] = sl;
+            inflight--;
+        }
+    }
+    sender_finished(d, s);
     return NULL;
 }
 
@@ -376,8 +521,14 @@ static void driver_free(fp_driver *d)
         return;
     if (d->senders) {
         for (uint32_t i = 0; i < d->nsenders; i++) {
-            free(d->senders[i].msg);
-            fp_hist_free(d->senders[i].hist);
+            sender *s = &d->senders[i];
+            free(s->msg);
+            fp_hist_free(s->hist);
+            for (uint32_t k = 0; s->slots && k < s->nslots; k++)
+                free(s->slots[k].msg);
+            free(s->slots);
+            free(s->free_slots);
+            fsim_sendq_destroy(s->q);
         }
         free(d->senders);
     }
@@ -450,10 +601,24 @@ static fp_hresult driver_start(const fp_driver_config *cfg, fsim_client *client,
          * state by a constant). */
         uint64_t h = cfg->seed ^ ((uint64_t)i * 0xD1B54A32D192ED03ull);
         s->rng = fp_splitmix64(&h);
-        s->msg = aligned_alloc(64, ((size_t)d->msg_cap + 63u) & ~(size_t)63u);
+        size_t cap = ((size_t)d->msg_cap + 63u) & ~(size_t)63u;
         s->hist = fp_hist_new();
-        if (!s->msg || !s->hist)
+        if (!s->hist)
             goto fail;
+        if (!cfg->inflight) {
+            if (!(s->msg = aligned_alloc(64, cap)))
+                goto fail;
+            continue;
+        }
+        /* the first inflight % senders threads take one more */
+        s->nslots = cfg->inflight / cfg->senders + (i < cfg->inflight % cfg->senders);
+        s->slots = calloc(s->nslots, sizeof *s->slots);
+        s->free_slots = calloc(2u * (size_t)s->nslots, sizeof(void *)); /* + the wait's out[] */
+        if (!s->slots || !s->free_slots || fsim_sendq_create(&s->q) != FP_STATUS_SUCCESS)
+            goto fail;
+        for (uint32_t k = 0; k < s->nslots; k++)
+            if (!(s->slots[k].msg = aligned_alloc(64, cap)))
+                goto fail;
     }
 
     pthread_attr_t ta;
@@ -462,7 +627,8 @@ static fp_hresult driver_start(const fp_driver_config *cfg, fsim_client *client,
     d->running = d->nsenders;
     uint32_t made = 0;
     for (; made < d->nsenders; made++) {
-        if (pthread_create(&d->senders[made].thread, &ta, sender_main, &d->senders[made]) != 0)
+        if (pthread_create(&d->senders[made].thread, &ta, cfg->inflight ? async_main : sender_main,
+                           &d->senders[made]) != 0)
             break;
         d->senders[made].created = 1;
     }

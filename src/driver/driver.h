@@ -12,6 +12,14 @@
  *     holds a reference on the server, so fsim_close_server during a run is safe (the live
  *     connections go on being driven, as on Windows).
  *
+ * Modes
+ *   thread per message (inflight 0): each of the K senders blocks in fsim_send (FltSendMessage),
+ *     as a kernel's threads do: K messages in flight at most, and a sleep and a wake-up of a
+ *     driver thread per message.
+ *   in flight (inflight N): the K threads keep N messages in flight between them with
+ *     fsim_send_async (the same path for the client), each thread waiting on its own completion
+ *     queue; far cheaper per message, so the driver does not take the CPU the client needs.
+ *
  * Load
  *   closed loop (rate 0): each sender sends its next message when the previous one's reply came;
  *     latency = reply time - send time.
@@ -64,6 +72,8 @@ extern "C" {
 
 #define FP_DRIVER_MAX_SENDERS 4096u
 #define FP_DRIVER_MAX_PAYLOAD FSIM_MAX_MESSAGE /* 1 MiB */
+#define FP_DRIVER_MAX_INFLIGHT 65536u
+#define FP_DRIVER_MAX_INFLIGHT_BYTES (1ull << 30) /* inflight * payload_max: message buffers */
 
 typedef struct fp_driver fp_driver;
 
@@ -78,6 +88,9 @@ typedef struct fp_driver_config {
     int64_t timeout_ns;   /* per send (delivery + reply); < 0 = none */
     uint64_t seed;
     double warmup;        /* seconds before the measured window */
+    uint32_t inflight;    /* 0: thread per message (each of the K senders blocks in fsim_send);
+                             N >= K: N messages in flight through fsim_send_async, shared by the
+                             K sender threads */
 } fp_driver_config;
 
 /* Defaults: 1 sender, bench, 1024-byte payloads, 1 second, closed loop, no timeout, seed 1. */
