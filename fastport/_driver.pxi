@@ -10,7 +10,8 @@ from fastport.includes.driver cimport (
     BENCH_MESSAGE, BENCH_REPLY, SCANNER_NOTIFICATION, SCANNER_REPLY,
     BENCH_HEADER_BYTES, FP_PROTO_BENCH, FP_PROTO_SCANNER, fp_protocol_reply_size,
     bench_checksum, bench_verdict, bench_load_le32, scanner_find_foul,
-    FP_DRIVER_MAX_SENDERS, FP_DRIVER_MAX_PAYLOAD, fp_driver, fp_driver_config,
+    FP_DRIVER_MAX_SENDERS, FP_DRIVER_MAX_PAYLOAD, FP_DRIVER_MAX_INFLIGHT,
+    FP_DRIVER_MAX_INFLIGHT_BYTES, fp_driver, fp_driver_config,
     fp_driver_config_init, fp_driver_result, fp_driver_start, fp_driver_start_server,
     fp_driver_stop, fp_driver_abort, FP_DRIVER_DONE, fp_driver_wait, fp_driver_progress,
     fp_driver_get_result, fp_hist_row, fp_driver_histogram_rows, fp_driver_destroy,
@@ -93,7 +94,7 @@ cdef list _histogram_rows(fp_driver *d):
 
 def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol="bench",
                 seconds=None, messages=None, rate=0.0, timeout=None, seed=1, warmup=0.0,
-                progress=None):
+                progress=None, inflight=0):
     """Run the load-generating test driver against `target` and return its result.
 
     target: a ClientPort (every sender sends on that connection) or a ServerPort (each sender
@@ -104,6 +105,10 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     messages = measured sends in total). rate: open loop, messages/s over all senders (Poisson;
     latency from the intended send time); 0 = closed loop. timeout: seconds per send (None =
     none). seed: int >= 0. warmup: seconds before the window (not measured).
+    inflight: 0 = thread per message (each sender blocks in FltSendMessage); N >= senders = N
+    messages kept in flight by the `senders` threads through the emulator's asynchronous sends
+    (the client sees the same messages; the driver costs far less CPU per message).
+    N <= 65536 and N * payload_max <= 1 GiB.
     progress: callable(dict) called about once a second from this thread with messages,
     messages_per_s (last interval), throughput (window so far), p99_us, timeouts, bad_replies,
     seconds, warmup (bool).
@@ -115,7 +120,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     the protocol expects), timeouts, disconnects, overflows (replies longer than reply_size: the
     kernel refused them), errors, first_error, warmup_messages, histogram [(low_ns, high_ns,
     count) of non-empty buckets], interrupted, and the settings (protocol, senders, payload_min,
-    payload_max, rate). Ctrl-C stops the driver and returns the partial result with
+    payload_max, rate, inflight). Ctrl-C stops the driver and returns the partial result with
     interrupted=True; a second Ctrl-C disconnects the target to free senders blocked in a send
     without a timeout."""
     cdef fp_driver_config cfg
@@ -162,6 +167,13 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     if cfg.warmup > 1e9:
         raise ValueError(f"warmup is too large: {warmup!r}")
     cfg.timeout_ns = _timeout_ns(timeout)
+    cfg.inflight = _u32_arg(inflight, "inflight", 0, FP_DRIVER_MAX_INFLIGHT)
+    if cfg.inflight and cfg.inflight < cfg.senders:
+        raise ValueError(f"inflight ({cfg.inflight}) must be >= senders ({cfg.senders}): each "
+                         f"sender thread keeps at least one message in flight")
+    if <uint64_t>cfg.inflight * cfg.payload_max > FP_DRIVER_MAX_INFLIGHT_BYTES:
+        raise ValueError(f"inflight x payload_max = {cfg.inflight * cfg.payload_max} bytes of "
+                         f"message buffers: more than 1 GiB")
     seed = _int_value(seed, "seed")
     if seed < 0 or seed > 0xFFFFFFFFFFFFFFFF:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
@@ -237,6 +249,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
     out["payload_min"] = cfg.payload_min
     out["payload_max"] = cfg.payload_max
     out["rate"] = cfg.rate
+    out["inflight"] = cfg.inflight
     return out
 
 

@@ -148,7 +148,8 @@ def _run_driver(target: Union[ClientPort, ServerPort], *, senders: int, payload_
                 payload_max: Optional[int] = ..., protocol: str = ...,
                 seconds: Optional[float] = ..., messages: Optional[int] = ..., rate: float = ...,
                 timeout: Optional[float] = ..., seed: int = ..., warmup: float = ...,
-                progress: Optional[Callable[[dict[str, Any]], None]] = ...) -> dict[str, Any]: ...
+                progress: Optional[Callable[[dict[str, Any]], None]] = ...,
+                inflight: int = ...) -> dict[str, Any]: ...
 
 @disjoint_base
 class CReference:

@@ -10,10 +10,18 @@ Each case: a fresh emulated port on the chosen transport, the client serving it,
 (K senders, closed loop, or open loop at a given rate) measuring throughput and latency and
 checking every reply. Ratios are to c-reference in the same run and settings.
 
+Load: `senders` threads each blocked in FltSendMessage (thread per message, what a kernel under
+many blocked threads looks like; inflight 0), or `inflight` messages kept in flight by a few
+driver threads through the emulator's asynchronous sends (the client sees the same messages;
+the driver then costs little CPU, as a real kernel's senders cost this machine nothing).
+
 "py us/msg" is the CPU time of the client's Python threads per message they served (the pump's
 consumer; the loop's threads). The GIL serialises that time, so it is the ceiling on a machine
-with cores to spare; on a small machine the emulated kernel's senders take most of the CPU and
-cap every client's throughput first.
+with cores to spare. "cpu us/msg" (cpu_us_per_msg) is the CPU time of ALL of the client's own
+threads per message served: the C workers, reply threads and reaper (fp-worker-N, fp-reply-N,
+fp-reaper), the C reference's threads (fp-cref-N) and the Python threads; the driver's threads
+(fp-send-N) are not counted. It is read per thread (/proc/self/task/*/schedstat), so it stays
+meaningful when the driver shares the machine.
 """
 from __future__ import annotations
 
@@ -35,7 +43,8 @@ from fastport.pump import Pump
 from fastport.sim import FilterManager
 from fastport.status import PortError
 
-__all__ = ["CLIENTS", "Settings", "run_case", "run_bench", "machine_info", "format_table"]
+__all__ = ["CLIENTS", "Settings", "run_case", "run_bench", "machine_info", "format_table",
+           "client_cpu", "driver_threads", "memcpy_bandwidth", "estimate_seconds"]
 
 CLIENTS = ("pump", "pump-per-message", "c-reference", "python-loop")
 
@@ -54,9 +63,48 @@ class Settings:
     seed: int = 1
 
 
+# The client's C threads, by the names they give themselves (the pump's and c-reference's).
+_CLIENT_THREADS = ("fp-worker-", "fp-reply-", "fp-reaper", "fp-cref-")
+
+
+def _thread_cpu(tid: str) -> float:
+    """CPU seconds of thread `tid` of this process: schedstat's nanoseconds, else stat's ticks."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu(python_tids: "list[int]") -> dict[int, float]:
+    """CPU seconds so far of each of the client's threads: C threads found by name, Python
+    threads by native id. Empty where /proc is missing."""
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            if int(tid) not in python_tids:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    if not f.read().startswith(_CLIENT_THREADS):
+                        continue
+            out[int(tid)] = _thread_cpu(tid)
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return out
+
+
 class _Client:
     def start(self, port: Any, proto: protocols.Protocol, s: Settings) -> None:
         raise NotImplementedError
+
+    def python_tids(self) -> "list[int]":
+        """Native ids of the client's Python threads (for cpu_us_per_msg)."""
+        return []
 
     def stop(self) -> None:
         raise NotImplementedError
@@ -95,6 +143,9 @@ class _PumpClient(_Client):
 
         self.thread = threading.Thread(target=serve, name="fastport-bench-pump", daemon=True)
         self.thread.start()
+
+    def python_tids(self) -> "list[int]":
+        return [self.thread.native_id] if self.thread.native_id else []
 
     def stop(self) -> None:
         self.pump.stop()
@@ -148,6 +199,9 @@ class _PythonLoop(_Client):
         for t in self.threads:
             t.start()
 
+    def python_tids(self) -> "list[int]":
+        return [t.native_id for t in self.threads if t.native_id]
+
     def stop(self) -> None:
         self.stopping.set()
         for t in self.threads:
@@ -172,12 +226,21 @@ def _make_client(name: str) -> _Client:
 _case_ids = iter(range(1, 1 << 62))
 
 
+def driver_threads(inflight: int) -> int:
+    """Sender threads the driver uses to keep `inflight` messages in flight: one per 1024."""
+    return max(1, (inflight + 1023) // 1024)
+
+
 def run_case(client: str, *, transport: str = "inproc", senders: int = 64,
              payload: "int | tuple[int, int]" = 1024, seconds: float = 2.0, rate: float = 0.0,
              settings: Optional[Settings] = None,
-             progress: Optional[Callable[[dict], None]] = None) -> dict:
-    """One client against the driver; returns a result row (the JSON schema's keys)."""
+             progress: Optional[Callable[[dict], None]] = None, inflight: int = 0) -> dict:
+    """One client against the driver; returns a result row (the JSON schema's keys).
+    inflight 0: `senders` threads each blocked in a send; N > 0: N messages in flight through
+    asynchronous sends, kept by driver_threads(N) threads (`senders` is then ignored)."""
     s = settings or Settings()
+    if inflight:
+        senders = driver_threads(inflight)
     pmin, pmax = (payload, payload) if isinstance(payload, int) else payload
     proto = protocols.get(s.protocol, pmax if s.protocol == "bench" else 1032)
     name = f"\\fastport-bench-{os.getpid()}-{next(_case_ids)}"
@@ -188,15 +251,21 @@ def run_case(client: str, *, transport: str = "inproc", senders: int = 64,
         try:
             c.start(port, proto, s)
             try:
+                cpu0 = client_cpu(c.python_tids())
                 r = _ext._run_driver(server.clients[0], senders=senders, payload_min=pmin,
                                      payload_max=pmax, protocol=s.protocol, seconds=seconds,
                                      rate=rate, timeout=s.timeout, seed=s.seed, warmup=s.warmup,
-                                     progress=progress)
+                                     progress=progress, inflight=inflight)
+                cpu1 = client_cpu(c.python_tids())
             finally:
                 c.stop()
         finally:
             port.close()
     cost = c.python_cost()
+    # every message of the run (warm-up included) was served while the CPU was counted
+    served = r["replies_ok"] + r["bad_replies"] + r["warmup_messages"]
+    cpu = sum(t - cpu0.get(tid, 0.0) for tid, t in cpu1.items())
+    offered = rate
     return {
         "client": client,
         "source": "emulated",
@@ -205,6 +274,7 @@ def run_case(client: str, *, transport: str = "inproc", senders: int = 64,
         "senders": senders,
         "payload": pmin if pmin == pmax else f"{pmin}:{pmax}",
         "mode": "open" if rate else "closed",
+        "inflight": inflight,
         "rate": rate,
         "seconds": r["seconds"],
         "messages": r["messages"],
@@ -219,7 +289,24 @@ def run_case(client: str, *, transport: str = "inproc", senders: int = 64,
         "histogram": r["histogram"],
         "interrupted": r.get("interrupted", False),
         "python_us_per_msg": cost[0] * 1e6 / cost[1] if cost and cost[1] else None,
+        "cpu_us_per_msg": cpu * 1e6 / served if cpu1 and served else None,
+        # open loop: the client answered under 95 % of the offered rate (it fell behind)
+        "saturated": bool(offered) and r["throughput"] < 0.95 * offered,
     }
+
+
+def memcpy_bandwidth(size: int = 64 << 20, repeat: int = 5) -> float:
+    """Bytes/s one thread copies on this machine (best of `repeat` copies of `size` bytes, out of
+    cache): the physical limit for large messages, each of which is copied at least twice."""
+    src = np.ones(size, dtype=np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in first
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return size / best
 
 
 def machine_info() -> dict:
@@ -245,11 +332,13 @@ def machine_info() -> dict:
 
 
 def _key(r: dict) -> tuple:
-    return (r["transport"], r["senders"], r["payload"], r["mode"], r["protocol"])
+    return (r["transport"], r["senders"], r.get("inflight", 0), r["payload"], r["mode"],
+            r["protocol"], r["rate"])
 
 
 def add_ratios(results: list[dict]) -> None:
-    """ratio = throughput / c-reference's in the same settings; p99_ratio likewise for p99."""
+    """ratio = throughput / c-reference's in the same settings; p99_ratio likewise for p99;
+    cpu_ratio likewise for cpu_us_per_msg."""
     ref = {_key(r): r for r in results if r["client"] == "c-reference"}
     for r in results:
         base = ref.get(_key(r))
@@ -257,42 +346,69 @@ def add_ratios(results: list[dict]) -> None:
             r["ratio"] = r["throughput"] / base["throughput"]
             p99 = base["latency_us"]["p99"]
             r["p99_ratio"] = r["latency_us"]["p99"] / p99 if p99 else None
+            cpu, cpu_ref = r.get("cpu_us_per_msg"), base.get("cpu_us_per_msg")
+            r["cpu_ratio"] = cpu / cpu_ref if cpu is not None and cpu_ref else None
         else:
-            r["ratio"] = r["p99_ratio"] = None
+            r["ratio"] = r["p99_ratio"] = r["cpu_ratio"] = None
+
+
+def _load(r: dict) -> str:
+    """The driver's load in words: '64 threads' (each blocked in a send) or '256 in flight'."""
+    if r.get("inflight"):
+        return f"{r['inflight']} in flight"
+    return f"{r['senders']} threads"
+
+
+def estimate_seconds(n_runs: int, seconds: float, settings: Settings) -> float:
+    """How long n_runs runs take: each its warm-up and window, plus about 0.3 s of set-up."""
+    return n_runs * (seconds + settings.warmup + 0.3)
 
 
 def run_bench(*, transports: list[str], senders: list[int], payloads: list, clients: list[str],
               seconds: float, open_loop: bool = True, repeat: int = 3,
               settings: Optional[Settings] = None,
-              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+              inflight: Optional[list[int]] = None, open_at: Optional[list[float]] = None
               ) -> list[dict]:
-    """The matrix: every client x transport x senders x payload, closed loop; then, per
-    transport and payload at the largest sender count, every client open loop at 50% of
-    c-reference's measured saturation. Each case runs `repeat` times, the clients taking turns
-    (so a slow spell of the machine hits them alike); the run with the median throughput is
-    kept, and every run's throughput is listed under "runs"."""
-    cases = [(t, k, p) for t in transports for k in senders for p in payloads]
-    n_open = len(transports) * len(payloads) if open_loop else 0
+    """The matrix: every client x transport x load x payload, closed loop, where a load is a
+    sender count (thread per message) or an in-flight count (asynchronous sends); then, per
+    transport and payload at the largest load (in flight if any, else threads), every client
+    open loop at each fraction in open_at (default 0.5) of c-reference's measured closed-loop
+    saturation. Each case runs `repeat` times, the clients taking turns (so a slow spell of the
+    machine hits them alike); the run with the median throughput is kept, and every run's
+    throughput is listed under "runs". The first line logged estimates the duration."""
+    s = settings or Settings()
+    inflight = list(inflight or [])
+    open_at = list(open_at or [0.5])
+    loads = [(k, 0) for k in senders] + [(driver_threads(n), n) for n in inflight]
+    cases = [(t, k, n, p) for t in transports for k, n in loads for p in payloads]
+    n_open = len(transports) * len(payloads) * len(open_at) if open_loop and loads else 0
     total = (len(cases) + n_open) * len(clients) * repeat
+    est = estimate_seconds(total, seconds, s)
+    log(f"fastport bench: {total} runs of {seconds:g} s (+ {s.warmup:g} s warm-up), "
+        f"about {est / 60:.0f} min {est % 60:.0f} s")
     results: list[dict] = []
     done = 0
 
     def label(p: Any) -> Any:
         return p if isinstance(p, int) else f"{p[0]}:{p[1]}"
 
-    def case(t: str, k: int, p: Any, rate: float = 0.0) -> None:
+    def case(t: str, k: int, n: int, p: Any, rate: float = 0.0) -> None:
         nonlocal done
         runs: dict[str, list[dict]] = {c: [] for c in order}
         for _ in range(repeat):
             for c in order:
                 done += 1
-                what = f"{c:<16} {t:<6} {k:>4} senders {str(label(p)):>9} B"
-                what += f" open {rate:,.0f}/s" if rate else " closed"
                 r = run_case(c, transport=t, senders=k, payload=p, seconds=seconds, rate=rate,
-                             settings=settings)
-                log(f"[{done:>3}/{total}] {what}  {r['throughput']:>10,.0f} msg/s  "
-                    f"p99 {r['latency_us']['p99']:>9,.1f} us  timeouts {r['timeouts']}  "
-                    f"bad {r['bad_replies']}")
+                             settings=s, inflight=n)
+                what = f"{c:<16} {t:<6} {_load(r):>14} {str(label(p)):>6} B"
+                what += f" open {rate:>9,.0f} msg/s" if rate else " closed" + " " * 14
+                cpu = r["cpu_us_per_msg"]
+                log(f"[{done:>3}/{total}] {what} {r['throughput']:>10,.0f} msg/s  "
+                    f"p99 {_lat(r['latency_us']['p99']):>11}  "
+                    f"cpu {'-' if cpu is None else f'{cpu:.2f}':>5} us/msg  "
+                    f"timeouts {r['timeouts']}  bad {r['bad_replies']}"
+                    f"{'  SATURATED' if r['saturated'] else ''}")
                 runs[c].append(r)
         for c in order:
             ordered = sorted(runs[c], key=lambda r: r["throughput"])
@@ -302,17 +418,18 @@ def run_bench(*, transports: list[str], senders: list[int], payloads: list, clie
 
     # c-reference first in each case, so its saturation is known for the open-loop runs
     order = sorted(clients, key=lambda c: c != "c-reference")
-    for t, k, p in cases:
-        case(t, k, p)
-    if open_loop:
-        kmax = max(senders)
+    for t, k, n, p in cases:
+        case(t, k, n, p)
+    if open_loop and loads:
+        k, n = loads[-1]
         for t in transports:
             for p in payloads:
                 ref = [r for r in results if r["client"] == "c-reference" and r["mode"] ==
-                       "closed" and r["transport"] == t and r["senders"] == kmax and
-                       r["payload"] == label(p)]
-                if ref:
-                    case(t, kmax, p, rate=0.5 * ref[0]["throughput"])
+                       "closed" and r["transport"] == t and r["senders"] == k and
+                       r["inflight"] == n and r["payload"] == label(p)]
+                for f in open_at:
+                    if ref:
+                        case(t, k, n, p, rate=f * ref[0]["throughput"])
     add_ratios(results)
     return results
 
@@ -326,20 +443,32 @@ def _us(v: float) -> str:
     return f"{v:,.1f}"
 
 
+def _lat(v: float) -> str:
+    """A latency with its unit, as the table shows it ('123.4 us', '23.1 ms', '1.50 s')."""
+    text = _us(v)
+    return text if text.endswith("s") else f"{text} us"
+
+
 def format_table(results: list[dict]) -> str:
-    head = (f"{'client':<17}{'transport':<10}{'senders':>8}{'payload':>10}{'mode':>7}"
+    """The results as a table: one row per client and case. load = the driver's (threads each
+    blocked in a send, or messages in flight); sat = the client fell behind the offered rate."""
+    head = (f"{'client':<17}{'transport':<10}{'load':>15}{'payload':>9}{'mode':>7}"
             f"{'msg/s':>11}{'p50 us':>11}{'p99 us':>11}{'p99.9 us':>11}{'timeouts':>9}"
-            f"{'bad':>5}{'x c-ref':>9}{'py us/msg':>11}")
+            f"{'bad':>5}{'x c-ref':>9}{'py us/msg':>11}{'cpu us/msg':>12}{'sat':>5}")
     lines = [head, "-" * len(head)]
     for r in results:
         lat = r["latency_us"]
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         py = r.get("python_us_per_msg")
         py_s = f"{py:.2f}" if py is not None else "-"
+        cpu = r.get("cpu_us_per_msg")
+        cpu_s = f"{cpu:.2f}" if cpu is not None else "-"
+        sat = "yes" if r.get("saturated") else ("no" if r["mode"] == "open" else "-")
         lines.append(
-            f"{r['client']:<17}{r['transport']:<10}{r['senders']:>8}{str(r['payload']):>10}"
+            f"{r['client']:<17}{r['transport']:<10}{_load(r):>15}{str(r['payload']):>9}"
             f"{r['mode']:>7}{r['throughput']:>11,.0f}{_us(lat['p50']):>11}{_us(lat['p99']):>11}"
-            f"{_us(lat['p999']):>11}{r['timeouts']:>9}{r['bad_replies']:>5}{ratio:>9}{py_s:>11}")
+            f"{_us(lat['p999']):>11}{r['timeouts']:>9}{r['bad_replies']:>5}{ratio:>9}{py_s:>11}"
+            f"{cpu_s:>12}{sat:>5}")
     return "\n".join(lines)
 
 
@@ -350,49 +479,103 @@ def write_json(path: str, results: list[dict]) -> None:
 
 
 def plot(path: str, results: list[dict]) -> None:
-    """Throughput against senders per client (one panel per transport), and the latency
-    distribution of the open-loop runs (or the largest closed-loop runs)."""
+    """One panel per question, on linear axes with the measured points as ticks:
+    throughput against load (messages in flight: driver threads each blocked in a send, dashed,
+    or asynchronous sends, solid), one panel per transport; latency percentiles against the
+    offered open-loop rate, with the saturation point (c-reference's closed-loop throughput)
+    marked; and the clients' CPU per message."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     colors = dict(zip(CLIENTS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
-    styles = {"inproc": "-", "socket": "--"}
+    kilo = FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k" if v else "0")
     closed = [r for r in results if r["mode"] == "closed"]
-    transports = sorted({r["transport"] for r in closed}) or ["inproc"]
-    fig, axes = plt.subplots(1, len(transports) + 1, figsize=(6 * (len(transports) + 1), 4.5))
-    for ax, t in zip(axes, transports):
+    opened = [r for r in results if r["mode"] == "open"]
+    transports = sorted({r["transport"] for r in results}) or ["inproc"]
+    panels = len(transports) + (1 if opened else 0) + 1
+    cols = 2 if panels > 1 else 1
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 4.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+
+    def load_of(r: dict) -> int:
+        return r["inflight"] or r["senders"]
+
+    for ax, t in zip(flat, transports):
+        loads = set()
         for c in CLIENTS:
-            pts = sorted((r["senders"], r["throughput"]) for r in closed
-                         if r["client"] == c and r["transport"] == t)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=c,
-                        color=colors[c])
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("senders (kernel threads)")
+            for kind, style, mk in (("async sends", "-", "o"), ("thread per message", "--", "s")):
+                pts = sorted((load_of(r), r["throughput"]) for r in closed
+                             if r["client"] == c and r["transport"] == t and
+                             bool(r.get("inflight")) == (kind == "async sends"))
+                if pts:
+                    loads.update(p[0] for p in pts)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=mk, ls=style,
+                            color=colors[c], label=f"{c}, {kind}")
+        ax.set_xticks(sorted(loads))
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(kilo)
+        ax.set_xlabel("load: messages in flight (driver threads, or async sends)")
         ax.set_ylabel("messages / s")
-        ax.set_title(f"throughput, {t}, closed loop")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    ax = axes[-1]
-    lat = [r for r in results if r["mode"] == "open"] or closed
-    for r in lat:
-        rows = r.get("histogram") or []
-        if not rows:
-            continue
-        counts = np.array([c for _, _, c in rows], dtype=float)
-        highs = np.array([h for _, h, _ in rows], dtype=float) / 1e3
-        cdf = np.cumsum(counts) / counts.sum()
-        ax.plot(highs, 1 - cdf + 1e-6, label=f"{r['client']} {r['transport']} {r['mode']}",
-                color=colors.get(r["client"]), linestyle=styles.get(r["transport"], "-"))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("receive-to-reply latency seen by the kernel (us)")
-    ax.set_ylabel("fraction of messages slower")
-    ax.set_title("latency distribution")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+        ax.set_title(f"Throughput against load ({t}, closed loop)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    k = len(transports)
+    if opened:
+        ax = flat[k]
+        k += 1
+        # linear in ms, scaled to the clients that kept up: a client that fell behind has
+        # latencies of seconds; its points sit on the top edge, marked x
+        ok = [r["latency_us"]["p99"] / 1e3 for r in opened if not r["saturated"]]
+        top = 1.3 * max(ok) if ok else max(r["latency_us"]["p99"] for r in opened) / 1e3
+        for c in CLIENTS:
+            for t in transports:
+                pts = sorted((r["rate"], r["latency_us"]["p50"] / 1e3,
+                              r["latency_us"]["p99"] / 1e3, r["saturated"])
+                             for r in opened if r["client"] == c and r["transport"] == t)
+                if not pts:
+                    continue
+                ls = "-" if t == transports[0] else ":"
+                xs = [p[0] for p in pts]
+                ax.plot(xs, [min(p[2], top) for p in pts], marker="o", ls=ls, color=colors[c],
+                        label=f"{c}, {t}, p99")
+                ax.plot(xs, [min(p[1], top) for p in pts], marker=".", ls=ls, color=colors[c],
+                        alpha=0.5, label=f"{c}, {t}, p50")
+                for x, _, p99, sat in pts:
+                    if sat:
+                        ax.plot([x], [min(p99, top)], marker="x", ms=10, color="k")
+        sat = [r["throughput"] for r in closed if r["client"] == "c-reference" and
+               any(o["transport"] == r["transport"] and o["senders"] == r["senders"] and
+                   o.get("inflight") == r.get("inflight") for o in opened)]
+        for v in sat:
+            ax.axvline(v, color="tab:green", ls="--", lw=1)
+            ax.annotate("c-reference's closed-loop throughput", (v, top / 2),
+                        textcoords="offset points", xytext=(-4, 0), rotation=90, fontsize=7,
+                        ha="right", va="center")
+        ax.set_xlim(left=0)
+        ax.set_ylim(0, top)
+        ax.xaxis.set_major_formatter(kilo)
+        ax.set_xlabel("offered rate, messages / s (open loop)")
+        ax.set_ylabel("latency seen by the kernel, ms")
+        ax.set_title("Latency against offered rate (x: fell behind, off scale)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    ax = flat[k]
+    bars = [r for r in closed if r.get("cpu_us_per_msg") is not None]
+    labels = [f"{r['client']}\n{r['transport']}, {_load(r)}" for r in bars]
+    ax.barh(range(len(bars)), [r["cpu_us_per_msg"] for r in bars],
+            color=[colors.get(r["client"], "gray") for r in bars])
+    ax.set_yticks(range(len(bars)))
+    ax.set_yticklabels(labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("CPU us per message, all of the client's threads (closed loop)")
+    ax.set_title("Client CPU per message")
+    ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

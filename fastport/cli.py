@@ -65,49 +65,76 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fastport {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     b = sub.add_parser("bench", help="run every client against the emulated driver (main job)",
+                       formatter_class=fmt,
                        description="Runs every client against the same load-generating driver "
-                       "settings in one run and prints a table with throughput, latency and the "
-                       "ratio to the C reference client.")
+                       "settings in one run and prints a table with throughput, latency, the "
+                       "ratio to the C reference client and the clients' CPU per message. "
+                       "The first line estimates how long the run takes.")
     b.add_argument("--transport", nargs="+", choices=["inproc", "socket"],
-                   default=["inproc", "socket"])
-    b.add_argument("--senders", nargs="+", type=int, default=[8, 64], metavar="K")
+                   default=["inproc", "socket"], help="emulated transports to run on")
+    b.add_argument("--senders", nargs="*", type=int, default=None, metavar="K",
+                   help="thread-per-message loads: K driver threads each blocked in a send "
+                   "(default: 8 64, or none when --inflight is given)")
+    b.add_argument("--inflight", nargs="+", type=int, default=[], metavar="N",
+                   help="in-flight loads: N messages kept in flight by a few driver threads "
+                   "through asynchronous sends (cheap for the driver)")
     b.add_argument("--payload", nargs="+", default=["1024"], metavar="B",
-                   help="bytes, or a range MIN:MAX (uniform)")
+                   help="message payload bytes, or a range MIN:MAX (uniform)")
     b.add_argument("--seconds", type=float, default=1.0, help="measured seconds per run")
     b.add_argument("--repeat", type=int, default=3,
                    help="runs per case, clients taking turns; the median run is reported")
-    b.add_argument("--clients", default="pump,pump-per-message,c-reference,python-loop")
-    b.add_argument("--protocol", choices=["bench", "scanner"], default="bench")
+    b.add_argument("--clients", default="pump,pump-per-message,c-reference,python-loop",
+                   help="comma-separated clients to run")
+    b.add_argument("--protocol", choices=["bench", "scanner"], default="bench",
+                   help="message protocol (scanner: 1032-byte messages)")
     b.add_argument("--threads", type=int, default=2, help="worker threads of every client")
     b.add_argument("--outstanding", type=int, default=64, help="gets in flight per thread")
     b.add_argument("--batch", type=int, default=256, help="pump batch size")
     b.add_argument("--timeout", type=float, default=10000, metavar="MS",
                    help="per-send timeout of the driver")
+    b.add_argument("--open-at", nargs="+", type=float, default=[0.5], metavar="F",
+                   help="open-loop runs at these fractions of c-reference's closed-loop "
+                   "saturation (the largest load)")
     b.add_argument("--no-open-loop", action="store_true",
-                   help="skip the open-loop runs at 50%% of c-reference's saturation")
-    b.add_argument("--json", metavar="FILE")
-    b.add_argument("--plot", metavar="FILE.png")
+                   help="skip the open-loop runs")
+    b.add_argument("--memcpy", action="store_true",
+                   help="also measure this machine's memcpy bandwidth (the physical limit for "
+                   "large messages) and print it with each payload's messages/s equivalent")
+    b.add_argument("--json", metavar="FILE", help="write every result (and the machine) here")
+    b.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
 
     d = sub.add_parser("driver", help="the load-generating test driver as its own process",
+                       formatter_class=fmt,
                        description="Creates the emulated port NAME on the socket transport, "
-                       "waits for a service to connect, and drives it with K kernel-side "
-                       "senders, checking every reply. Exit status 0 when every reply was "
-                       "right, 1 otherwise (or when no service connected within --wait), 2 "
-                       "for a bad argument.")
-    d.add_argument("--port", required=True, metavar="NAME")
-    d.add_argument("--senders", type=int, default=8, metavar="K")
+                       "waits for a service to connect, and drives it, checking every reply: "
+                       "with K sender threads each blocked in a send (thread per message), or "
+                       "with --inflight N messages kept in flight by a few threads. Exit status "
+                       "0 when every reply was right, 1 otherwise (or when no service connected "
+                       "within --wait), 2 for a bad argument.")
+    d.add_argument("--port", required=True, metavar="NAME", help="port name to create")
+    d.add_argument("--senders", type=int, default=None, metavar="K",
+                   help="sender threads (default: 8 thread per message; with --inflight, one "
+                   "per 1024 in flight)")
+    d.add_argument("--inflight", type=int, default=0, metavar="N",
+                   help="keep N messages in flight through asynchronous sends (0: thread per "
+                   "message)")
     d.add_argument("--payload", default="1024", metavar="B", help="bytes or MIN:MAX")
     d.add_argument("--rate", type=float, default=0.0, help="open loop, messages/s (0 = closed)")
-    d.add_argument("--seconds", type=float, default=10.0)
-    d.add_argument("--timeout", type=float, default=None, metavar="MS")
-    d.add_argument("--protocol", choices=["bench", "scanner"], default="bench")
-    d.add_argument("--max-connections", type=int, default=8)
-    d.add_argument("--access", choices=["owner", "everyone"], default="owner")
+    d.add_argument("--seconds", type=float, default=10.0, help="measured seconds")
+    d.add_argument("--timeout", type=float, default=None, metavar="MS",
+                   help="per-send timeout (default: none)")
+    d.add_argument("--protocol", choices=["bench", "scanner"], default="bench",
+                   help="message protocol")
+    d.add_argument("--max-connections", type=int, default=8,
+                   help="connections the port accepts")
+    d.add_argument("--access", choices=["owner", "everyone"], default="owner",
+                   help="who may connect (owner: root and this user)")
     d.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                    help="give up (exit 1) when no service connected within SECONDS "
                    "(default: wait until Ctrl-C)")
-    d.add_argument("--json", metavar="FILE")
+    d.add_argument("--json", metavar="FILE", help="write the whole result here")
     return p
 
 
@@ -120,7 +147,15 @@ def _bench(a: argparse.Namespace) -> int:
             raise UsageError(f"unknown client {c!r}: expected some of {', '.join(benchmark.CLIENTS)}")
     if not clients:
         raise UsageError("--clients names no client")
+    inflight = [_positive_int("--inflight", n, 1, 65536) for n in a.inflight]
+    if a.senders is None:
+        a.senders = [] if inflight else [8, 64]
     senders = [_positive_int("--senders", k) for k in a.senders]
+    if not senders and not inflight:
+        raise UsageError("give --senders K... and/or --inflight N...")
+    open_at = [_nonneg("--open-at", f) for f in a.open_at]
+    if not all(0 < f for f in open_at):  # type: ignore[operator]
+        raise UsageError("--open-at fractions must be > 0")
     payloads = [_payload(p) for p in a.payload]
     if a.protocol == "scanner":
         payloads = [1032]
@@ -142,8 +177,24 @@ def _bench(a: argparse.Namespace) -> int:
                                   clients=clients, seconds=a.seconds,
                                   open_loop=not a.no_open_loop,
                                   repeat=_positive_int("--repeat", a.repeat, 1, 100),
-                                  settings=settings)
+                                  settings=settings, inflight=inflight,
+                                  open_at=open_at)  # type: ignore[arg-type]
     print(benchmark.format_table(results))
+    if a.memcpy:
+        bw = benchmark.memcpy_bandwidth()
+        print(f"\nmemcpy bandwidth of this machine: {bw / 1e9:.2f} GB/s (one thread, 64 MiB "
+              f"copied, measured in this run); every message is copied at least twice (into the get's buffer, and "
+              f"by the handler's view or the client's read)")
+        for p in payloads:
+            size = p if isinstance(p, int) else p[1]
+            best = max((r["throughput"] for r in results
+                        if r["payload"] == (p if isinstance(p, int) else f"{p[0]}:{p[1]}")),
+                       default=0.0)
+            print(f"  {size} B: memcpy alone moves {bw / size:,.0f} msg/s; best client "
+                  f"{best:,.0f} msg/s = {best * size / 1e9:.2f} GB/s of payload "
+                  f"({best * size / bw:.0%} of memcpy)")
+        for r in results:
+            r["memcpy_bytes_per_s"] = bw
     m = benchmark.machine_info()
     print(f"\n{m['date']}  {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
           f"numpy {m['numpy']}  ({time.monotonic() - start:.0f} s)")
@@ -160,7 +211,14 @@ def _driver(a: argparse.Namespace) -> int:
     from fastport import _ext
     from fastport.sim import FilterManager
 
+    inflight = _positive_int("--inflight", a.inflight, 0, 65536)
+    if a.senders is None:
+        from fastport.benchmark import driver_threads
+        a.senders = driver_threads(inflight) if inflight else 8
     senders = _positive_int("--senders", a.senders)
+    if inflight and inflight < senders:
+        raise UsageError(f"--inflight {inflight} is less than --senders {senders}: each sender "
+                         f"thread keeps at least one message in flight")
     payload = _payload(a.payload) if a.protocol == "bench" else 1032
     pmin, pmax = (payload, payload) if isinstance(payload, int) else payload
     if not a.rate >= 0:
@@ -191,6 +249,11 @@ def _driver(a: argparse.Namespace) -> int:
             print("\nfastport driver: interrupted before any service connected", flush=True)
             return 130
 
+        load = f"{inflight} in flight" if inflight else f"{senders} threads"
+        print(f"fastport driver: a service connected; driving it for {a.seconds:g} s "
+              f"({load}, {'open loop at %g msg/s' % a.rate if a.rate else 'closed loop'})",
+              flush=True)
+
         def progress(p: dict) -> None:
             line = (f"{p['seconds']:6.1f} s  {p['messages_per_s']:>11,.0f} msg/s  "
                     f"p99 {p['p99_us']:>9,.1f} us  timeouts {p['timeouts']}  "
@@ -203,7 +266,7 @@ def _driver(a: argparse.Namespace) -> int:
         r = _ext._run_driver(server, senders=senders, payload_min=pmin, payload_max=pmax,
                              protocol=a.protocol, seconds=a.seconds, rate=a.rate,
                              timeout=None if a.timeout is None else a.timeout / 1000.0,
-                             progress=progress)
+                             progress=progress, inflight=inflight)
         if tty:
             print()
     lat = r["latency_us"]

@@ -1,4 +1,5 @@
 """The test driver, the protocols, the benchmark clients and the `fastport` command."""
+import argparse
 import json
 import os
 import subprocess
@@ -60,11 +61,17 @@ def test_scanner_handlers_agree_with_the_driver():
         assert bytes(proto.record_handler()(rec)) == want
 
 
+@pytest.mark.parametrize("inflight", [0, 32])
 @pytest.mark.parametrize("client", benchmark.CLIENTS)
-def test_every_client_answers_every_message_right(transport, client):
+def test_every_client_answers_every_message_right(transport, client, inflight):
     r = benchmark.run_case(client, transport=transport, senders=4, payload=(64, 2048),
-                           seconds=0.3, settings=benchmark.Settings(warmup=0.1))
+                           seconds=0.3, settings=benchmark.Settings(warmup=0.1),
+                           inflight=inflight)
     assert r["messages"] > 0 and r["throughput"] > 0
+    assert r["inflight"] == inflight
+    assert r["senders"] == (1 if inflight else 4)
+    assert r["cpu_us_per_msg"] > 0  # every client has threads of its own
+    assert r["saturated"] is False  # closed loop
     assert r["bad_replies"] == 0 and r["timeouts"] == 0 and r["errors"] == 0
     lat = r["latency_us"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
@@ -127,10 +134,56 @@ def test_driver_bad_arguments(fm, port_name):
     port = fastport.connect(port_name)
     client = server.clients[0]
     for kw in (dict(senders=0), dict(senders=1, rate=-1.0), dict(senders=1, payload_min=8),
-               dict(senders=1, payload_min=2 ** 21), dict(senders=1, protocol="ftp")):
+               dict(senders=1, payload_min=2 ** 21), dict(senders=1, protocol="ftp"),
+               dict(senders=4, inflight=3), dict(senders=1, inflight=65537),
+               dict(senders=1, inflight=2048, payload_min=2 ** 20)):
         kw.setdefault("seconds", 0.1)
         with pytest.raises((ValueError, TypeError)):
             _ext._run_driver(client, **kw)
+    port.close()
+
+
+def _comm(tid):
+    with open(f"/proc/self/task/{tid}/comm") as f:
+        return f.read().strip()
+
+
+def test_client_cpu_counts_the_clients_threads_not_the_drivers(fm, port_name):
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    done = threading.Event()
+    with _ext.CReference(port, threads=2, outstanding=4, protocol="bench", max_payload=1024):
+        # the driver runs until stopped by the port's close below; its threads are fp-send-N
+        t = threading.Thread(target=lambda: (_ext._run_driver(
+            server.clients[0], senders=2, inflight=8, payload_min=64, seconds=30), done.set()))
+        t.start()
+        def named(prefix):
+            return [n for n in map(_comm, os.listdir("/proc/self/task")) if n.startswith(prefix)]
+
+        while not named("fp-send-") or len(named("fp-cref-")) < 2:  # every thread has started
+            assert t.is_alive()
+        me = threading.get_native_id()
+        cpu = benchmark.client_cpu([me])
+        names = sorted(_comm(tid) for tid in cpu if tid != me)
+        assert names == ["fp-cref-0", "fp-cref-1"]
+        assert cpu[me] > 0 and all(v >= 0 for v in cpu.values())
+        port.close()  # the driver sees the disconnect and ends
+        t.join()
+    assert done.is_set()
+
+
+def test_driver_in_flight_mode(fm, port_name):
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    with _ext.CReference(port, threads=1, outstanding=16, protocol="bench", max_payload=2048):
+        r = _ext._run_driver(server.clients[0], senders=2, inflight=64, payload_min=16,
+                             payload_max=2048, messages=3000, timeout=5.0)
+    assert r["inflight"] == 64 and r["senders"] == 2
+    assert r["messages"] == 3000 and r["replies_ok"] == 3000 and r["bad_replies"] == 0
+    # nobody serves: every message in flight times out, none is lost
+    r = _ext._run_driver(server.clients[0], senders=1, inflight=16, payload_min=64, messages=40,
+                         timeout=0.02)
+    assert r["timeouts"] == 40 and r["replies_ok"] == 0
     port.close()
 
 
@@ -158,6 +211,38 @@ def test_bench_command_table_and_json(tmp_path, capsys):
     assert all(r["ratio"] == 1.0 for r in ref)
 
 
+def test_bench_command_in_flight_columns(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["bench", "--transport", "inproc", "--inflight", "16", "--seconds", "0.2",
+               "--repeat", "1", "--clients", "pump,c-reference", "--open-at", "0.5",
+               "--json", str(out)])
+    assert rc == 0
+    cap = capsys.readouterr()
+    head = cap.out.splitlines()[0]
+    assert "cpu us/msg" in head and "py us/msg" in head and "sat" in head
+    assert "16 in flight" in cap.out
+    assert "about" in cap.err.splitlines()[0]  # the duration estimate comes first
+    doc = json.loads(out.read_text())
+    for r in doc["results"]:
+        assert r["inflight"] == 16 and r["cpu_us_per_msg"] > 0
+        assert isinstance(r["saturated"], bool)
+    assert {r["mode"] for r in doc["results"]} == {"closed", "open"}
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from fastport.cli import _parser
+    p = _parser()
+    subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in subs.choices.items():
+        for a in sp._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            assert a.help, (name, a.dest)
+        text = sp.format_help()
+        assert "(default:" in text, name
+    assert "8 64" in subs.choices["bench"].format_help()
+
+
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fastport.cli", *args], capture_output=True,
                           text=True, timeout=60, cwd="/", **kw)
@@ -178,10 +263,11 @@ def test_bad_command_input_is_one_line(args):
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-def test_driver_command_against_a_pump_in_another_process(port_name, tmp_path):
+@pytest.mark.parametrize("load", [["--senders", "4"], ["--inflight", "64"]])
+def test_driver_command_against_a_pump_in_another_process(port_name, tmp_path, load):
     out = tmp_path / "d.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastport.cli", "driver", "--port", port_name, "--senders", "4",
+        [sys.executable, "-m", "fastport.cli", "driver", "--port", port_name, *load,
          "--seconds", "1", "--json", str(out)],
         stdout=subprocess.PIPE, text=True, cwd="/", env=os.environ.copy())
     try:
@@ -206,6 +292,7 @@ def test_driver_command_against_a_pump_in_another_process(port_name, tmp_path):
         assert "bad replies 0" in rest
         r = json.loads(out.read_text())
         assert r["messages"] > 0 and r["bad_replies"] == 0
+        assert r["inflight"] == (64 if "--inflight" in load else 0)
     finally:
         proc.kill()
         proc.wait()

@@ -40,6 +40,8 @@ cdef extern from "protocols/bench.h" nogil:
 cdef extern from "driver/driver.h" nogil:
     const uint32_t FP_DRIVER_MAX_SENDERS
     const uint32_t FP_DRIVER_MAX_PAYLOAD
+    const uint32_t FP_DRIVER_MAX_INFLIGHT
+    const uint64_t FP_DRIVER_MAX_INFLIGHT_BYTES
 
     ctypedef struct fp_driver:
         pass
@@ -54,6 +56,7 @@ cdef extern from "driver/driver.h" nogil:
         int64_t timeout_ns
         uint64_t seed
         double warmup
+        uint32_t inflight
     void fp_driver_config_init(fp_driver_config *cfg)
 
     ctypedef struct fp_driver_result:

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "cref.h"
 #include "protocols/bench.h"
+#include "common/fp_thread.h"
 
 #define RLX memory_order_relaxed
 #define STATUS_BUFFER_TOO_SMALL 0xC0000023u /* a truncated message: still delivered */
@@ -120,6 +121,7 @@ static DWORD WINAPI cref_main(LPVOID arg)
 {
     cref_thread *t = arg;
     fp_cref *c = t->c;
+    fp_thread_name("fp-cref-", (unsigned)(t - c->threads)); /* the bench counts its CPU by name */
     for (;;) {
         ULONG n = 0;
         if (!GetQueuedCompletionStatusEx(c->iocp, t->entries, c->outstanding, &n, INFINITE,
