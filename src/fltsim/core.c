@@ -849,7 +849,6 @@ struct fsim_sendq {
     fsim_areq *c_head, *c_tail; /* finished, not handed back, oldest first */
     uint32_t inflight;
     uint32_t waiters;
-    uint64_t wake_gen;
 };
 
 fp_ntstatus fsim_sendq_create(fsim_sendq **out)
@@ -1020,7 +1019,6 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
 {
     uint64_t end = timeout_ns >= 0 ? fp_now_ns() + (uint64_t)timeout_ns : UINT64_MAX;
     pthread_mutex_lock(&q->lock);
-    uint64_t gen = q->wake_gen;
     for (;;) {
         if (q->c_head || !cap)
             break;
@@ -1034,7 +1032,7 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
             pthread_mutex_lock(&q->lock);
             continue;
         }
-        if (now >= end || q->wake_gen != gen)
+        if (now >= end)
             break;
         uint64_t until = end;
         if (q->t_head && q->t_head->deadline < until)
@@ -1048,6 +1046,11 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
         }
         q->waiters--;
     }
+    /* the clients' references are dropped once unlocked (a last release frees transport state,
+     * which must not wait under the queue lock): so many per call */
+    fsim_client *drop[64];
+    if (cap > 64)
+        cap = 64;
     uint32_t n = 0;
     while (q->c_head && n < cap) {
         fsim_areq *a = q->c_head;
@@ -1061,23 +1064,16 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
             r->reply_length = a->m.reply_len;
             r->reply_status = a->m.reply_status;
         }
-        /* no path that takes the queue lock runs under what a client's last release takes */
-        fsim_client_release(a->c);
+        drop[n] = a->c;
         out[n++] = r;
     }
     q->inflight -= n;
     if (q->c_head && q->waiters)
         pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->lock);
+    for (uint32_t i = 0; i < n; i++)
+        fsim_client_release(drop[i]);
     return n;
-}
-
-void fsim_sendq_wake(fsim_sendq *q)
-{
-    pthread_mutex_lock(&q->lock);
-    q->wake_gen++;
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->lock);
 }
 
 uint32_t fsim_sendq_inflight(fsim_sendq *q)

@@ -138,12 +138,10 @@ void fsim_sendq_destroy(fsim_sendq *q);
 fp_ntstatus fsim_send_async(fsim_client *c, fsim_send_req *req, fsim_sendq *q);
 
 /* Waits up to timeout_ns (< 0: forever, 0: poll) for finished sends and hands back up to cap of
- * them (oldest completion first) in out[]; returns how many (0: timed out, or fsim_sendq_wake).
+ * them (oldest completion first, at most 64 per call) in out[]; returns how many (0: timed
+ * out).
  * Meanwhile it times out the queue's sends whose deadline passed. */
 uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64_t timeout_ns);
-
-/* Makes every thread now in fsim_sendq_wait return (with what it has, possibly 0). */
-void fsim_sendq_wake(fsim_sendq *q);
 
 /* Sends submitted on q and not yet handed back. */
 uint32_t fsim_sendq_inflight(fsim_sendq *q);
