@@ -360,8 +360,9 @@ def _load(r: dict) -> str:
 
 
 def estimate_seconds(n_runs: int, seconds: float, settings: Settings) -> float:
-    """How long n_runs runs take: each its warm-up and window, plus about 0.3 s of set-up."""
-    return n_runs * (seconds + settings.warmup + 0.3)
+    """How long n_runs runs take: each its warm-up and window, plus about 1 s of set-up and
+    drain (measured on the 2-core machine)."""
+    return n_runs * (seconds + settings.warmup + 1.0)
 
 
 def run_bench(*, transports: list[str], senders: list[int], payloads: list, clients: list[str],
@@ -385,8 +386,9 @@ def run_bench(*, transports: list[str], senders: list[int], payloads: list, clie
     n_open = len(transports) * len(payloads) * len(open_at) if open_loop and loads else 0
     total = (len(cases) + n_open) * len(clients) * repeat
     est = estimate_seconds(total, seconds, s)
+    minutes, secs = divmod(round(est), 60)
     log(f"fastport bench: {total} runs of {seconds:g} s (+ {s.warmup:g} s warm-up), "
-        f"about {est / 60:.0f} min {est % 60:.0f} s")
+        f"about {f'{minutes} min ' if minutes else ''}{secs} s")
     results: list[dict] = []
     done = 0
 
@@ -483,7 +485,7 @@ def plot(path: str, results: list[dict]) -> None:
     throughput against load (messages in flight: driver threads each blocked in a send, dashed,
     or asynchronous sends, solid), one panel per transport; latency percentiles against the
     offered open-loop rate, with the saturation point (c-reference's closed-loop throughput)
-    marked; and the clients' CPU per message."""
+    marked, one panel per payload; and the clients' CPU per message."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -494,7 +496,8 @@ def plot(path: str, results: list[dict]) -> None:
     closed = [r for r in results if r["mode"] == "closed"]
     opened = [r for r in results if r["mode"] == "open"]
     transports = sorted({r["transport"] for r in results}) or ["inproc"]
-    panels = len(transports) + (1 if opened else 0) + 1
+    open_payloads = sorted({r["payload"] for r in opened}, key=str)
+    panels = len(transports) + len(open_payloads) + 1
     cols = 2 if panels > 1 else 1
     rows = (panels + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(11, 4.2 * rows), squeeze=False)
@@ -507,15 +510,19 @@ def plot(path: str, results: list[dict]) -> None:
 
     for ax, t in zip(flat, transports):
         loads = set()
+        payloads = sorted({r["payload"] for r in closed if r["transport"] == t}, key=str)
         for c in CLIENTS:
             for kind, style, mk in (("async sends", "-", "o"), ("thread per message", "--", "s")):
-                pts = sorted((load_of(r), r["throughput"]) for r in closed
-                             if r["client"] == c and r["transport"] == t and
-                             bool(r.get("inflight")) == (kind == "async sends"))
-                if pts:
-                    loads.update(p[0] for p in pts)
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=mk, ls=style,
-                            color=colors[c], label=f"{c}, {kind}")
+                for i, pl in enumerate(payloads):
+                    pts = sorted((load_of(r), r["throughput"]) for r in closed
+                                 if r["client"] == c and r["transport"] == t and
+                                 r["payload"] == pl and
+                                 bool(r.get("inflight")) == (kind == "async sends"))
+                    if pts:
+                        loads.update(p[0] for p in pts)
+                        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=mk, ls=style,
+                                color=colors[c], alpha=1.0 if i == 0 else 0.45,
+                                label=f"{c}, {kind}, {pl} B")
         ax.set_xticks(sorted(loads))
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
@@ -526,18 +533,19 @@ def plot(path: str, results: list[dict]) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     k = len(transports)
-    if opened:
+    for pl in open_payloads:
         ax = flat[k]
         k += 1
+        here = [r for r in opened if r["payload"] == pl]
         # linear in ms, scaled to the clients that kept up: a client that fell behind has
         # latencies of seconds; its points sit on the top edge, marked x
-        ok = [r["latency_us"]["p99"] / 1e3 for r in opened if not r["saturated"]]
-        top = 1.3 * max(ok) if ok else max(r["latency_us"]["p99"] for r in opened) / 1e3
+        ok = [r["latency_us"]["p99"] / 1e3 for r in here if not r["saturated"]]
+        top = 1.3 * max(ok) if ok else max(r["latency_us"]["p99"] for r in here) / 1e3
         for c in CLIENTS:
             for t in transports:
                 pts = sorted((r["rate"], r["latency_us"]["p50"] / 1e3,
                               r["latency_us"]["p99"] / 1e3, r["saturated"])
-                             for r in opened if r["client"] == c and r["transport"] == t)
+                             for r in here if r["client"] == c and r["transport"] == t)
                 if not pts:
                     continue
                 ls = "-" if t == transports[0] else ":"
@@ -550,8 +558,9 @@ def plot(path: str, results: list[dict]) -> None:
                     if sat:
                         ax.plot([x], [min(p99, top)], marker="x", ms=10, color="k")
         sat = [r["throughput"] for r in closed if r["client"] == "c-reference" and
+               r["payload"] == pl and
                any(o["transport"] == r["transport"] and o["senders"] == r["senders"] and
-                   o.get("inflight") == r.get("inflight") for o in opened)]
+                   o.get("inflight") == r.get("inflight") for o in here)]
         for v in sat:
             ax.axvline(v, color="tab:green", ls="--", lw=1)
             ax.annotate("c-reference's closed-loop throughput", (v, top / 2),
@@ -560,14 +569,15 @@ def plot(path: str, results: list[dict]) -> None:
         ax.set_xlim(left=0)
         ax.set_ylim(0, top)
         ax.xaxis.set_major_formatter(kilo)
-        ax.set_xlabel("offered rate, messages / s (open loop)")
+        ax.set_xlabel(f"offered rate, messages / s (open loop, {_load(here[0])})")
         ax.set_ylabel("latency seen by the kernel, ms")
-        ax.set_title("Latency against offered rate (x: fell behind, off scale)")
+        ax.set_title(f"Latency against offered rate, {pl} B (x: fell behind, off scale)",
+                     fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     ax = flat[k]
     bars = [r for r in closed if r.get("cpu_us_per_msg") is not None]
-    labels = [f"{r['client']}\n{r['transport']}, {_load(r)}" for r in bars]
+    labels = [f"{r['client']}: {r['transport']}, {_load(r)}, {r['payload']} B" for r in bars]
     ax.barh(range(len(bars)), [r["cpu_us_per_msg"] for r in bars],
             color=[colors.get(r["client"], "gray") for r in bars])
     ax.set_yticks(range(len(bars)))
