@@ -79,12 +79,22 @@ cdef class Batch:
     cdef object _headers, _messages, _replies, _status, _lengths, _receive_ns
     cdef bint _released
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Batch objects come from a Pump (iterate it, run(), or batches()); they "
+                        "cannot be created directly")
+
+    cdef inline int _ok(self) except -1:
+        if self.core is None or self.hold is None:
+            raise RuntimeError("this Batch was not handed out by a Pump")
+        return 0
+
     def __len__(self):
         return self.count
 
     # Views are built on first use (each is one numpy object over the chunk) and cached.
     @property
     def headers(self):
+        self._ok()
         if self._headers is None:
             self._headers = _view(self.core._header_dtype, self.count, self.info.slot_size,
                                   self.info.slots, False, self.hold)
@@ -92,6 +102,7 @@ cdef class Batch:
 
     @property
     def messages(self):
+        self._ok()
         if self._messages is None:
             self._messages = _view(self.core.message_dtype, self.count, self.info.slot_size,
                                    self.info.slots + 16, False, self.hold)
@@ -99,6 +110,7 @@ cdef class Batch:
 
     @property
     def replies(self):
+        self._ok()
         if self._replies is None:
             self._replies = _view(self.core.reply_dtype, self.count, self.info.reply_stride,
                                   self.info.reply_payload, True, self.hold)
@@ -106,6 +118,7 @@ cdef class Batch:
 
     @property
     def status(self):
+        self._ok()
         if self._status is None:
             self._status = _view(self.core._status_dtype, self.count, 4, self.info.status, True,
                                  self.hold)
@@ -113,6 +126,7 @@ cdef class Batch:
 
     @property
     def lengths(self):
+        self._ok()
         if self._lengths is None:
             self._lengths = _view(self.core._length_dtype, self.count, 4,
                                   <void *>self.info.length, False, self.hold)
@@ -120,6 +134,7 @@ cdef class Batch:
 
     @property
     def receive_ns(self):
+        self._ok()
         if self._receive_ns is None:
             self._receive_ns = _view(self.core._ns_dtype, self.count, 8,
                                      <void *>self.info.recv_ns, False, self.hold)
@@ -129,6 +144,7 @@ cdef class Batch:
     def payload(self):
         """The message payloads as a read-only 2-d uint8 view (len(batch), message itemsize):
         raw bytes for byte-level work (checksums, pattern search); zero-copy like the others."""
+        self._ok()
         cdef fp_batch_info info = self.info
         cdef cnp.npy_intp dims[2]
         cdef cnp.npy_intp strides[2]
@@ -163,6 +179,7 @@ cdef class Batch:
         cdef cnp.ndarray m
         cdef const uint8_t *mp = NULL
         cdef int32_t hr
+        self._ok()
         if mask is not None:
             m = _np.ascontiguousarray(mask, dtype=_np.bool_)
             if m.ndim != 1 or m.shape[0] != self.count:
@@ -178,6 +195,7 @@ cdef class Batch:
         by release, or by error when `error` is true). Idempotent."""
         if self._released:
             return
+        self._ok()
         self._released = True
         with nogil:
             fp_batch_finish(self.core._p, &self.hold.batch,

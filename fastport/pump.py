@@ -53,6 +53,9 @@ class Pump(_PumpCore):
     A context manager: entering starts the workers, leaving stops them (every received message
     is answered, every thread joined)."""
 
+    on_error = "default"
+    _current: Optional[Batch] = None
+
     def __init__(
         self,
         port: Port,

@@ -463,3 +463,13 @@ def test_bad_configuration(served):
         Pump(port, message=MSG, reply=REP, linger_us=50)  # gone: gets stay in flight
     with pytest.raises(RuntimeError):
         Pump.__new__(Pump).stats
+
+
+def test_a_pump_never_started_says_so(served):
+    _, _, port = served
+    pump = Pump(port, message=MSG, reply=REP)
+    with pytest.raises(RuntimeError, match="not started"):
+        next(iter(pump))
+    with pytest.raises(RuntimeError, match="not started"):
+        pump.run(good_handler)
+    pump.stop()
