@@ -137,9 +137,10 @@ void chunk_unhold(fp_pump *p, fp_chunk *c)
 
 /* Records the completions of one reap. Phase 1, per chunk under its mu: the message's metadata
  * and answer state (so the deadline reaper and the answers see it). Phase 2, under q_mu: the slot
- * kinds, the completed prefix and the ready list (so consumers see it). Overflow slots are
- * answered at once. */
-void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
+ * kinds and the ready list (so consumers see it). Overflow slots are answered at once. With
+ * `repost`, the gets are re-issued at the end; a consumer that reaped them itself does that when
+ * it comes back, so its batch reaches the handler first. */
+void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n, bool repost)
 {
     const uint32_t batch = p->cfg.batch, chunk_slots = p->cfg.nchunks * batch;
     const uint32_t msg_bytes = (uint32_t)p->message_bytes;
@@ -255,7 +256,7 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
         reaper_kick(p);
     if (fail != FP_S_OK)
         pump_fail(p, fail);
-    else /* re-issue the gets: the thread that reaped them may already be blocked in a new reap */
+    else if (repost) /* re-issue the gets: another thread may already be blocked in a reap */
         top_up(p);
 }
 

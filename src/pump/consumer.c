@@ -33,7 +33,7 @@ static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
     token_released_locked(p);
     pthread_mutex_unlock(&p->q_mu);
     if (FP_SUCCEEDED(hr) && got)
-        chunks_process(p, comp, got);
+        chunks_process(p, comp, got, false);
     else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
         pump_fail(p, hr);
     pthread_mutex_lock(&p->q_mu);

@@ -177,7 +177,7 @@ static inline void count(_Atomic uint64_t *c, uint64_t n)
 int fp_cond_init_mono(pthread_cond_t *cv);
 
 /* chunks.c */
-void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n);
+void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n, bool repost);
 bool chunks_take_locked(fp_pump *p, fp_batch *out);
 void chunks_drop_ready_locked(fp_pump *p);
 void chunk_check_free(fp_pump *p, fp_chunk *c);

@@ -235,7 +235,7 @@ void *worker_main(void *arg)
         token_released_locked(p);
         pthread_mutex_unlock(&p->q_mu);
         if (FP_SUCCEEDED(hr) && got)
-            chunks_process(p, comp, got);
+            chunks_process(p, comp, got, true);
         else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
             pump_fail(p, hr);
         pthread_mutex_lock(&p->q_mu);
@@ -389,7 +389,7 @@ void fp_pump_join(fp_pump *p)
             uint32_t got = 0;
             fp_hresult hr = p->b->ops->reap(p->b, comp, REAP_MAX, 100, &got);
             if (FP_SUCCEEDED(hr) && got)
-                chunks_process(p, comp, got);
+                chunks_process(p, comp, got, true);
             else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
                 break;
         }
