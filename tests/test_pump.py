@@ -30,14 +30,6 @@ def good_handler(batch):
     batch.reply()
 
 
-@pytest.fixture
-def served(fm, port_name):
-    server = fm.create_port(port_name)
-    port = fastport.connect(port_name)
-    yield server, server.clients[0], port
-    port.close()
-
-
 def run_senders(server, client, n_senders, per_sender, timeout=30, reply_length=8):
     results = {}
 

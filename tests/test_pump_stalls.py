@@ -18,14 +18,6 @@ REP = np.dtype([("a", "<u4"), ("b", "<u4")])
 DEFAULT = struct.pack("<II", 0xD0D0, 0xF00D)
 
 
-@pytest.fixture
-def served(fm, port_name):
-    server = fm.create_port(port_name)
-    port = fastport.connect(port_name)
-    yield server, server.clients[0], port
-    port.close()
-
-
 def send_all(server, client, senders, per_sender):
     """Kernel-side senders with a 10 s timeout; returns every SendResult."""
     results = []
