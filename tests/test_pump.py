@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 
-import fastport
 from fastport import _ext
 from fastport import status
 from fastport.pump import Pump

@@ -7,9 +7,7 @@ import struct
 import threading
 
 import numpy as np
-import pytest
 
-import fastport
 from fastport import status
 from fastport.pump import Pump
 
