@@ -45,6 +45,7 @@ static void ready_append(fp_pump *p, fp_chunk *c)
         p->ready_head = c;
     p->ready_tail = c;
     p->nready++;
+    efd_update_locked(p);
 }
 
 static void ready_unlink(fp_pump *p, fp_chunk *c)
@@ -60,6 +61,7 @@ static void ready_unlink(fp_pump *p, fp_chunk *c)
     c->next = c->prev = NULL;
     c->in_ready = false;
     p->nready--;
+    efd_update_locked(p); /* the fd is readable exactly while something can be handed out */
 }
 
 /* Nothing needs c anymore: every slot posted and completed, every message answered (its send

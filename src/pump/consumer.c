@@ -45,8 +45,11 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
     memset(out, 0, sizeof *out);
     uint64_t until = timeout_ns > 0 ? fp_now_ns() + (uint64_t)timeout_ns : 0;
     int rc;
+    /* only a consumer that may wait counts as "around" (workers stand by for it); one that polls
+     * (timeout 0, an event loop's try_next) never leads, so it must not keep workers away */
+    const bool waits = timeout_ns != 0;
     pthread_mutex_lock(&p->q_mu);
-    p->consumers_in++;
+    p->consumers_in += waits;
     for (;;) {
         bool failed = atomic_load_explicit(&p->terminal, RLX) != FP_S_OK;
         if (!failed && p->user_stop) {
@@ -55,6 +58,8 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         }
         if (chunks_take_locked(p, out)) {
             rc = FP_PUMP_BATCH;
+            if (p->ready_head && p->next_waiters) /* more ready: the next waiting consumer */
+                pthread_cond_signal(&p->ready_cv);
             break;
         }
         if (p->ended) {
@@ -79,8 +84,10 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         p->next_waiters--;
         p->consumers_idle--;
     }
-    p->consumers_in--;
-    p->consumer_left_ns = fp_now_ns();
+    if (waits) {
+        p->consumers_in--;
+        p->consumer_left_ns = fp_now_ns();
+    }
     pthread_mutex_unlock(&p->q_mu);
     return rc;
 }

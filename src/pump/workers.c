@@ -165,7 +165,9 @@ void fp_pump_stop(fp_pump *p)
 void token_released_locked(fp_pump *p)
 {
     p->leader = LEAD_NONE;
-    if (p->consumers_idle)
+    /* an idle consumer leads next; else a worker: consumers may not lead anymore (the event fd
+     * is in use), and while stopping only workers drain */
+    if (p->consumer_reap && p->consumers_idle && !atomic_load(&p->stopping))
         pthread_cond_signal(&p->ready_cv);
     else if (p->parked)
         pthread_cond_signal(&p->w_cv);
