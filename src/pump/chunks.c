@@ -95,6 +95,8 @@ static bool free_if_done_locked(fp_pump *p, fp_chunk *c)
     c->next = p->free_head;
     p->free_head = c;
     p->nfree++;
+    if (p->overflow_on) /* whoever unlocks next cancels the gets waiting in overflow slots */
+        atomic_store_explicit(&p->ofl_recheck, true, RLX);
     return true;
 }
 
@@ -104,8 +106,7 @@ static void after_free(fp_pump *p)
 {
     if (atomic_load(&p->stopping))
         return;
-    if (p->overflow_on)
-        cancel_overflow(p);
+    overflow_recheck(p);
     if (atomic_load(&p->inflight) != 0)
         return;
     top_up(p);
@@ -139,10 +140,10 @@ void chunk_unhold(fp_pump *p, fp_chunk *c)
 
 /* Records the completions of one reap. Phase 1, per chunk under its mu: the message's metadata
  * and answer state (so the deadline reaper and the answers see it). Phase 2, under q_mu: the slot
- * kinds and the ready list (so consumers see it). Overflow slots are answered at once. With
- * `repost`, the gets are re-issued at the end; a consumer that reaped them itself does that when
- * it comes back, so its batch reaches the handler first. */
-void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n, bool repost)
+ * kinds and the ready list (so consumers see it). Overflow slots are answered at once. Then the
+ * gets are re-issued (measured: deferring that until a consumer that reaped comes back gained
+ * nothing measurable, and left fewer gets in flight while it was away). */
+void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
 {
     const uint32_t batch = p->cfg.batch, chunk_slots = p->cfg.nchunks * batch;
     const uint32_t msg_bytes = (uint32_t)p->message_bytes;
@@ -253,12 +254,13 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n, bool repo
     count(&p->errors, errs);
     if (nofl)
         answer_overflow(p, ofl, nofl);
+    overflow_recheck(p); /* a touched chunk may have been freed above */
     /* pairs with the reaper's idle store before it scans (see reaper_main) */
     if (pend && p->cfg.deadline_ns >= 0 && atomic_load(&p->reaper_idle))
         reaper_kick(p);
     if (fail != FP_S_OK)
         pump_fail(p, fail);
-    else if (repost) /* re-issue the gets: another thread may already be blocked in a reap */
+    else /* re-issue the gets: another thread may already be blocked in a reap */
         top_up(p);
 }
 

@@ -33,7 +33,7 @@ static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
     token_released_locked(p);
     pthread_mutex_unlock(&p->q_mu);
     if (FP_SUCCEEDED(hr) && got)
-        chunks_process(p, comp, got, false);
+        chunks_process(p, comp, got);
     else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
         pump_fail(p, hr);
     pthread_mutex_lock(&p->q_mu);
@@ -89,6 +89,7 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         p->consumer_left_ns = fp_now_ns();
     }
     pthread_mutex_unlock(&p->q_mu);
+    overflow_recheck(p); /* taking may have freed a chunk whose messages the deadline answered */
     return rc;
 }
 

@@ -120,6 +120,7 @@ struct fp_pump {
     uint32_t *ofl_free;   /* stack of free overflow slot numbers (0..noverflow-1) */
     uint32_t ofl_nfree;
     uint8_t *ofl_state;   /* per overflow slot: OFL_* */
+    _Atomic bool ofl_recheck; /* a chunk was freed: overflow gets may be cancelled (see workers.c) */
     bool post_stop;       /* no more posts (stop or failure) */
     _Atomic uint32_t inflight; /* gets posted and not processed, every chunk and overflow */
 
@@ -177,7 +178,7 @@ static inline void count(_Atomic uint64_t *c, uint64_t n)
 int fp_cond_init_mono(pthread_cond_t *cv);
 
 /* chunks.c */
-void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n, bool repost);
+void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n);
 bool chunks_take_locked(fp_pump *p, fp_batch *out);
 void chunks_drop_ready_locked(fp_pump *p);
 void chunk_check_free(fp_pump *p, fp_chunk *c);
@@ -193,6 +194,11 @@ void *replier_main(void *arg);
 /* workers.c */
 void top_up(fp_pump *p);
 void cancel_overflow(fp_pump *p);
+static inline void overflow_recheck(fp_pump *p)
+{
+    if (atomic_load_explicit(&p->ofl_recheck, RLX))
+        cancel_overflow(p);
+}
 void token_released_locked(fp_pump *p);
 void pump_fail(fp_pump *p, fp_hresult hr);
 void reaper_kick(fp_pump *p);

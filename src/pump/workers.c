@@ -100,6 +100,8 @@ void top_up(fp_pump *p)
 void cancel_overflow(fp_pump *p)
 {
     const uint32_t base = p->cfg.nchunks * p->cfg.batch;
+    if (!atomic_exchange(&p->ofl_recheck, false))
+        return;
     pthread_mutex_lock(&p->post_mu);
     if (!p->post_stop && p->ofl_nfree < p->noverflow)
         for (uint32_t j = 0; j < p->noverflow; j++)
@@ -237,7 +239,7 @@ void *worker_main(void *arg)
         token_released_locked(p);
         pthread_mutex_unlock(&p->q_mu);
         if (FP_SUCCEEDED(hr) && got)
-            chunks_process(p, comp, got, true);
+            chunks_process(p, comp, got);
         else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
             pump_fail(p, hr);
         pthread_mutex_lock(&p->q_mu);
@@ -391,7 +393,7 @@ void fp_pump_join(fp_pump *p)
             uint32_t got = 0;
             fp_hresult hr = p->b->ops->reap(p->b, comp, REAP_MAX, 100, &got);
             if (FP_SUCCEEDED(hr) && got)
-                chunks_process(p, comp, got, true);
+                chunks_process(p, comp, got);
             else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
                 break;
         }
