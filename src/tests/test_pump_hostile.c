@@ -170,6 +170,8 @@ static void test_fd_while_consumer_leads(void)
     c.batch = 4;
     fp_pump *p = must_start(f, &c);
     CHECK(fake_wait_gets(f, 4, 2000));
+    /* no consumer was ever around: the worker leads (else a would take the lead itself) */
+    CHECK(WAIT_UNTIL(QREAD(p, p->leader) == LEAD_WORKER, 2000));
     consumer a, b;
     pthread_t ta, tb;
     consumer_go(&a, &ta, p, 5000 * MS);
@@ -181,8 +183,7 @@ static void test_fd_while_consumer_leads(void)
     int fd = fp_pump_fd(p); /* an event-loop consumer shows up */
     CHECK(fd >= 0);
     /* The worker, woken by fp_pump_fd, re-parks (now untimed: consumer_reap is off) because a
-     * still leads; nothing observable marks that step, so give it a moment. */
-    usleep(50 * 1000);
+     * still leads; whether it has done so yet or not, the token must reach it. */
     fake_push(f, MSG_SIZE, REPLY_LEN); /* a's reap returns; one of a, b gets the batch */
     CHECK(WAIT_UNTIL(atomic_load(&a.done) || atomic_load(&b.done), 2000));
     consumer *got = atomic_load(&a.done) ? &a : &b, *waiting = got == &a ? &b : &a;
@@ -364,6 +365,76 @@ static void test_chunk_freed_by_completion_keeps_overflow_gets(void)
     fake_destroy(&f->base);
 }
 
+/* ------------------------------------------------------------------ bug 6
+ * fp_batch_reply copies the reply payload "now" (the consumer may reuse its reply slots at once)
+ * but not the status: the reply thread reads c->status[i] when it takes the chunk off its queue
+ * (answer.c, replier_main), unlocked against the consumer, who owns the status array. A consumer
+ * that writes status again after reply() returned (numpy `batch.status[:] = ...` between two
+ * masked replies) changes what is sent for a reply already made; it is also a data race. The
+ * reply thread is held in the port (a gated reply) so that the second reply stays queued. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_closed;
+static int gate_waiting;
+
+static fp_hresult gated_reply(fp_backend *b, fp_reply *e, uint32_t n)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_waiting++;
+    pthread_cond_broadcast(&gate_cv);
+    while (gate_closed)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    gate_waiting--;
+    pthread_mutex_unlock(&gate_mu);
+    return fake_reply(b, e, n);
+}
+
+static void test_status_read_after_reply_returned(void)
+{
+    fake_backend *f = fake_new(16);
+    fp_backend_ops ops = fake_ops;
+    ops.reply = gated_reply;
+    f->base.ops = &ops;
+    fp_pump_config c = base_cfg();
+    c.threads = 1;
+    c.outstanding = 4;
+    c.batch = 1; /* one message per chunk: two chunks, two queue entries */
+    c.reply_threads = 1;
+    fp_pump *p = must_start(f, &c);
+    CHECK(fake_wait_gets(f, 4, 2000));
+    uint64_t id1 = fake_push(f, MSG_SIZE, REPLY_LEN), id2 = fake_push(f, MSG_SIZE, REPLY_LEN);
+    fp_batch b1 = {0}, b2 = {0};
+    CHECK_EQ(fp_pump_next(p, 2000 * MS, &b1), FP_PUMP_BATCH);
+    CHECK_EQ(fp_pump_next(p, 2000 * MS, &b2), FP_PUMP_BATCH);
+    fp_batch_info i1, i2;
+    fp_batch_get_info(p, &b1, &i1);
+    fp_batch_get_info(p, &b2, &i2);
+    pthread_mutex_lock(&gate_mu);
+    gate_closed = true;
+    pthread_mutex_unlock(&gate_mu);
+    i1.status[0] = 1;
+    CHECK_EQ((uint32_t)fp_batch_reply(p, &b1, NULL, NULL), (uint32_t)FP_S_OK);
+    pthread_mutex_lock(&gate_mu); /* the reply thread sends the first one: held in the port */
+    while (gate_waiting == 0)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+    i2.status[0] = 5;
+    CHECK_EQ((uint32_t)fp_batch_reply(p, &b2, NULL, NULL), (uint32_t)FP_S_OK); /* queued */
+    i2.status[0] = 9; /* after reply() returned: must not change what it sends */
+    pthread_mutex_lock(&gate_mu);
+    gate_closed = false;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    CHECK(fake_wait_answered(f, 2, 2000));
+    CHECK_EQ(fake_record(f, id1).status, 1);
+    CHECK_EQ(fake_record(f, id2).status, 5); /* the bug: 9 */
+    fp_batch_release(p, &b1);
+    fp_batch_release(p, &b2);
+    CHECK_EQ((uint32_t)fp_pump_destroy(p), (uint32_t)FP_S_OK);
+    f->base.ops = &fake_ops;
+    fake_destroy(&f->base);
+}
+
 /* ------------------------------------------------------------------ cancel storm (probe) */
 typedef struct storm {
     fake_backend *f;
@@ -484,6 +555,7 @@ int main(void)
         {"failure_while_consumer_leads", test_failure_while_consumer_leads},
         {"chunk_freed_by_completion_keeps_overflow_gets",
          test_chunk_freed_by_completion_keeps_overflow_gets},
+        {"status_read_after_reply_returned", test_status_read_after_reply_returned},
         {"cancel_storm_probe", test_cancel_storm_probe},
     };
     const char *only = getenv("FP_TEST_ONLY");
