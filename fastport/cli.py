@@ -108,6 +108,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="give up (exit 1) when no service connected within SECONDS "
                    "(default: wait until Ctrl-C)")
     d.add_argument("--json", metavar="FILE")
+
+    s = sub.add_parser("scan", help="on-access scanning with YARA rules (fanotify, Linux, root)",
+                       description="Serves fanotify open permission events on PATH... with the "
+                       "pump: each opened file is scanned with the YARA rules and a match is "
+                       "denied (--audit: allowed and reported), one line per denial. Ctrl-C or "
+                       "SIGTERM prints a summary and exits 0. Fails open: what is not scanned "
+                       "within --deadline seconds is allowed.")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--rules", required=True, metavar="RULES.yar")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--deny", action="store_true", help="deny matches (the default)")
+    g.add_argument("--audit", action="store_true", help="allow matches, and report them")
+    s.add_argument("--engine", choices=["yara-x", "yara"], default="yara")
+    s.add_argument("--max-bytes", type=int, default=32 << 20, metavar="N",
+                   help="bytes of each file scanned (default 32 MiB)")
+    s.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="paths matching GLOB are allowed unscanned (repeatable)")
+    s.add_argument("--mark", choices=["inode", "mount", "filesystem"], default="inode")
+    s.add_argument("--deadline", type=float, default=5.0, metavar="SECONDS")
     return p
 
 
@@ -244,11 +263,26 @@ def _reply_diagnosis(r: dict) -> list:
     return out
 
 
+def _scan(a: argparse.Namespace) -> int:
+    from fastport import scan
+    if a.max_bytes < 1:
+        raise UsageError(f"--max-bytes must be >= 1, got {a.max_bytes}")
+    try:
+        scan.run(a.paths, a.rules, engine_name=a.engine, deny=not a.audit,
+                 max_bytes=a.max_bytes, exclude=a.exclude, mark=a.mark,
+                 deadline=_nonneg("--deadline", a.deadline))
+    except scan.RulesError as e:
+        raise UsageError(f"{a.rules} does not compile: {e}")
+    except ImportError as e:
+        raise UsageError(str(e))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `fastport` console script."""
     a = _parser().parse_args(argv)
     try:
-        return {"bench": _bench, "driver": _driver}[a.command](a)
+        return {"bench": _bench, "driver": _driver, "scan": _scan}[a.command](a)
     except UsageError as e:
         print(f"fastport {a.command}: {e}", file=sys.stderr)
         return 2
