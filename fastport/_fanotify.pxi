@@ -163,3 +163,18 @@ def _fan_open(tuple paths, uint32_t init_flags, uint64_t mask, uint32_t mark_fla
     port._cfg.fd_budget = fd_budget or fp_fan_default_budget()
     _fan_log.info("fanotify group on %r (mask 0x%x)", paths, mask)
     return port
+
+
+def _fan_cref_run(FanotifyPort port not None, int stop_fd):
+    """The C reference loop (src/cref/fan_loop.c) on `port`'s group until `stop_fd` (an
+    eventfd) is readable; returns the events answered. Without the GIL."""
+    cdef int fd = port._fd
+    cdef uint64_t n = 0
+    cdef int rc
+    if fd < 0:
+        raise ValueError("the fanotify group is closed")
+    with nogil:
+        rc = fp_fan_cref_run(fd, stop_fd, &n)
+    if rc:
+        raise OSError(rc, f"fanotify reference loop: {_os.strerror(rc)}")
+    return n

@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip the open-loop runs at 50%% of c-reference's saturation")
     b.add_argument("--json", metavar="FILE")
     b.add_argument("--plot", metavar="FILE.png")
+    b.add_argument("--source", choices=["emulated", "fanotify"], default="emulated",
+                   help="fanotify: K opener processes on a marked directory (Linux, root); "
+                   "clients pump, c-reference, python-loop")
+    b.add_argument("--scan", metavar="RULES.yar",
+                   help="with --source fanotify: files/s and MB/s of each scan engine instead")
 
     d = sub.add_parser("driver", help="the load-generating test driver as its own process",
                        description="Creates the emulated port NAME on the socket transport, "
@@ -130,8 +135,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _bench_fanotify(a: argparse.Namespace) -> int:
+    from fastport import benchmark, fanbench
+    if a.scan:
+        rows = fanbench.scan_bench(a.scan)
+        print(fanbench.format_scan(rows))
+        results = rows
+    else:
+        clients = [c.strip() for c in a.clients.split(",") if c.strip() in fanbench.CLIENTS]
+        if not clients:
+            raise UsageError(f"--source fanotify runs some of {', '.join(fanbench.CLIENTS)}")
+        if not a.seconds > 0:
+            raise UsageError(f"--seconds must be > 0, got {a.seconds}")
+        results = fanbench.run_bench(senders=[_positive_int("--senders", k) for k in a.senders],
+                                     clients=clients, seconds=a.seconds,
+                                     repeat=_positive_int("--repeat", a.repeat, 1, 100))
+        print(benchmark.format_table(results))
+    if a.json:
+        benchmark.write_json(a.json, results)
+        print(f"wrote {a.json}")
+    return 0
+
+
 def _bench(a: argparse.Namespace) -> int:
     from fastport import benchmark
+    if a.source == "fanotify":
+        return _bench_fanotify(a)
+    if a.scan:
+        raise UsageError("--scan needs --source fanotify")
 
     clients = [c.strip() for c in a.clients.split(",") if c.strip()]
     for c in clients:

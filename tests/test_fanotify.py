@@ -325,3 +325,15 @@ def test_pre_access_refused_on_tmpfs_names_the_cause():
         assert d in str(ei.value)
     finally:
         os.rmdir(d)
+
+
+@needs_root
+def test_bench_rows_have_the_emulated_bench_keys(tmp_path):
+    from fastport import benchmark, fanbench
+    rows = [fanbench.run_case(c, senders=1, seconds=0.2, workdir=str(tmp_path / c))
+            for c in fanbench.CLIENTS if not os.makedirs(tmp_path / c)]
+    benchmark.add_ratios(rows)
+    for r in rows:
+        assert r["source"] == "fanotify" and r["messages"] > 0 and r["errors"] == 0
+        assert r["latency_us"]["p50"] > 0
+    assert "pump" in benchmark.format_table(rows)

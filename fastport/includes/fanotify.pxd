@@ -32,3 +32,6 @@ cdef extern from "backends/fanotify.h" nogil:
     fp_backend *fp_fan_backend_new(const fp_fan_config *cfg, int32_t *hr)
     void fp_fan_backend_stats(fp_backend *b, fp_fan_stats *out)
     uint32_t fp_fan_default_budget()
+
+cdef extern from "cref/fan_loop.h" nogil:
+    int fp_fan_cref_run(int group_fd, int stop_fd, uint64_t *events)

@@ -65,11 +65,9 @@ typedef struct fan_backend {
     atomic_uint cancel_req;   /* cancel() calls since the last reap looked */
     held *tab;                /* held event fds, by id & mask */
     uint32_t tab_mask;
-    uint32_t nheld;
     int budget_waiting;       /* reap stopped reading for want of budget: wake it on a reply */
     uint64_t next_id;
-    fp_fan_stats st;
-    _Atomic uint64_t replied; /* counted outside mu */
+    fp_fan_stats own, *st;    /* st: cfg->stats, or own */
     uint8_t *rbuf;
 } fan_backend;
 
@@ -124,8 +122,10 @@ static fp_hresult fan_post(fp_backend *b, uint32_t slot, void *buffer, uint32_t 
     f->posted[slot] = 1;
     f->cancelled[slot] = 0;
     f->fifo[(f->head + f->count) % f->nslots] = slot;
-    f->count++;
+    int first = f->count++ == 0;
     pthread_mutex_unlock(&f->mu);
+    if (first)
+        kick(f); /* a reaper polling without slots does not watch the group: let it look again */
     return FP_S_OK;
 }
 
@@ -191,7 +191,7 @@ static uint64_t hold(fan_backend *f, int fd)
         if (h->id == 0) {
             h->id = id;
             h->fd = fd;
-            f->nheld++;
+            f->st->held++;
             return id;
         }
     }
@@ -255,19 +255,19 @@ static int64_t read_events(fan_backend *f, fp_completion *out, uint32_t want)
     pthread_mutex_lock(&f->mu);
     for (; FAN_EVENT_OK(m, len); m = FAN_EVENT_NEXT(m, len)) {
         if (m->fd == FAN_NOFD) {
-            f->st.overflows += (m->mask & FAN_Q_OVERFLOW) != 0;
+            f->st->overflows += (m->mask & FAN_Q_OVERFLOW) != 0;
             continue;
         }
         if (!(m->mask & PERM_EVENTS)) {
-            f->st.notify++;
+            f->st->notify++;
             close(m->fd);
             continue;
         }
-        f->st.read++;
+        f->st->read++;
         if (excluded(f, m->pid)) {
             respond(f, m->fd, FAN_ALLOW);
             close(m->fd);
-            f->st.excluded++;
+            f->st->excluded++;
             continue;
         }
         uint32_t slot = take_slot(f);
@@ -278,7 +278,7 @@ static int64_t read_events(fan_backend *f, fp_completion *out, uint32_t want)
         }
         uint64_t id = hold(f, m->fd);
         fill_slot(f, slot, m, id, &out[k++]);
-        f->st.delivered++;
+        f->st->delivered++;
     }
     pthread_mutex_unlock(&f->mu);
     return k;
@@ -314,7 +314,7 @@ static fp_hresult fan_reap(fp_backend *b, fp_completion *out, uint32_t max, uint
         }
         pthread_mutex_lock(&f->mu);
         uint32_t want = f->count < max ? f->count : max;
-        uint32_t room = f->cfg.fd_budget > f->nheld ? f->cfg.fd_budget - f->nheld : 0;
+        uint32_t room = f->cfg.fd_budget > f->st->held ? f->cfg.fd_budget - f->st->held : 0;
         if (want > room)
             want = room;
         f->budget_waiting = room == 0;
@@ -403,11 +403,11 @@ static fp_hresult fan_reply(fp_backend *b, fp_reply *r, uint32_t n)
         if (r[i].id && h->id == r[i].id) {
             fd = h->fd;
             h->id = 0;
-            f->nheld--;
+            f->st->held--;
             kick_reaper |= f->budget_waiting;
             f->budget_waiting = 0;
         } else {
-            f->st.stale++;
+            f->st->stale++;
         }
         pthread_mutex_unlock(&f->mu);
         if (fd < 0) {
@@ -418,8 +418,11 @@ static fp_hresult fan_reply(fp_backend *b, fp_reply *r, uint32_t n)
         int e = respond(f, fd, verdict(f, &r[i]));
         close(fd);
         r[i].hr = e == 0 ? FP_S_OK : e == ENOENT ? FP_E_FLT_NO_WAITER_FOR_REPLY : from_errno(e);
-        if (e == 0)
-            atomic_fetch_add_explicit(&f->replied, 1, memory_order_relaxed);
+        if (e == 0) {
+            pthread_mutex_lock(&f->mu);
+            f->st->replied++;
+            pthread_mutex_unlock(&f->mu);
+        }
     }
     if (kick_reaper)
         kick(f);
@@ -436,6 +439,8 @@ static void fan_destroy(fp_backend *b)
             close(f->tab[i].fd);
         }
     }
+    if (f->st)
+        f->st->held = 0;
     if (f->wake_fd >= 0)
         close(f->wake_fd);
     pthread_mutex_destroy(&f->mu);
@@ -474,10 +479,7 @@ void fp_fan_backend_stats(fp_backend *b, fp_fan_stats *out)
 {
     fan_backend *f = self(b);
     pthread_mutex_lock(&f->mu);
-    *out = f->st;
-    out->replied = atomic_load_explicit(&f->replied, memory_order_relaxed);
-    out->held = f->nheld;
-    out->budget = f->cfg.fd_budget;
+    *out = *f->st;
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -496,10 +498,13 @@ fp_backend *fp_fan_backend_new(const fp_fan_config *cfg, fp_hresult *hr)
     f->cfg = *cfg;
     f->cfg.exclude_pids = NULL;
     f->cfg.exclude_uids = NULL;
+    f->st = cfg->stats ? cfg->stats : &f->own;
     f->wake_fd = -1;
     pthread_mutex_init(&f->mu, NULL);
     if (!f->cfg.fd_budget)
         f->cfg.fd_budget = fp_fan_default_budget();
+    f->st->budget = f->cfg.fd_budget;
+    f->st->held = 0;
     uint32_t t = 2;
     while (t < 2u * f->cfg.fd_budget)
         t <<= 1;

@@ -22,19 +22,6 @@ typedef struct fp_fan_message {
 #define FP_FAN_DENY 0x02u
 #define FP_FAN_AUDIT 0x10u
 
-typedef struct fp_fan_config {
-    int fd;                   /* the fanotify group (borrowed: close it after destroy) */
-    uint32_t reply_size;      /* reply payload bytes the pump sends (its ReplyLength is 16 + it) */
-    uint32_t path_bytes;      /* 0: no path; else bytes of the path field (/proc/self/fd lookup) */
-    uint32_t fd_budget;       /* most event fds held at once; 0: from RLIMIT_NOFILE */
-    uint32_t deny_errno;      /* 0, or the errno a DENY carries (FAN_DENY_ERRNO, pre-content) */
-    int exclude_self;         /* events of this process are allowed in C */
-    const int32_t *exclude_pids;
-    uint32_t n_exclude_pids;
-    const uint32_t *exclude_uids; /* real uid of the process (/proc/PID/status), checked in C */
-    uint32_t n_exclude_uids;
-} fp_fan_config;
-
 typedef struct fp_fan_stats {
     uint64_t read;       /* permission events read from the group */
     uint64_t delivered;  /* put into slots */
@@ -46,6 +33,21 @@ typedef struct fp_fan_stats {
     uint32_t held;       /* event fds held now */
     uint32_t budget;     /* the fd budget in force */
 } fp_fan_stats;
+
+typedef struct fp_fan_config {
+    int fd;                   /* the fanotify group (borrowed: close it after destroy) */
+    uint32_t reply_size;      /* reply payload bytes the pump sends (its ReplyLength is 16 + it) */
+    uint32_t path_bytes;      /* 0: no path; else bytes of the path field (/proc/self/fd lookup) */
+    uint32_t fd_budget;       /* most event fds held at once; 0: from RLIMIT_NOFILE */
+    uint32_t deny_errno;      /* 0, or the errno a DENY carries (FAN_DENY_ERRNO, pre-content) */
+    int exclude_self;         /* events of this process are allowed in C */
+    const int32_t *exclude_pids;
+    uint32_t n_exclude_pids;
+    const uint32_t *exclude_uids; /* real uid of the process (/proc/PID/status), checked in C */
+    uint32_t n_exclude_uids;
+    fp_fan_stats *stats;      /* NULL, or where the counters go (the caller's, kept across
+                                 backends; written under the backend's lock, read racily) */
+} fp_fan_config;
 
 /* NULL on failure, *hr says why (HRESULT_FROM_WIN32-style 0x8007xxxx of the errno is not used:
  * FP_E_OUTOFMEMORY or FP_E_INVALIDARG). The lists are copied. */
