@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--deny", action="store_true", help="deny matches (the default)")
     g.add_argument("--audit", action="store_true", help="allow matches, and report them")
-    s.add_argument("--engine", choices=["yara-x", "yara"], default="yara")
+    s.add_argument("--engine", choices=["yara-x", "yara"], default="yara-x")
     s.add_argument("--max-bytes", type=int, default=32 << 20, metavar="N",
                    help="bytes of each file scanned (default 32 MiB)")
     s.add_argument("--exclude", action="append", default=[], metavar="GLOB",
