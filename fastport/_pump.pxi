@@ -78,6 +78,7 @@ cdef class Batch:
     cdef fp_batch_info info
     cdef object _headers, _messages, _replies, _status, _lengths, _receive_ns
     cdef bint _released
+    cdef object __weakref__  # Pump keeps its iterating threads' batches weakly (no cycle)
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Batch objects come from a Pump (iterate it, run(), or batches()); they "

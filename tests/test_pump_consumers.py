@@ -1,0 +1,206 @@
+"""The pump as users misuse it (issue 13): several consumers of one pump, lifetimes without
+`with`; on both transports. Every test waits on observable state, never on time."""
+import asyncio
+import gc
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastport
+from fastport import _ext
+from fastport import status
+from fastport.pump import Pump
+
+MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
+REP = np.dtype([("a", "<u4"), ("b", "<u4")])
+DEFAULT = struct.pack("<II", 0xD0D0, 0xF00D)
+
+
+def expected(sender, seq):
+    return struct.pack("<II", sender * 7 + 1, seq ^ 0x5A5A5A5A)
+
+
+def verdicts(batch):
+    batch.replies["a"] = batch.messages["sender"] * 7 + 1
+    batch.replies["b"] = batch.messages["seq"] ^ 0x5A5A5A5A
+    batch.reply()
+
+
+@pytest.fixture
+def served(fm, port_name):
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    yield server, server.clients[0], port
+    port.close()
+
+
+def wait_for(cond, what, timeout=20):
+    """Polls observable state; the timeout only turns a hang into a failure."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
+def send_each(server, client, senders, per_sender=1, timeout=10):
+    """`senders` kernel-side threads, each sending `per_sender` messages (sender k, seq i)."""
+    results = {}
+
+    def send(k):
+        results[k] = [server.send(client, struct.pack("<II", k, i) + bytes(56), reply_length=8,
+                                  timeout=timeout) for i in range(per_sender)]
+
+    threads = [threading.Thread(target=send, args=(k,), daemon=True) for k in range(senders)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def join_all(threads, timeout=30):
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a thread hung"
+
+
+def in_thread(fn, *args, **kw):
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kw)
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+# ---- 1. one pump, several consumers ----
+
+def test_a_second_iterating_thread_does_not_release_the_first_ones_batch(served):
+    server, client, port = served
+    with Pump(port, message=MSG, reply=REP, threads=1, batch=1, default_reply=DEFAULT) as pump:
+        first, r1 = send_each(server, client, 1)
+        mine = next(iter(pump))  # held by this thread, not answered yet
+
+        def other():
+            for b in pump:  # its first __next__ must not touch this thread's batch
+                verdicts(b)
+                break
+
+        t, box = in_thread(other)
+        second, r2 = send_each(server, client, 1)
+        join_all(second + [t])
+        assert "error" not in box
+        verdicts(mine)
+        join_all(first)
+        s = pump.stats
+    assert r1[0][0].reply == expected(0, 0)
+    assert r2[0][0].reply == expected(0, 0)
+    assert s["defaulted"] == 0 and s["late_python"] == 0 and s["replied"] == 2
+
+
+def test_two_threads_iterating_under_load_lose_no_verdict(served):
+    server, client, port = served
+    with Pump(port, message=MSG, reply=REP, threads=2, batch=4, default_reply=DEFAULT) as pump:
+        def consume():
+            for b in pump:
+                verdicts(b)
+
+        consumers = [in_thread(consume) for _ in range(2)]
+        senders, results = send_each(server, client, 6, 100)
+        join_all(senders)
+        pump.stop()
+        join_all([t for t, _ in consumers])
+        assert all("error" not in box for _, box in consumers)
+        s = pump.stats
+    for k, out in results.items():
+        assert [r.reply for r in out] == [expected(k, i) for i in range(100)]
+    assert s["defaulted"] == 0 and s["replied"] == 600
+
+
+def test_two_async_loops_on_one_event_loop_both_receive(served):
+    server, client, port = served
+    counts = [0, 0]
+
+    async def main(pump):
+        got = [asyncio.Event(), asyncio.Event()]
+
+        async def consume(k):
+            async for b in pump.batches():
+                got[k].set()
+                await got[1 - k].wait()  # keep this batch until the other loop has one too
+                verdicts(b)
+                counts[k] += len(b)
+
+        tasks = [asyncio.create_task(consume(k)) for k in (0, 1)]
+        await asyncio.sleep(0)  # (no time: both tasks run up to waiting for their first batch)
+        senders, results = send_each(server, client, 2, 10, timeout=5)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(None, join_all, senders), 30)
+        pump.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        return results
+
+    with Pump(port, message=MSG, reply=REP, threads=1, batch=1, default_reply=DEFAULT) as pump:
+        results = asyncio.run(main(pump))
+    for k, out in results.items():
+        assert [r.reply for r in out] == [expected(k, i) for i in range(10)]
+    assert counts[0] >= 1 and counts[1] >= 1 and sum(counts) == 20
+
+
+def test_two_async_loops_both_end_on_stop(served):
+    _, _, port = served
+
+    async def main(pump):
+        async def consume():
+            async for _ in pump.batches():
+                pass
+
+        tasks = [asyncio.create_task(consume()) for _ in range(2)]
+        await asyncio.sleep(0)  # (no time: both tasks are now waiting on the pump's fd)
+        pump.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+    with Pump(port, message=MSG, reply=REP) as pump:
+        asyncio.run(main(pump))
+
+
+# ---- 2. lifetimes ----
+
+def _lifetime(fm, port_name, stop):
+    server = fm.create_port(port_name)
+    gc.collect()
+    before = _ext.debug_counters()
+    port = fastport.connect(port_name)
+    client = server.clients[0]
+    senders, results = send_each(server, client, 1)
+    pump = Pump(port, message=MSG, reply=REP, threads=1, batch=1)
+    pump.start()
+    for b in pump:
+        assert b.messages["sender"][0] == 0  # a view, cached by the batch
+        verdicts(b)
+        break
+    join_all(senders)
+    if stop:
+        pump.stop()
+    del pump, b, port
+    gc.collect()
+    after = _ext.debug_counters()
+    assert after["pumps_live"] == before["pumps_live"]
+    assert (after["slabs_allocated"] - before["slabs_allocated"]
+            == after["slabs_freed"] - before["slabs_freed"] == 1)
+    wait_for(lambda: not server.clients, "the port to be closed (it disconnects)")
+    assert results[0][0].reply == expected(0, 0)
+
+
+def test_breaking_out_after_a_view_then_stop_frees_pump_slab_and_port(fm, port_name):
+    _lifetime(fm, port_name, stop=True)
+
+
+def test_a_pump_dropped_without_stop_is_stopped_and_freed(fm, port_name):
+    _lifetime(fm, port_name, stop=False)
