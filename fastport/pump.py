@@ -13,6 +13,7 @@ slots out of circulation (never recycled under it) until the view is garbage.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import numbers
 import threading
@@ -137,7 +138,16 @@ class Pump(_PumpCore):
         per_message=True: handler(record) per message instead, returning a reply (a record of the
         reply dtype, bytes, or None for default_reply); the replies are sent per batch.
         In batch mode the handler sends with batch.reply(); whatever it leaves unanswered gets
-        default_reply when it returns."""
+        default_reply when it returns. In per-message mode a message whose handler call raises
+        (or returns a record of another structured dtype: TypeError) gets default_reply alone;
+        the others keep their replies (with on_error="raise", those judged before it).
+        The handler is called synchronously: an `async def` handler is refused (TypeError);
+        use `async for batch in pump.batches()` on an event loop instead."""
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+                getattr(handler, "__call__", None)):
+            raise TypeError(f"run() calls the handler synchronously, so {handler!r} (async) "
+                            "would never be awaited: use `async for batch in pump.batches()`")
+
         def log(e: BaseException) -> None:
             _log.error("pump handler raised; its batch got default replies", exc_info=e)
 

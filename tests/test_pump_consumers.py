@@ -1,5 +1,6 @@
 """The pump as users misuse it (issue 13): several consumers of one pump, lifetimes without
-`with`; on both transports. Every test waits on observable state, never on time."""
+`with`, per-message handlers that raise or return the wrong record, configuration mistakes;
+on both transports. Every test waits on observable state, never on time."""
 import asyncio
 import gc
 import struct
@@ -17,6 +18,7 @@ from fastport.pump import Pump
 MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
 REP = np.dtype([("a", "<u4"), ("b", "<u4")])
 DEFAULT = struct.pack("<II", 0xD0D0, 0xF00D)
+LIMIT = 1 << 20  # FSIM_MAX_MESSAGE: payload bytes of one reply on either transport
 
 
 def expected(sender, seq):
@@ -27,6 +29,10 @@ def verdicts(batch):
     batch.replies["a"] = batch.messages["sender"] * 7 + 1
     batch.replies["b"] = batch.messages["seq"] ^ 0x5A5A5A5A
     batch.reply()
+
+
+def verdict_of(rec):
+    return expected(int(rec["sender"]), int(rec["seq"]))
 
 
 @pytest.fixture
@@ -204,3 +210,136 @@ def test_breaking_out_after_a_view_then_stop_frees_pump_slab_and_port(fm, port_n
 
 def test_a_pump_dropped_without_stop_is_stopped_and_freed(fm, port_name):
     _lifetime(fm, port_name, stop=False)
+
+
+# ---- 3. per-message mode ----
+
+def _batched(server, client, pump, n):
+    """n messages received before the handler runs, so they make one batch."""
+    senders, results = send_each(server, client, n)
+    wait_for(lambda: pump.stats["received"] == n, "the messages to arrive")
+    return senders, results
+
+
+def test_per_message_a_raising_message_alone_gets_default_reply(served, caplog):
+    server, client, port = served
+
+    def each(rec):
+        if rec["sender"] == 2:
+            raise ValueError("cannot judge this one")
+        return verdict_of(rec)
+
+    with Pump(port, message=MSG, reply=REP, threads=1, batch=8, default_reply=DEFAULT) as pump:
+        senders, results = _batched(server, client, pump, 5)
+        runner, box = in_thread(pump.run, each, per_message=True)
+        join_all(senders)
+        pump.stop()
+        join_all([runner])
+        s = pump.stats
+    assert "error" not in box
+    assert s["batches"] == 1  # (the point: one batch holds the raising message and the others)
+    for k, out in results.items():
+        assert out[0].reply == (DEFAULT if k == 2 else expected(k, 0))
+    assert s["defaulted_error"] == 1 and s["replied"] == 4
+    assert "cannot judge this one" in caplog.text
+
+
+def test_per_message_raise_mode_keeps_the_verdicts_given_before(served):
+    server, client, port = served
+    seen = []
+
+    def each(rec):
+        seen.append(int(rec["sender"]))
+        if len(seen) == 3:
+            raise ValueError("third")
+        return verdict_of(rec)
+
+    with Pump(port, message=MSG, reply=REP, threads=1, batch=8, default_reply=DEFAULT,
+              on_error="raise") as pump:
+        senders, results = _batched(server, client, pump, 5)
+        with pytest.raises(ValueError, match="third"):
+            pump.run(each, per_message=True)
+        join_all(senders)
+    for k, out in results.items():
+        judged = k in seen[:2]
+        assert out[0].reply == (expected(k, 0) if judged else DEFAULT)
+
+
+def test_per_message_record_of_another_dtype_is_refused(served):
+    server, client, port = served
+    swapped = np.dtype([("b", "<u4"), ("a", "<u4")])  # same size, fields in another order
+
+    def each(rec):
+        out = np.zeros(1, dtype=swapped)[0]
+        out["a"], out["b"] = 1, 2
+        return out
+
+    with Pump(port, message=MSG, reply=REP, default_reply=DEFAULT, on_error="raise") as pump:
+        runner, box = in_thread(pump.run, each, per_message=True)
+        senders, results = send_each(server, client, 1)
+        join_all(senders)
+        pump.stop()
+        join_all([runner])
+    assert isinstance(box.get("error"), TypeError)
+    assert "dtype" in str(box["error"])
+    assert results[0][0].reply == DEFAULT
+
+
+# ---- 6. configuration mistakes ----
+
+def test_reply_dtype_over_the_transport_limit_is_refused(served):
+    _, _, port = served
+    with pytest.raises(ValueError, match="reply dtype is .* bytes; the limit is"):
+        Pump(port, message=MSG, reply=np.dtype((np.uint8, LIMIT + 1)))
+    Pump(port, message=MSG, reply=np.dtype((np.uint8, LIMIT)), threads=1, outstanding=1,
+         batch=1).stop()
+
+
+@pytest.mark.parametrize("per_message", [False, True])
+def test_async_handler_is_refused(served, per_message):
+    server, client, port = served
+
+    async def handler(batch):
+        verdicts(batch)
+
+    class Callable:
+        async def __call__(self, batch):
+            verdicts(batch)
+
+    with Pump(port, message=MSG, reply=REP, default_reply=DEFAULT) as pump:
+        senders, results = send_each(server, client, 1)
+        for h in (handler, Callable()):
+            runner, box = in_thread(pump.run, h, per_message=per_message)
+            runner.join(10)
+            if runner.is_alive():
+                pump.stop()
+            join_all([runner])
+            assert isinstance(box.get("error"), TypeError)
+            assert "async" in str(box["error"])
+        assert pump.stats["batches"] == 0  # refused before it took a batch
+        for b in pump:
+            verdicts(b)
+            break
+        join_all(senders)
+    assert results[0][0].reply == expected(0, 0)
+
+
+@pytest.mark.parametrize("n", [1, 20])  # replies sent inline (<= 8), and queued
+def test_reply_on_a_disconnected_port_is_the_same_whatever_the_size(served, n):
+    server, client, port = served
+    with Pump(port, message=MSG, reply=REP, threads=1, batch=32) as pump:
+        senders, results = _batched(server, client, pump, n)
+        batch = next(pump)
+        assert len(batch) == n
+        client.close()
+        join_all(senders)
+        wait_for(lambda: pump.stats["inflight"] == 0, "the pump to see the disconnect")
+        batch.replies["a"] = 1
+        assert batch.reply() == n  # no exception: the outcome goes to the stats
+        wait_for(lambda: pump.stats["errors"] + pump.stats["late_replies"] >= n,
+                 "the failed sends to be counted")
+        batch.release()
+        with pytest.raises(status.PortDisconnected):
+            next(pump)
+    for out in results.values():
+        assert out[0].status == status.STATUS_PORT_DISCONNECTED
