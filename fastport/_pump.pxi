@@ -492,7 +492,44 @@ cdef class _PumpCore:
 
     @property
     def stats(self):
-        """Counters and the receive-to-reply latency (microseconds), as a dict."""
+        """A snapshot of the pump's counters (ints unless said) and its receive-to-reply
+        latency, as a dict (typed as PumpStats in fastport/_ext.pyi). Every message received is
+        answered once: received = replied + no_reply + defaulted + (messages not answered yet).
+
+        received            messages received into slots (overflow slots included)
+        replied             consumer replies sent (batch.reply(), per-message replies); a send
+                            that failed is counted here too, and in errors or late_replies
+        no_reply            messages that expect no reply (ReplyLength 0): never answered
+        defaulted           default replies sent: the sum of the five defaulted_* below
+        defaulted_deadline  ... by C, `deadline` seconds after receipt
+        defaulted_error     ... because the handler raised (its batch, or in per-message mode
+                            its message)
+        defaulted_release   ... to messages left unanswered when their batch was released
+        defaulted_stop      ... at stop() to messages nobody had answered
+        defaulted_overflow  ... at once, to messages that found no free chunk (with a deadline
+                            only; logged once)
+        late_replies        sends the port refused because the kernel no longer waited
+                            (ERROR_FLT_NO_WAITER_FOR_REPLY)
+        late_python         consumer replies not sent: the message was already answered
+        errors              other failed sends, and gets that failed
+        truncated           messages longer than the message dtype (delivered truncated)
+        batches             batches handed out
+        mean_batch          received / batches (a float; 0.0 before the first batch)
+        posts               gets posted to the port
+        reaps               reaps of the port's completions that returned any
+        reply_calls         calls to the port's reply function (each sends one or more)
+        inflight            gets posted and not completed now
+        chunks_total        chunks of the slab (each `batch` slots)
+        chunks_free         chunks on the free list
+        chunks_filling      chunks in use, neither ready nor held: gets are posted in them
+        chunks_ready        chunks with received messages not taken by a consumer yet
+        chunks_held         chunks with a batch not released yet, or a view of one still alive
+                            (a chunk may be both ready and held)
+        latency_us          receive-to-reply latency of every sent reply, a dict:
+            count               replies measured
+            p50 p90 p99 p999    percentiles, microseconds (floats)
+            max mean            microseconds (floats)
+        """
         self._ok()
         cdef fp_pump_stats s
         with nogil:

@@ -1,11 +1,14 @@
 """The pump as users misuse it (issue 13): several consumers of one pump, lifetimes without
-`with`, per-message handlers that raise or return the wrong record, configuration mistakes;
-on both transports. Every test waits on observable state, never on time."""
+`with`, per-message handlers that raise or return the wrong record, configuration mistakes, and
+the `stats` keys; on both transports. Every test waits on observable state, never on time."""
+import ast
 import asyncio
 import gc
+import inspect
 import struct
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,7 +107,7 @@ def test_a_second_iterating_thread_does_not_release_the_first_ones_batch(served)
         assert "error" not in box
         verdicts(mine)
         join_all(first)
-        s = pump.stats
+    s = pump.stats  # stopped: every send has been counted (a reply thread counts after it)
     assert r1[0][0].reply == expected(0, 0)
     assert r2[0][0].reply == expected(0, 0)
     assert s["defaulted"] == 0 and s["late_python"] == 0 and s["replied"] == 2
@@ -343,3 +346,28 @@ def test_reply_on_a_disconnected_port_is_the_same_whatever_the_size(served, n):
             next(pump)
     for out in results.values():
         assert out[0].status == status.STATUS_PORT_DISCONNECTED
+
+
+# ---- 13. stats, documented ----
+
+def _stub_typed_dict(name):
+    tree = ast.parse((Path(_ext.__file__).parent / "_ext.pyi").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return [n.target.id for n in node.body if isinstance(n, ast.AnnAssign)]
+    raise AssertionError(f"{name} not in _ext.pyi")
+
+
+def test_stats_keys_are_documented_and_typed(served):
+    _, _, port = served
+    with Pump(port, message=MSG, reply=REP) as pump:
+        s = pump.stats
+    keys = list(s)
+    assert _stub_typed_dict("PumpStats") == keys
+    assert _stub_typed_dict("PumpLatency") == list(s["latency_us"])
+    doc = inspect.getdoc(type(pump).stats)
+    for k in keys + list(s["latency_us"]):
+        assert f"{k} " in doc or f"{k}:" in doc, k
+    for k in ("chunks_ready", "chunks_filling", "inflight", "posts", "reaps",
+              "defaulted_overflow"):
+        assert k in keys
