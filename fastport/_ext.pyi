@@ -155,6 +155,7 @@ class PumpLatency(TypedDict):
 class PumpStats(TypedDict):
     received: int
     replied: int
+    reply_failed: int
     no_reply: int
     defaulted: int
     defaulted_deadline: int

@@ -494,11 +494,13 @@ cdef class _PumpCore:
     def stats(self):
         """A snapshot of the pump's counters (ints unless said) and its receive-to-reply
         latency, as a dict (typed as PumpStats in fastport/_ext.pyi). Every message received is
-        answered once: received = replied + no_reply + defaulted + (messages not answered yet).
+        answered once: received = replied + reply_failed + no_reply + defaulted + (messages not
+        answered yet).
 
         received            messages received into slots (overflow slots included)
-        replied             consumer replies sent (batch.reply(), per-message replies); a send
-                            that failed is counted here too, and in errors or late_replies
+        replied             consumer replies the port accepted (batch.reply(), per-message)
+        reply_failed        consumer replies whose send failed (the kernel gave up, a reply
+                            longer than it accepts, the port gone): also in late_replies/errors
         no_reply            messages that expect no reply (ReplyLength 0): never answered
         defaulted           default replies sent: the sum of the five defaulted_* below
         defaulted_deadline  ... by C, `deadline` seconds after receipt
@@ -537,6 +539,7 @@ cdef class _PumpCore:
         return {
             "received": s.received,
             "replied": s.replied,
+            "reply_failed": s.reply_failed,
             "no_reply": s.no_reply,
             "defaulted": s.defaulted_deadline + s.defaulted_error + s.defaulted_release
                          + s.defaulted_stop + s.defaulted_overflow,

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 import numpy as np
 
-from fastport._ext import Batch, Port, _PumpCore
+from fastport._ext import Batch, _PumpCore, _Source
 
 __all__ = ["Pump", "Batch"]
 
@@ -43,7 +43,8 @@ class Pump(_PumpCore):
     receiving: when every chunk of its slab is busy (batches or views kept alive, a handler far
     behind) new messages are answered with default_reply at once (stats['defaulted_overflow'],
     logged once); without one it applies backpressure (messages wait in the kernel).
-    default_reply: bytes, a record, or None (zeros). on_error: what a handler exception does in
+    default_reply: bytes, a record, or None: the source's own default when it has one (a
+    fanotify port's is ALLOW: fail open), else zeros. on_error: what a handler exception does in
     run(): "default" logs it and goes on, "raise" stops the pump and re-raises; either way its
     unanswered messages get default_reply. reply_threads: C threads that send the replies
     batch.reply() queues (None = `threads`; 0 = batch.reply() sends them itself before
@@ -65,7 +66,7 @@ class Pump(_PumpCore):
 
     def __init__(
         self,
-        port: Port,
+        port: _Source,
         *,
         message: Any,
         reply: Any,
@@ -82,6 +83,8 @@ class Pump(_PumpCore):
             raise ValueError(f"on_error must be 'default' or 'raise', not {on_error!r}")
         if reply_threads is None:
             reply_threads = threads
+        if default_reply is None:
+            default_reply = getattr(port, "default_reply", None)
         for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
                             ("reply_threads", reply_threads)):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):

@@ -97,9 +97,12 @@ static fp_hresult flush_outbox_locked(fp_pump *p, fp_chunk *c, uint32_t *late, u
     c->out_n = 0;
     if (!n)
         return FP_S_OK;
+    uint32_t failed = *late + *errs;
     fp_hresult hr = send_entries(p, c, c->send, c->send_idx, n, late, errs);
+    failed = *late + *errs - failed;
     atomic_fetch_sub(&c->unanswered, n);
-    count(&p->replied, n);
+    count(&p->replied, n - failed);
+    count(&p->reply_failed, failed);
     return hr;
 }
 
@@ -218,7 +221,8 @@ void *replier_main(void *arg)
             uint32_t late = 0, errs = 0;
             send_entries(p, c, r->send, r->idx, n, &late, &errs);
             atomic_fetch_sub(&c->unanswered, n);
-            count(&p->replied, n);
+            count(&p->replied, n - late - errs);
+            count(&p->reply_failed, late + errs);
             add_outcomes(p, late, errs);
         }
         chunk_unhold(p, c);

@@ -132,6 +132,7 @@ void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
     out->reaps = atomic_load_explicit(&p->reaps, RLX);
     out->errors = atomic_load_explicit(&p->errors, RLX);
     out->replied = atomic_load_explicit(&p->replied, RLX);
+    out->reply_failed = atomic_load_explicit(&p->reply_failed, RLX);
     out->defaulted_deadline = atomic_load_explicit(&p->defaulted[DEF_DEADLINE], RLX);
     out->defaulted_error = atomic_load_explicit(&p->defaulted[DEF_ERROR], RLX);
     out->defaulted_release = atomic_load_explicit(&p->defaulted[DEF_RELEASE], RLX);

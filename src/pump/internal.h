@@ -158,7 +158,7 @@ struct fp_pump {
     replier *o_args;
 
     _Alignas(CACHELINE) _Atomic uint64_t received, truncated, no_reply, errors, batches, posts,
-        reaps, replied, late_replies, late_python, reply_calls, gets_failed;
+        reaps, replied, reply_failed, late_replies, late_python, reply_calls, gets_failed;
     _Atomic uint64_t defaulted[DEF_N];
 
     _Alignas(CACHELINE) fp_hist lat;

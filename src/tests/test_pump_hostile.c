@@ -532,7 +532,7 @@ static void test_cancel_storm_probe(void)
         twice += f->rec[id].accepted > 1;
     CHECK_EQ(twice, 0);
     CHECK_EQ(s.received, total);
-    CHECK_EQ(s.received, s.replied + s.no_reply + s.defaulted_deadline + s.defaulted_error +
+    CHECK_EQ(s.received, s.replied + s.reply_failed + s.no_reply + s.defaulted_deadline + s.defaulted_error +
                              s.defaulted_release + s.defaulted_stop + s.defaulted_overflow);
     CHECK_EQ(s.chunks_free, s.chunks_total);
     CHECK_EQ((uint32_t)fp_pump_destroy(p), (uint32_t)FP_S_OK);
