@@ -156,6 +156,10 @@ class Pump(_PumpCore):
 
         self._run(handler, bool(per_message), self.on_error == "raise", log)
 
+    def __aiter__(self) -> AsyncIterator[Batch]:
+        """`async for batch in pump:` = `async for batch in pump.batches():`."""
+        return self.batches()
+
     async def batches(self) -> AsyncIterator[Batch]:
         """`async for batch in pump.batches():` on the running event loop, woken through the
         pump's event fd (no polling). Each batch is released when the loop body moves on.

@@ -464,3 +464,24 @@ def test_a_pump_never_started_says_so(served):
     with pytest.raises(RuntimeError, match="not started"):
         pump.run(good_handler)
     pump.stop()
+
+
+def test_async_for_over_the_pump_itself(served):
+    server, client, port = served
+    senders, results = run_senders(server, client, 2, 10)
+
+    async def main(pump):
+        n = 0
+        async for batch in pump:
+            good_handler(batch)
+            n += len(batch)
+            if n == 20:
+                break
+        return n
+
+    with Pump(port, message=MSG, reply=REP) as pump:
+        assert asyncio.run(main(pump)) == 20
+    for t in senders:
+        t.join()
+    for k, out in results.items():
+        assert [r.reply for r in out] == [expected(k, i) for i in range(10)]
