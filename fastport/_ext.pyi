@@ -1,5 +1,5 @@
 """Type stubs of fastport's extension module (the C core's thin wrappers)."""
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypedDict, Union
 
 import numpy as np
 from typing_extensions import disjoint_base
@@ -96,6 +96,7 @@ def c_layouts() -> dict[str, dict[str, Any]]: ...
 @disjoint_base
 class Batch:
     count: int
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def headers(self) -> np.ndarray: ...
     @property
@@ -137,9 +138,47 @@ class _PumpCore:
     def _run(self, handler: Callable[[Any], Any], per_message: bool, raise_errors: bool,
              log: Callable[[BaseException], None]) -> None: ...
     @property
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> PumpStats: ...
     @property
     def layout(self) -> dict[str, int]: ...
+
+# _PumpCore.stats (its docstring says what each key counts); types only, not in the module
+class PumpLatency(TypedDict):
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    p999: float
+    max: float
+    mean: float
+
+class PumpStats(TypedDict):
+    received: int
+    replied: int
+    reply_failed: int
+    no_reply: int
+    defaulted: int
+    defaulted_deadline: int
+    defaulted_error: int
+    defaulted_release: int
+    defaulted_stop: int
+    defaulted_overflow: int
+    late_replies: int
+    late_python: int
+    errors: int
+    truncated: int
+    batches: int
+    mean_batch: float
+    posts: int
+    reaps: int
+    reply_calls: int
+    inflight: int
+    chunks_total: int
+    chunks_free: int
+    chunks_filling: int
+    chunks_ready: int
+    chunks_held: int
+    latency_us: PumpLatency
 
 def debug_counters() -> dict[str, int]: ...
 
@@ -172,3 +211,27 @@ class CReference:
 def _bench_checksum(data: _Buffer, length: Optional[int] = ...) -> int: ...
 def _bench_expected_reply(data: _Buffer) -> tuple[int, int]: ...
 def _scanner_expected_reply(data: _Buffer) -> int: ...
+
+# ---- fanotify (_fanotify.pxi) ----
+@disjoint_base
+class FanotifyPort(_Source):
+    message: np.dtype
+    reply: np.dtype
+    default_reply: bytes
+    paths: tuple[str, ...]
+    mask: int
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def fileno(self) -> int: ...
+    @property
+    def stats(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> FanotifyPort: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+def _fan_open(paths: tuple[str, ...], init_flags: int, mask: int, mark_flags: int,
+              message: np.dtype, reply: np.dtype, default_reply: bytes, exclude_self: bool,
+              pids: bytes, uids: bytes, path_bytes: int, deny_errno: int,
+              fd_budget: int) -> FanotifyPort: ...
+def _fan_cref_run(port: FanotifyPort, stop_fd: int) -> int: ...

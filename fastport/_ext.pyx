@@ -10,6 +10,7 @@ from fastport.includes.status cimport *
 from fastport.includes.backend cimport *
 from fastport.includes.fltlib cimport *
 from fastport.includes.pump cimport *
+from fastport.includes.fanotify cimport *
 
 include "_common.pxi"
 include "_source.pxi"
@@ -18,3 +19,4 @@ include "_port.pxi"
 include "_layout.pxi"
 include "_pump.pxi"
 include "_driver.pxi"
+include "_fanotify.pxi"

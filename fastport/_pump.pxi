@@ -8,6 +8,7 @@ cnp.import_array()
 
 import logging as _logging
 import traceback as _traceback
+from types import CoroutineType as _Coroutine
 
 import numpy as _np
 
@@ -78,6 +79,16 @@ cdef class Batch:
     cdef fp_batch_info info
     cdef object _headers, _messages, _replies, _status, _lengths, _receive_ns
     cdef bint _released
+    cdef object __weakref__  # Pump keeps its iterating threads' batches weakly (no cycle)
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Batch objects come from a Pump (iterate it, run(), or batches()); they "
+                        "cannot be created directly")
+
+    cdef inline int _ok(self) except -1:
+        if self.core is None or self.hold is None:
+            raise RuntimeError("this Batch was not handed out by a Pump")
+        return 0
 
     def __len__(self):
         return self.count
@@ -85,6 +96,7 @@ cdef class Batch:
     # Views are built on first use (each is one numpy object over the chunk) and cached.
     @property
     def headers(self):
+        self._ok()
         if self._headers is None:
             self._headers = _view(self.core._header_dtype, self.count, self.info.slot_size,
                                   self.info.slots, False, self.hold)
@@ -92,6 +104,7 @@ cdef class Batch:
 
     @property
     def messages(self):
+        self._ok()
         if self._messages is None:
             self._messages = _view(self.core.message_dtype, self.count, self.info.slot_size,
                                    self.info.slots + 16, False, self.hold)
@@ -99,6 +112,7 @@ cdef class Batch:
 
     @property
     def replies(self):
+        self._ok()
         if self._replies is None:
             self._replies = _view(self.core.reply_dtype, self.count, self.info.reply_stride,
                                   self.info.reply_payload, True, self.hold)
@@ -106,6 +120,7 @@ cdef class Batch:
 
     @property
     def status(self):
+        self._ok()
         if self._status is None:
             self._status = _view(self.core._status_dtype, self.count, 4, self.info.status, True,
                                  self.hold)
@@ -113,6 +128,7 @@ cdef class Batch:
 
     @property
     def lengths(self):
+        self._ok()
         if self._lengths is None:
             self._lengths = _view(self.core._length_dtype, self.count, 4,
                                   <void *>self.info.length, False, self.hold)
@@ -120,6 +136,7 @@ cdef class Batch:
 
     @property
     def receive_ns(self):
+        self._ok()
         if self._receive_ns is None:
             self._receive_ns = _view(self.core._ns_dtype, self.count, 8,
                                      <void *>self.info.recv_ns, False, self.hold)
@@ -129,6 +146,7 @@ cdef class Batch:
     def payload(self):
         """The message payloads as a read-only 2-d uint8 view (len(batch), message itemsize):
         raw bytes for byte-level work (checksums, pattern search); zero-copy like the others."""
+        self._ok()
         cdef fp_batch_info info = self.info
         cdef cnp.npy_intp dims[2]
         cdef cnp.npy_intp strides[2]
@@ -158,19 +176,27 @@ cdef class Batch:
     def reply(self, mask=None):
         """Send the replies of the selected messages (mask: bool array of len(batch); None =
         all) from C. Already answered messages (by an earlier reply, the deadline or release)
-        are skipped and counted in stats['late_python']. Returns the number of replies sent."""
+        are skipped and counted in stats['late_python']. Returns the number of messages this
+        call answered (replies handed to the port, or queued for a reply thread).
+
+        A failed send does not raise, whatever the batch size (replies are sent here or by a
+        reply thread, depending on the load): the message is answered all the same, the failure
+        is counted in stats['errors'] (stats['late_replies'] when the kernel had stopped
+        waiting), and a port that is gone ends the pump: iterating it or run() raises
+        PortDisconnected once the batches received before have been handed out."""
         cdef fp_reply_result res
         cdef cnp.ndarray m
         cdef const uint8_t *mp = NULL
-        cdef int32_t hr
+        self._ok()
         if mask is not None:
             m = _np.ascontiguousarray(mask, dtype=_np.bool_)
             if m.ndim != 1 or m.shape[0] != self.count:
                 raise ValueError(f"mask must be a 1-d array of {self.count} booleans")
             mp = <const uint8_t *>cnp.PyArray_DATA(m)
         with nogil:
-            hr = fp_batch_reply(self.core._p, &self.hold.batch, mp, &res)
-        _check_hr(hr, "FilterReplyMessage (batch)")
+            # its result, an inline send's call-level failure, is already counted as errors in
+            # the stats; not raised, as a queued send's cannot be (see above)
+            fp_batch_reply(self.core._p, &self.hold.batch, mp, &res)
         return res.sent
 
     def release(self, bint error=False):
@@ -178,6 +204,7 @@ cdef class Batch:
         by release, or by error when `error` is true). Idempotent."""
         if self._released:
             return
+        self._ok()
         self._released = True
         with nogil:
             fp_batch_finish(self.core._p, &self.hold.batch,
@@ -221,6 +248,9 @@ cdef class _PumpCore:
             raise TypeError("message and reply dtypes must be plain data (no Python objects)")
         if self.reply_dtype.itemsize == 0:
             raise ValueError("the reply dtype must not be empty")
+        if self.reply_dtype.itemsize > FSIM_MAX_MESSAGE:  # every reply would fail to send
+            raise ValueError(f"reply dtype is {self.reply_dtype.itemsize} bytes; the limit is "
+                             f"{FSIM_MAX_MESSAGE} (the port's largest reply, header excluded)")
         if self.message_dtype.itemsize > FSIM_MAX_MESSAGE:
             raise ValueError(f"message dtype is {self.message_dtype.itemsize} bytes; the limit is "
                              f"{FSIM_MAX_MESSAGE}")
@@ -373,22 +403,59 @@ cdef class _PumpCore:
             raise OSError("cannot create the pump's event fd")
         return fd
 
-    cdef int _handle_each(self, Batch b, handler) except -1:
-        """Per-message mode: handler(record) -> reply record, bytes, or None (default)."""
-        cdef uint32_t i
+    cdef _put_reply(self, replies, uint32_t i, r):
         cdef Py_ssize_t size = self.reply_dtype.itemsize
+        if isinstance(r, (bytes, bytearray, memoryview)):
+            if len(r) != size:
+                raise ValueError(f"reply is {len(r)} bytes; the reply dtype is {size}")
+            replies[i] = _np.frombuffer(r, dtype=self.reply_dtype)[0]
+            return
+        dt = getattr(r, "dtype", None)
+        if isinstance(dt, _np.dtype) and dt.names is not None and dt != self.reply_dtype:
+            # numpy would assign it field by position, whatever the names say
+            raise TypeError(f"the handler returned a record of dtype {dt}; the reply dtype is "
+                            f"{self.reply_dtype}")
+        replies[i] = r
+
+    cdef int _handle_each(self, Batch b, handler, bint raise_errors) except -1:
+        """Per-message mode: handler(record) -> reply record, bytes, or None (default_reply).
+        A message whose call raises gets default_reply alone (counted as defaulted_error);
+        with raise_errors the first such exception propagates, after the replies of the
+        messages judged before it were sent."""
+        cdef uint32_t i = 0, failed = 0
+        cdef object ok = None, first = None
         messages = b.messages
         replies = b.replies
-        for i in range(b.count):
-            r = handler(messages[i])
-            if r is None:
-                continue
-            if isinstance(r, (bytes, bytearray, memoryview)):
-                if len(r) != size:
-                    raise ValueError(f"reply is {len(r)} bytes; the reply dtype is {size}")
-                replies[i] = _np.frombuffer(r, dtype=self.reply_dtype)[0]
-            else:
-                replies[i] = r
+        try:
+            while i < b.count:
+                try:
+                    r = handler(messages[i])
+                    if r is not None:
+                        self._put_reply(replies, i, r)
+                except Exception as e:
+                    if raise_errors:
+                        raise
+                    if ok is None:
+                        ok = _np.ones(b.count, dtype=_np.bool_)
+                    ok[i] = False
+                    failed += 1
+                    if first is None:
+                        first = e
+                    else:
+                        _traceback.clear_frames(e.__traceback__)
+                i += 1
+        except BaseException:
+            if ok is None:
+                ok = _np.ones(b.count, dtype=_np.bool_)
+            ok[i:] = False
+            b.reply(ok)
+            raise
+        b.reply(ok)
+        if failed:
+            b.release(True)  # the failed ones, now: defaulted_error
+            _log.error("pump handler raised for %d of %d message(s) of a batch; those got "
+                       "default_reply", failed, b.count, exc_info=first)
+            _traceback.clear_frames(first.__traceback__)  # (see _run)
         return 0
 
     def _run(self, handler, bint per_message, bint raise_errors, log):
@@ -402,10 +469,10 @@ cdef class _PumpCore:
                 return
             try:
                 if per_message:
-                    self._handle_each(b, handler)
-                    b.reply()
-                else:
-                    handler(b)
+                    self._handle_each(b, handler, raise_errors)
+                elif isinstance(handler(b), _Coroutine):
+                    raise TypeError("the handler returned a coroutine, which run() would never "
+                                    "await: use `async for batch in pump.batches()`")
             except Exception as e:
                 b.release(True)
                 if raise_errors:
@@ -425,7 +492,46 @@ cdef class _PumpCore:
 
     @property
     def stats(self):
-        """Counters and the receive-to-reply latency (microseconds), as a dict."""
+        """A snapshot of the pump's counters (ints unless said) and its receive-to-reply
+        latency, as a dict (typed as PumpStats in fastport/_ext.pyi). Every message received is
+        answered once: received = replied + reply_failed + no_reply + defaulted + (messages not
+        answered yet).
+
+        received            messages received into slots (overflow slots included)
+        replied             consumer replies the port accepted (batch.reply(), per-message)
+        reply_failed        consumer replies whose send failed (the kernel gave up, a reply
+                            longer than it accepts, the port gone): also in late_replies/errors
+        no_reply            messages that expect no reply (ReplyLength 0): never answered
+        defaulted           default replies sent: the sum of the five defaulted_* below
+        defaulted_deadline  ... by C, `deadline` seconds after receipt
+        defaulted_error     ... because the handler raised (its batch, or in per-message mode
+                            its message)
+        defaulted_release   ... to messages left unanswered when their batch was released
+        defaulted_stop      ... at stop() to messages nobody had answered
+        defaulted_overflow  ... at once, to messages that found no free chunk (with a deadline
+                            only; logged once)
+        late_replies        sends the port refused because the kernel no longer waited
+                            (ERROR_FLT_NO_WAITER_FOR_REPLY)
+        late_python         consumer replies not sent: the message was already answered
+        errors              other failed sends, and gets that failed
+        truncated           messages longer than the message dtype (delivered truncated)
+        batches             batches handed out
+        mean_batch          received / batches (a float; 0.0 before the first batch)
+        posts               gets posted to the port
+        reaps               reaps of the port's completions that returned any
+        reply_calls         calls to the port's reply function (each sends one or more)
+        inflight            gets posted and not completed now
+        chunks_total        chunks of the slab (each `batch` slots)
+        chunks_free         chunks on the free list
+        chunks_filling      chunks in use, neither ready nor held: gets are posted in them
+        chunks_ready        chunks with received messages not taken by a consumer yet
+        chunks_held         chunks with a batch not released yet, or a view of one still alive
+                            (a chunk may be both ready and held)
+        latency_us          receive-to-reply latency of every sent reply, a dict:
+            count               replies measured
+            p50 p90 p99 p999    percentiles, microseconds (floats)
+            max mean            microseconds (floats)
+        """
         self._ok()
         cdef fp_pump_stats s
         with nogil:
@@ -433,6 +539,7 @@ cdef class _PumpCore:
         return {
             "received": s.received,
             "replied": s.replied,
+            "reply_failed": s.reply_failed,
             "no_reply": s.no_reply,
             "defaulted": s.defaulted_deadline + s.defaulted_error + s.defaulted_release
                          + s.defaulted_stop + s.defaulted_overflow,

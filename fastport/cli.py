@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
                    "large messages) and print it with each payload's messages/s equivalent")
     b.add_argument("--json", metavar="FILE", help="write every result (and the machine) here")
     b.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
+    b.add_argument("--source", choices=["emulated", "fanotify"], default="emulated",
+                   help="fanotify: K opener processes on a marked directory (Linux, root); "
+                   "clients pump, c-reference, python-loop")
+    b.add_argument("--scan", metavar="RULES.yar",
+                   help="with --source fanotify: files/s and MB/s of each scan engine instead")
 
     d = sub.add_parser("driver", help="the load-generating test driver as its own process",
                        formatter_class=fmt,
@@ -135,11 +140,61 @@ def _parser() -> argparse.ArgumentParser:
                    help="give up (exit 1) when no service connected within SECONDS "
                    "(default: wait until Ctrl-C)")
     d.add_argument("--json", metavar="FILE", help="write the whole result here")
+
+    s = sub.add_parser("scan", help="on-access scanning with YARA rules (fanotify, Linux, root)",
+                       formatter_class=fmt,
+                       description="Serves fanotify open permission events on PATH... with the "
+                       "pump: each opened file is scanned with the YARA rules and a match is "
+                       "denied (--audit: allowed and reported), one line per denial. Ctrl-C or "
+                       "SIGTERM prints a summary and exits 0. Fails open: what is not scanned "
+                       "within --deadline seconds is allowed.")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to watch")
+    s.add_argument("--rules", required=True, metavar="RULES.yar", help="YARA rules file")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--deny", action="store_true", help="deny matches (the default)")
+    g.add_argument("--audit", action="store_true", help="allow matches, and report them")
+    s.add_argument("--engine", choices=["yara-x", "yara"], default="yara-x",
+                   help="scan engine")
+    s.add_argument("--max-bytes", type=int, default=32 << 20, metavar="N",
+                   help="bytes of each file scanned")
+    s.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="paths matching GLOB are allowed unscanned (repeatable)")
+    s.add_argument("--mark", choices=["inode", "mount", "filesystem"], default="inode",
+                   help="what the fanotify mark covers")
+    s.add_argument("--deadline", type=float, default=5.0, metavar="SECONDS",
+                   help="what is not scanned within this is allowed")
     return p
+
+
+def _bench_fanotify(a: argparse.Namespace) -> int:
+    from fastport import benchmark, fanbench
+    if a.scan:
+        rows = fanbench.scan_bench(a.scan)
+        print(fanbench.format_scan(rows))
+        results = rows
+    else:
+        clients = [c.strip() for c in a.clients.split(",") if c.strip() in fanbench.CLIENTS]
+        if not clients:
+            raise UsageError(f"--source fanotify runs some of {', '.join(fanbench.CLIENTS)}")
+        if not a.seconds > 0:
+            raise UsageError(f"--seconds must be > 0, got {a.seconds}")
+        results = fanbench.run_bench(senders=[_positive_int("--senders", k)
+                                              for k in (a.senders or [8, 64])],
+                                     clients=clients, seconds=a.seconds,
+                                     repeat=_positive_int("--repeat", a.repeat, 1, 100))
+        print(benchmark.format_table(results))
+    if a.json:
+        benchmark.write_json(a.json, results)
+        print(f"wrote {a.json}")
+    return 0
 
 
 def _bench(a: argparse.Namespace) -> int:
     from fastport import benchmark
+    if a.source == "fanotify":
+        return _bench_fanotify(a)
+    if a.scan:
+        raise UsageError("--scan needs --source fanotify")
 
     clients = [c.strip() for c in a.clients.split(",") if c.strip()]
     for c in clients:
@@ -307,11 +362,26 @@ def _reply_diagnosis(r: dict) -> list:
     return out
 
 
+def _scan(a: argparse.Namespace) -> int:
+    from fastport import scan
+    if a.max_bytes < 1:
+        raise UsageError(f"--max-bytes must be >= 1, got {a.max_bytes}")
+    try:
+        scan.run(a.paths, a.rules, engine_name=a.engine, deny=not a.audit,
+                 max_bytes=a.max_bytes, exclude=a.exclude, mark=a.mark,
+                 deadline=_nonneg("--deadline", a.deadline))
+    except scan.RulesError as e:
+        raise UsageError(f"{a.rules} does not compile: {e}")
+    except ImportError as e:
+        raise UsageError(str(e))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `fastport` console script."""
     a = _parser().parse_args(argv)
     try:
-        return {"bench": _bench, "driver": _driver}[a.command](a)
+        return {"bench": _bench, "driver": _driver, "scan": _scan}[a.command](a)
     except UsageError as e:
         print(f"fastport {a.command}: {e}", file=sys.stderr)
         return 2

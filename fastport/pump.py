@@ -13,13 +13,16 @@ slots out of circulation (never recycled under it) until the view is garbage.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import numbers
+import threading
+import weakref
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 import numpy as np
 
-from fastport._ext import Batch, Port, _PumpCore
+from fastport._ext import Batch, _PumpCore, _Source
 
 __all__ = ["Pump", "Batch"]
 
@@ -40,7 +43,8 @@ class Pump(_PumpCore):
     receiving: when every chunk of its slab is busy (batches or views kept alive, a handler far
     behind) new messages are answered with default_reply at once (stats['defaulted_overflow'],
     logged once); without one it applies backpressure (messages wait in the kernel).
-    default_reply: bytes, a record, or None (zeros). on_error: what a handler exception does in
+    default_reply: bytes, a record, or None: the source's own default when it has one (a
+    fanotify port's is ALLOW: fail open), else zeros. on_error: what a handler exception does in
     run(): "default" logs it and goes on, "raise" stops the pump and re-raises; either way its
     unanswered messages get default_reply. reply_threads: C threads that send the replies
     batch.reply() queues (None = `threads`; 0 = batch.reply() sends them itself before
@@ -51,11 +55,18 @@ class Pump(_PumpCore):
     False leaves all receiving to the worker threads.
 
     A context manager: entering starts the workers, leaving stops them (every received message
-    is answered, every thread joined)."""
+    is answered, every thread joined). A pump nobody refers to any more is stopped and freed
+    when it is collected, as is its port when nothing else refers to it.
+
+    Several consumers may share one pump: threads iterating it (each gets its own batches, and
+    each `__next__` releases only the previous batch of its own thread), threads in run(), and
+    any number of `pump.batches()` loops on one or several event loops."""
+
+    on_error = "default"
 
     def __init__(
         self,
-        port: Port,
+        port: _Source,
         *,
         message: Any,
         reply: Any,
@@ -72,6 +83,8 @@ class Pump(_PumpCore):
             raise ValueError(f"on_error must be 'default' or 'raise', not {on_error!r}")
         if reply_threads is None:
             reply_threads = threads
+        if default_reply is None:
+            default_reply = getattr(port, "default_reply", None)
         for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
                             ("reply_threads", reply_threads)):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -84,7 +97,13 @@ class Pump(_PumpCore):
         super().__init__(port, message, reply, int(threads), int(outstanding), int(batch),
                          deadline, default_reply, int(reply_threads), bool(consumer_reap))
         self.on_error = on_error
-        self._current: Optional[Batch] = None
+        # per thread: a weak reference to the batch its `for b in pump` handed out last (weak:
+        # a strong one would make a cycle pump -> batch -> cached view -> pump, which the GC
+        # cannot see through numpy arrays, and leak the pump, its slab and its port)
+        self._current = threading.local()
+        # per event loop: the futures of the batches() loops waiting on the pump's fd (one
+        # reader per loop and fd: a second add_reader would replace the first)
+        self._waiters: dict[asyncio.AbstractEventLoop, set[asyncio.Future[None]]] = {}
 
     # -- lifetime --
     def __enter__(self) -> "Pump":
@@ -96,20 +115,23 @@ class Pump(_PumpCore):
         self.stop()
 
     def _release_current(self) -> None:
-        if self._current is not None:
-            self._current.release()
-            self._current = None
+        ref = getattr(self._current, "batch", None)
+        if ref is not None:
+            self._current.batch = None
+            b = ref()
+            if b is not None:
+                b.release()
 
     # -- consuming --
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
-        """The next batch; the previous one from this iterator is released first."""
+        """The next batch; the previous one this thread took by iterating is released first."""
         self._release_current()
         b = self._next()  # no timeout: a Batch, or StopIteration / PortError
         assert b is not None
-        self._current = b
+        self._current.batch = weakref.ref(b)
         return b
 
     def run(self, handler: Callable[[Any], Any], *, per_message: bool = False) -> None:
@@ -119,15 +141,30 @@ class Pump(_PumpCore):
         per_message=True: handler(record) per message instead, returning a reply (a record of the
         reply dtype, bytes, or None for default_reply); the replies are sent per batch.
         In batch mode the handler sends with batch.reply(); whatever it leaves unanswered gets
-        default_reply when it returns."""
+        default_reply when it returns. In per-message mode a message whose handler call raises
+        (or returns a record of another structured dtype: TypeError) gets default_reply alone;
+        the others keep their replies (with on_error="raise", those judged before it).
+        The handler is called synchronously: an `async def` handler is refused (TypeError);
+        use `async for batch in pump.batches()` on an event loop instead."""
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+                getattr(handler, "__call__", None)):
+            raise TypeError(f"run() calls the handler synchronously, so {handler!r} (async) "
+                            "would never be awaited: use `async for batch in pump.batches()`")
+
         def log(e: BaseException) -> None:
             _log.error("pump handler raised; its batch got default replies", exc_info=e)
 
         self._run(handler, bool(per_message), self.on_error == "raise", log)
 
+    def __aiter__(self) -> AsyncIterator[Batch]:
+        """`async for batch in pump:` = `async for batch in pump.batches():`."""
+        return self.batches()
+
     async def batches(self) -> AsyncIterator[Batch]:
         """`async for batch in pump.batches():` on the running event loop, woken through the
-        pump's event fd (no polling). Each batch is released when the loop body moves on."""
+        pump's event fd (no polling). Each batch is released when the loop body moves on.
+        Several such loops may share the pump, on one event loop or several: each gets its own
+        batches, and all end when the pump stops."""
         loop = asyncio.get_running_loop()
         fd = self._fd()
         while True:
@@ -136,24 +173,38 @@ class Pump(_PumpCore):
             except StopIteration:
                 return
             if b is None:
-                ready: asyncio.Future[None] = loop.create_future()
-
-                def wake(ready: asyncio.Future[None] = ready) -> None:
-                    if not ready.done():
-                        ready.set_result(None)
-
-                loop.add_reader(fd, wake)
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(fd)
+                await self._readable(loop, fd)
                 continue
             try:
                 yield b
             finally:
                 b.release()
 
+    async def _readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        """Waits until the pump's fd is readable (level-triggered: a batch is ready, or the pump
+        ended). One reader per loop wakes every loop waiting there; each then tries to take a
+        batch, and those that find none wait again."""
+        ready: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters.get(loop)
+        if waiters is None:
+            waiters = self._waiters[loop] = set()
+            loop.add_reader(fd, _wake_all, waiters)
+        waiters.add(ready)
+        try:
+            await ready
+        finally:
+            waiters.discard(ready)
+            if not waiters and self._waiters.get(loop) is waiters:
+                del self._waiters[loop]
+                loop.remove_reader(fd)
+
     def __repr__(self) -> str:
         s = self.stats
         return (f"<Pump {self.port!r} received={s['received']} replied={s['replied']} "
                 f"defaulted={s['defaulted']}>")
+
+
+def _wake_all(waiters: "set[asyncio.Future[None]]") -> None:
+    for f in waiters:
+        if not f.done():
+            f.set_result(None)

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+import fastport
 from fastport.sim import FilterManager
 
 TRANSPORTS = ["inproc", "socket"]
@@ -39,6 +40,15 @@ def fm(transport):
 @pytest.fixture
 def port_name():
     return f"\\TestPort{os.getpid()}_{next(_names)}"
+
+
+@pytest.fixture
+def served(fm, port_name):
+    """A port on the emulator, one client connected: (server port, its client port, the Port)."""
+    server = fm.create_port(port_name)
+    port = fastport.connect(port_name)
+    yield server, server.clients[0], port
+    port.close()
 
 
 class Sender(threading.Thread):

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 
-import fastport
 from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
@@ -28,14 +27,6 @@ def good_handler(batch):
     batch.replies["a"] = batch.messages["sender"] * 7 + 1
     batch.replies["b"] = batch.messages["seq"] ^ 0x5A5A5A5A
     batch.reply()
-
-
-@pytest.fixture
-def served(fm, port_name):
-    server = fm.create_port(port_name)
-    port = fastport.connect(port_name)
-    yield server, server.clients[0], port
-    port.close()
 
 
 def run_senders(server, client, n_senders, per_sender, timeout=30, reply_length=8):
@@ -463,3 +454,34 @@ def test_bad_configuration(served):
         Pump(port, message=MSG, reply=REP, linger_us=50)  # gone: gets stay in flight
     with pytest.raises(RuntimeError):
         Pump.__new__(Pump).stats
+
+
+def test_a_pump_never_started_says_so(served):
+    _, _, port = served
+    pump = Pump(port, message=MSG, reply=REP)
+    with pytest.raises(RuntimeError, match="not started"):
+        next(iter(pump))
+    with pytest.raises(RuntimeError, match="not started"):
+        pump.run(good_handler)
+    pump.stop()
+
+
+def test_async_for_over_the_pump_itself(served):
+    server, client, port = served
+    senders, results = run_senders(server, client, 2, 10)
+
+    async def main(pump):
+        n = 0
+        async for batch in pump:
+            good_handler(batch)
+            n += len(batch)
+            if n == 20:
+                break
+        return n
+
+    with Pump(port, message=MSG, reply=REP) as pump:
+        assert asyncio.run(main(pump)) == 20
+    for t in senders:
+        t.join()
+    for k, out in results.items():
+        assert [r.reply for r in out] == [expected(k, i) for i in range(10)]

@@ -7,23 +7,13 @@ import struct
 import threading
 
 import numpy as np
-import pytest
 
-import fastport
 from fastport import status
 from fastport.pump import Pump
 
 MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
 REP = np.dtype([("a", "<u4"), ("b", "<u4")])
 DEFAULT = struct.pack("<II", 0xD0D0, 0xF00D)
-
-
-@pytest.fixture
-def served(fm, port_name):
-    server = fm.create_port(port_name)
-    port = fastport.connect(port_name)
-    yield server, server.clients[0], port
-    port.close()
 
 
 def send_all(server, client, senders, per_sender):

@@ -77,6 +77,26 @@ _PROBE = textwrap.dedent(r"""
     probe("CReference.repr", lambda: repr(cr))
     probe("CReference(Port.__new__)", lambda: _ext.CReference(p).start())
 
+    probe("Batch()", fastport.Batch)
+    b = fastport.Batch.__new__(fastport.Batch)
+    for attr in ("headers", "messages", "replies", "status", "lengths", "receive_ns", "payload",
+                 "released", "exports"):
+        probe(f"Batch.{attr}", lambda: getattr(b, attr))
+    probe("Batch.len", lambda: len(b))
+    probe("Batch.reply", b.reply)
+    probe("Batch.release", b.release)
+    probe("Batch.__exit__", lambda: b.__exit__(None, None, None))
+    probe("Batch.repr", lambda: repr(b))
+    pu = fastport.Pump.__new__(fastport.Pump)
+    for attr in ("stats", "layout", "port", "message_dtype", "default_reply"):
+        probe(f"Pump.{attr}", lambda: getattr(pu, attr))
+    probe("Pump.start", pu.start)
+    probe("Pump.stop", pu.stop)
+    probe("Pump._next", lambda: pu._next(0))
+    probe("Pump._try_next", pu._try_next)
+    probe("Pump.run", lambda: pu.run(print))
+    probe("Pump.next", lambda: next(pu))
+
     probe("_run_driver(ClientPort.__new__)",
           lambda: _ext._run_driver(c, senders=1, messages=1, timeout=0.1))
     probe("_run_driver(ServerPort.__new__)",
@@ -123,6 +143,16 @@ def test_exported_classes_made_directly_never_crash():
         assert out[call].startswith("RuntimeError: ") and "CReference(port" in out[call], \
             (call, out[call])
     assert "fastport.connect" in out["CReference(Port.__new__)"]
+    assert out["Batch()"].startswith("TypeError: ") and "Pump" in out["Batch()"]
+    for call in ("Batch.headers", "Batch.messages", "Batch.replies", "Batch.status",
+                 "Batch.lengths", "Batch.receive_ns", "Batch.payload", "Batch.reply",
+                 "Batch.release", "Batch.__exit__"):
+        assert out[call].startswith("RuntimeError: ") and "Pump" in out[call], (call, out[call])
+    for call in ("Pump.stats", "Pump.layout", "Pump.start", "Pump._next", "Pump._try_next",
+                 "Pump.run"):
+        assert out[call].startswith("RuntimeError: ") and "Pump(" in out[call], (call, out[call])
+    for harmless in ("Batch.len", "Batch.released", "Batch.exports", "Batch.repr", "Pump.stop"):
+        assert out[harmless] == "ok", (harmless, out[harmless])
     assert "FilterManager" in out["_run_driver(ServerPort.__new__)"]
     for harmless in ("Port.handle", "Port.closed", "Port.close", "Port.repr", "Message.repr",
                      "Message.wants_reply", "ClientPort.repr", "ServerPort.closed",

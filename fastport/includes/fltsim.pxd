@@ -63,11 +63,6 @@ cdef extern from "fltsim/fltsim.h" nogil:
         const void *key
         fsim_io_done done
         void *user
-    ctypedef struct SIM_GET_ENTRY:
-        FP_MESSAGE_HEADER *buffer
-        uint32_t size
-        uint32_t length
-        int32_t hr
     ctypedef struct SIM_REPLY_ENTRY:
         const FP_REPLY_HEADER *buffer
         uint32_t size
@@ -80,13 +75,10 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterCancelIo(SIM_HANDLE port, const void *key)
     int32_t SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
                                 uint32_t timeout_ms, uint32_t *bytes_copied)
-    int32_t SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_t count,
-                                 uint32_t timeout_ms, uint32_t *filled)
     int32_t SimFilterReplyMessage(SIM_HANDLE port, const FP_REPLY_HEADER *buffer, uint32_t size)
     int32_t SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uint32_t count)
     int32_t SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
                                  void *out_buffer, uint32_t out_size, uint32_t *bytes_returned)
-    int32_t SimFilterCancel(SIM_HANDLE port)
     int32_t SimFilterGetTransport(SIM_HANDLE port, fsim_transport *transport)
     int32_t SimFilterClose(SIM_HANDLE port)
     const char *fsim_runtime_dir()

@@ -72,6 +72,7 @@ cdef extern from "pump/pump.h" nogil:
     ctypedef struct fp_pump_stats:
         uint64_t received
         uint64_t replied
+        uint64_t reply_failed
         uint64_t no_reply
         uint64_t defaulted_deadline
         uint64_t defaulted_error

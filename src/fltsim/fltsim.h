@@ -220,21 +220,6 @@ fp_hresult SimFilterCancelIo(SIM_HANDLE port, const void *key);
 fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
                                uint32_t timeout_ms, uint32_t *bytes_copied);
 
-/* Deprecated: no pump uses it; deleted with src/backends/sim.c.
- * Batch form: `count` gets in flight at once into caller-owned buffers. Blocks until at least one
- * message arrives (or timeout / cancel / disconnect), then fills buffers 0..*filled-1 with every
- * message that reached them by the time the rest were withdrawn. Each entry's hr is S_OK or
- * FP_E_INSUFFICIENT_BUFFER (truncated, still delivered) and length the bytes copied (header
- * included). Returns S_OK when *filled > 0. */
-typedef struct SIM_GET_ENTRY {
-    FP_MESSAGE_HEADER *buffer;
-    uint32_t size;
-    uint32_t length; /* out */
-    fp_hresult hr;   /* out */
-    uint32_t _pad;
-} SIM_GET_ENTRY;
-fp_hresult SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_t count,
-                                uint32_t timeout_ms, uint32_t *filled);
 
 /* FilterReplyMessage. buffer starts with FP_REPLY_HEADER; size = 16 + payload (padding rule).
  * FP_E_FLT_NO_WAITER_FOR_REPLY when nobody waits for that MessageId on this connection;
@@ -256,10 +241,6 @@ fp_hresult SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uin
 /* FilterSendMessage: served by the server's MessageNotify. bytes_returned is required. */
 fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
                                 void *out_buffer, uint32_t out_size, uint32_t *bytes_returned);
-
-/* Deprecated: no pump uses it; deleted with src/backends/sim.c. SimFilterCancelIo(port, NULL),
- * returning S_OK also when nothing was pending. */
-fp_hresult SimFilterCancel(SIM_HANDLE port);
 
 /* Not in FltLib: the transport this connection runs on. FP_E_INVALID_HANDLE if `port` is not a
  * live handle. */

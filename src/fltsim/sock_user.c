@@ -339,8 +339,8 @@ static int tag_desc(const void *a, const void *b)
 }
 
 /* REVOKE of the matching gets, newest first: a message arriving meanwhile goes to the oldest get
- * still waiting, so the gets that receive messages stay the oldest (SimFilterGetMessages relies
- * on it). Each REVOKE_ACK completes its get, unless its message came first. */
+ * still waiting, so the gets that receive messages stay the oldest (a pump that posts in slot
+ * order relies on it). Each REVOKE_ACK completes its get, unless its message came first. */
 static fp_hresult u_cancel(void *impl, const void *key)
 {
     ucon *u = impl;

@@ -118,126 +118,54 @@ fp_hresult SimFilterCancelIo(SIM_HANDLE port, const void *key)
     return hr;
 }
 
-fp_hresult SimFilterCancel(SIM_HANDLE port)
-{
-    fp_hresult hr = SimFilterCancelIo(port, NULL);
-    return hr == FP_E_NOT_FOUND ? FP_S_OK : hr;
-}
-
-/* ---- waited gets over the overlapped ones ---- */
+/* ---- the waited get over an overlapped one ---- */
 
 typedef struct waited {
-    sem_t *sem; /* the waiting thread's: posted once per completion */
-    SIM_GET_ENTRY *e;
-    fsim_io *ios;
+    sem_t *sem; /* the waiting thread's: posted once, by the completion */
+    fp_hresult hr;
+    uint32_t bytes;
 } waited;
 
 static void waited_done(fsim_io *io, fp_hresult hr, uint32_t bytes)
 {
     waited *w = io->user;
-    SIM_GET_ENTRY *e = &w->e[io - w->ios];
-    e->hr = hr;
-    e->length = bytes;
+    w->hr = hr;
+    w->bytes = bytes;
     sem_post(w->sem); /* the last touch: the waiter may return at once */
-}
-
-static int delivered(fp_hresult hr) { return hr == FP_S_OK || hr == FP_E_INSUFFICIENT_BUFFER; }
-
-#define WAITED_STACK 16u
-
-/* n gets submitted at once; waits for the first completion (or the timeout), withdraws the rest
- * (key: this call) and takes every completion. Pending gets are completed oldest first, and a
- * transport withdraws them newest first, so the messages land in a prefix of the entries; the
- * loop at the end only guards that. */
-static fp_hresult waited_get(SIM_HANDLE port, SIM_GET_ENTRY *e, uint32_t n, uint32_t timeout_ms,
-                             uint32_t *filled)
-{
-    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
-    if (!o)
-        return FP_E_INVALID_HANDLE;
-    if (timeout_ms == 0 && o->ops->idle && o->ops->idle(o->impl)) {
-        fsim_handle_unref(o);
-        return FP_E_TIMEOUT;
-    }
-    fsim_io stack_ios[WAITED_STACK];
-    fsim_io *ios = n <= WAITED_STACK ? stack_ios : malloc(n * sizeof *ios);
-    if (!ios) {
-        fsim_handle_unref(o);
-        return FP_E_OUTOFMEMORY;
-    }
-    uint64_t deadline = timeout_ms == FSIM_INFINITE ? 0 : fp_now_ns() + timeout_ms * FP_NS_PER_MS;
-    waited w = {fsim_thread_sem(), e, ios};
-    for (uint32_t i = 0; i < n; i++) {
-        ios[i] = (fsim_io){.buffer = e[i].buffer, .size = e[i].size, .key = &w,
-                           .done = waited_done, .user = &w};
-        e[i].length = 0;
-        e[i].hr = FP_E_OPERATION_ABORTED;
-    }
-    fp_hresult hr = o->ops->get_async(o->impl, ios, n); /* one GET frame on the socket */
-    uint32_t posted = hr == FP_E_IO_PENDING ? n : 0;
-    if (posted) {
-        uint32_t taken = fsim_sem_take(w.sem, deadline) == 0;
-        int timed_out = !taken;
-        if (taken < posted)
-            (void)o->ops->cancel(o->impl, &w);
-        for (; taken < posted; taken++)
-            fsim_sem_take(w.sem, 0);
-        uint32_t k = 0, gone = 0;
-        for (uint32_t i = 0; i < posted; i++) {
-            gone |= e[i].hr == FP_E_INVALID_HANDLE;
-            if (!delivered(e[i].hr))
-                continue;
-            if (i != k) { /* not a prefix after all: move it down (it still counts as delivered) */
-                uint32_t len = e[i].length < e[k].size ? e[i].length : e[k].size;
-                memcpy(e[k].buffer, e[i].buffer, len);
-                e[k].length = len;
-                e[k].hr = len < e[i].length ? FP_E_INSUFFICIENT_BUFFER : e[i].hr;
-            }
-            k++;
-        }
-        *filled = k;
-        hr = k ? FP_S_OK : gone ? FP_E_INVALID_HANDLE : timed_out ? FP_E_TIMEOUT
-                                                              : FP_E_OPERATION_ABORTED;
-    }
-    if (ios != stack_ios)
-        free(ios);
-    fsim_handle_unref(o);
-    return hr;
-}
-
-static int entries_valid(const SIM_GET_ENTRY *e, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        if (!e[i].buffer || e[i].size < sizeof(FP_MESSAGE_HEADER))
-            return 0;
-    return 1;
-}
-
-fp_hresult SimFilterGetMessages(SIM_HANDLE port, SIM_GET_ENTRY *entries, uint32_t count,
-                                uint32_t timeout_ms, uint32_t *filled)
-{
-    if (filled)
-        *filled = 0;
-    if (!filled || !entries || count == 0 || !entries_valid(entries, count))
-        return FP_E_INVALIDARG;
-    return waited_get(port, entries, count, timeout_ms, filled);
 }
 
 fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint32_t size,
                                uint32_t timeout_ms, uint32_t *bytes_copied)
 {
-    SIM_GET_ENTRY e = {buffer, size, 0, FP_S_OK, 0};
-    uint32_t filled = 0;
     if (bytes_copied)
         *bytes_copied = 0;
     if (!buffer || size < sizeof(FP_MESSAGE_HEADER))
         return FP_E_INVALIDARG;
-    fp_hresult hr = waited_get(port, &e, 1, timeout_ms, &filled);
-    if (!FP_SUCCEEDED(hr))
-        return hr;
-    if (bytes_copied)
-        *bytes_copied = e.length;
-    return e.hr;
+    fsim_hobj *o = fsim_handle_ref_type(port, FSIM_H_PORT);
+    if (!o)
+        return FP_E_INVALID_HANDLE;
+    if (timeout_ms == 0 && o->ops->idle && o->ops->idle(o->impl)) { /* a poll, nothing queued */
+        fsim_handle_unref(o);
+        return FP_E_TIMEOUT;
+    }
+    uint64_t deadline = timeout_ms == FSIM_INFINITE ? 0 : fp_now_ns() + timeout_ms * FP_NS_PER_MS;
+    waited w = {fsim_thread_sem(), FP_E_OPERATION_ABORTED, 0};
+    fsim_io io = {.buffer = buffer, .size = size, .key = &w, .done = waited_done, .user = &w};
+    fp_hresult hr = o->ops->get_async(o->impl, &io, 1);
+    if (hr == FP_E_IO_PENDING) {
+        int timed_out = fsim_sem_take(w.sem, deadline) != 0;
+        if (timed_out) { /* withdraw it, then take its completion (a message may have won) */
+            (void)o->ops->cancel(o->impl, &w);
+            fsim_sem_take(w.sem, 0);
+        }
+        hr = w.hr;
+        if (timed_out && hr == FP_E_OPERATION_ABORTED)
+            hr = FP_E_TIMEOUT;
+        if (bytes_copied && (hr == FP_S_OK || hr == FP_E_INSUFFICIENT_BUFFER))
+            *bytes_copied = w.bytes;
+    }
+    fsim_handle_unref(o);
+    return hr;
 }
 
 fp_hresult SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uint32_t count)

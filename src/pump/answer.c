@@ -78,21 +78,31 @@ uint64_t answer_defaults_locked(fp_pump *p, fp_chunk *c, uint32_t from, uint32_t
 }
 
 /* Sends the chunk's outbox (chunk mu held). Returns the backend call's result. */
+/* The send entry of outbox slot i (its status was stashed at fp_batch_reply). */
+static fp_reply outbox_entry(const fp_pump *p, const fp_chunk *c, uint32_t i)
+{
+    uint8_t *out = c->outbox + (size_t)i * p->reply_stride;
+    int32_t status;
+    memcpy(&status, out, sizeof status);
+    return (fp_reply){out, (uint32_t)p->reply_bytes, status, c->msgid[i], FP_S_OK, 0};
+}
+
 static fp_hresult flush_outbox_locked(fp_pump *p, fp_chunk *c, uint32_t *late, uint32_t *errs)
 {
     uint32_t n = c->out_n;
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = c->out_idx[k];
-        c->send[k] = (fp_reply){c->outbox + (size_t)i * p->reply_stride, (uint32_t)p->reply_bytes,
-                                c->status[i], c->msgid[i], FP_S_OK, 0};
-        c->send_idx[k] = i;
+        c->send[k] = outbox_entry(p, c, c->out_idx[k]);
+        c->send_idx[k] = c->out_idx[k];
     }
     c->out_n = 0;
     if (!n)
         return FP_S_OK;
+    uint32_t failed = *late + *errs;
     fp_hresult hr = send_entries(p, c, c->send, c->send_idx, n, late, errs);
+    failed = *late + *errs - failed;
     atomic_fetch_sub(&c->unanswered, n);
-    count(&p->replied, n);
+    count(&p->replied, n - failed);
+    count(&p->reply_failed, failed);
     return hr;
 }
 
@@ -117,8 +127,12 @@ fp_hresult fp_batch_reply(fp_pump *p, const fp_batch *b, const uint8_t *mask, fp
         switch (atomic_load_explicit(&c->answered[i], RLX)) {
         case ANS_PENDING: {
             atomic_store_explicit(&c->answered[i], ANS_CONSUMER, RLX);
-            /* the payload is copied now: the consumer may reuse its reply slot at once */
-            memcpy(c->outbox + (size_t)i * stride + FP_REPLY_HEADER_AREA,
+            /* payload and status are copied now: the consumer may reuse its reply slot at once.
+             * The status waits in the outbox slot's header area, which the backend fills with the
+             * real header at the send. */
+            uint8_t *out = c->outbox + (size_t)i * stride;
+            memcpy(out, &c->status[i], sizeof(int32_t));
+            memcpy(out + FP_REPLY_HEADER_AREA,
                    c->replies + (size_t)i * stride + FP_REPLY_HEADER_AREA, payload);
             c->out_idx[c->out_n++] = i;
             n++;
@@ -198,11 +212,8 @@ void *replier_main(void *arg)
         c->out_queued = false;
         uint32_t n = c->out_n;
         for (uint32_t k = 0; k < n; k++) {
-            uint32_t i = c->out_idx[k];
-            r->idx[k] = i;
-            r->send[k] = (fp_reply){c->outbox + (size_t)i * p->reply_stride,
-                                    (uint32_t)p->reply_bytes, c->status[i], c->msgid[i], FP_S_OK,
-                                    0};
+            r->idx[k] = c->out_idx[k];
+            r->send[k] = outbox_entry(p, c, c->out_idx[k]);
         }
         c->out_n = 0;
         pthread_mutex_unlock(&c->mu);
@@ -210,7 +221,8 @@ void *replier_main(void *arg)
             uint32_t late = 0, errs = 0;
             send_entries(p, c, r->send, r->idx, n, &late, &errs);
             atomic_fetch_sub(&c->unanswered, n);
-            count(&p->replied, n);
+            count(&p->replied, n - late - errs);
+            count(&p->reply_failed, late + errs);
             add_outcomes(p, late, errs);
         }
         chunk_unhold(p, c);

@@ -45,6 +45,7 @@ static void ready_append(fp_pump *p, fp_chunk *c)
         p->ready_head = c;
     p->ready_tail = c;
     p->nready++;
+    efd_update_locked(p);
 }
 
 static void ready_unlink(fp_pump *p, fp_chunk *c)
@@ -60,6 +61,7 @@ static void ready_unlink(fp_pump *p, fp_chunk *c)
     c->next = c->prev = NULL;
     c->in_ready = false;
     p->nready--;
+    efd_update_locked(p); /* the fd is readable exactly while something can be handed out */
 }
 
 /* Nothing needs c anymore: every slot posted and completed, every message answered (its send
@@ -93,6 +95,8 @@ static bool free_if_done_locked(fp_pump *p, fp_chunk *c)
     c->next = p->free_head;
     p->free_head = c;
     p->nfree++;
+    if (p->overflow_on) /* whoever unlocks next cancels the gets waiting in overflow slots */
+        atomic_store_explicit(&p->ofl_recheck, true, RLX);
     return true;
 }
 
@@ -102,8 +106,7 @@ static void after_free(fp_pump *p)
 {
     if (atomic_load(&p->stopping))
         return;
-    if (p->overflow_on)
-        cancel_overflow(p);
+    overflow_recheck(p);
     if (atomic_load(&p->inflight) != 0)
         return;
     top_up(p);
@@ -137,8 +140,9 @@ void chunk_unhold(fp_pump *p, fp_chunk *c)
 
 /* Records the completions of one reap. Phase 1, per chunk under its mu: the message's metadata
  * and answer state (so the deadline reaper and the answers see it). Phase 2, under q_mu: the slot
- * kinds, the completed prefix and the ready list (so consumers see it). Overflow slots are
- * answered at once. */
+ * kinds and the ready list (so consumers see it). Overflow slots are answered at once. Then the
+ * gets are re-issued (measured: deferring that until a consumer that reaped comes back gained
+ * nothing measurable, and left fewer gets in flight while it was away). */
 void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
 {
     const uint32_t batch = p->cfg.batch, chunk_slots = p->cfg.nchunks * batch;
@@ -250,12 +254,13 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
     count(&p->errors, errs);
     if (nofl)
         answer_overflow(p, ofl, nofl);
+    overflow_recheck(p); /* a touched chunk may have been freed above */
     /* pairs with the reaper's idle store before it scans (see reaper_main) */
     if (pend && p->cfg.deadline_ns >= 0 && atomic_load(&p->reaper_idle))
         reaper_kick(p);
     if (fail != FP_S_OK)
         pump_fail(p, fail);
-    else /* re-issue the gets: the thread that reaped them may already be blocked in a new reap */
+    else /* re-issue the gets: another thread may already be blocked in a reap */
         top_up(p);
 }
 

@@ -45,8 +45,11 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
     memset(out, 0, sizeof *out);
     uint64_t until = timeout_ns > 0 ? fp_now_ns() + (uint64_t)timeout_ns : 0;
     int rc;
+    /* only a consumer that may wait counts as "around" (workers stand by for it); one that polls
+     * (timeout 0, an event loop's try_next) never leads, so it must not keep workers away */
+    const bool waits = timeout_ns != 0;
     pthread_mutex_lock(&p->q_mu);
-    p->consumers_in++;
+    p->consumers_in += waits;
     for (;;) {
         bool failed = atomic_load_explicit(&p->terminal, RLX) != FP_S_OK;
         if (!failed && p->user_stop) {
@@ -55,6 +58,8 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         }
         if (chunks_take_locked(p, out)) {
             rc = FP_PUMP_BATCH;
+            if (p->ready_head && p->next_waiters) /* more ready: the next waiting consumer */
+                pthread_cond_signal(&p->ready_cv);
             break;
         }
         if (p->ended) {
@@ -79,9 +84,12 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         p->next_waiters--;
         p->consumers_idle--;
     }
-    p->consumers_in--;
-    p->consumer_left_ns = fp_now_ns();
+    if (waits) {
+        p->consumers_in--;
+        p->consumer_left_ns = fp_now_ns();
+    }
     pthread_mutex_unlock(&p->q_mu);
+    overflow_recheck(p); /* taking may have freed a chunk whose messages the deadline answered */
     return rc;
 }
 
@@ -124,6 +132,7 @@ void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
     out->reaps = atomic_load_explicit(&p->reaps, RLX);
     out->errors = atomic_load_explicit(&p->errors, RLX);
     out->replied = atomic_load_explicit(&p->replied, RLX);
+    out->reply_failed = atomic_load_explicit(&p->reply_failed, RLX);
     out->defaulted_deadline = atomic_load_explicit(&p->defaulted[DEF_DEADLINE], RLX);
     out->defaulted_error = atomic_load_explicit(&p->defaulted[DEF_ERROR], RLX);
     out->defaulted_release = atomic_load_explicit(&p->defaulted[DEF_RELEASE], RLX);

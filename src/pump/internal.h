@@ -120,6 +120,7 @@ struct fp_pump {
     uint32_t *ofl_free;   /* stack of free overflow slot numbers (0..noverflow-1) */
     uint32_t ofl_nfree;
     uint8_t *ofl_state;   /* per overflow slot: OFL_* */
+    _Atomic bool ofl_recheck; /* a chunk was freed: overflow gets may be cancelled (see workers.c) */
     bool post_stop;       /* no more posts (stop or failure) */
     _Atomic uint32_t inflight; /* gets posted and not processed, every chunk and overflow */
 
@@ -157,7 +158,7 @@ struct fp_pump {
     replier *o_args;
 
     _Alignas(CACHELINE) _Atomic uint64_t received, truncated, no_reply, errors, batches, posts,
-        reaps, replied, late_replies, late_python, reply_calls, gets_failed;
+        reaps, replied, reply_failed, late_replies, late_python, reply_calls, gets_failed;
     _Atomic uint64_t defaulted[DEF_N];
 
     _Alignas(CACHELINE) fp_hist lat;
@@ -193,6 +194,11 @@ void *replier_main(void *arg);
 /* workers.c */
 void top_up(fp_pump *p);
 void cancel_overflow(fp_pump *p);
+static inline void overflow_recheck(fp_pump *p)
+{
+    if (atomic_load_explicit(&p->ofl_recheck, RLX))
+        cancel_overflow(p);
+}
 void token_released_locked(fp_pump *p);
 void pump_fail(fp_pump *p, fp_hresult hr);
 void reaper_kick(fp_pump *p);

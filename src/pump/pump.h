@@ -207,13 +207,16 @@ fp_hresult fp_batch_finish(fp_pump *p, const fp_batch *b, int reason);
 void fp_batch_release(fp_pump *p, const fp_batch *b);
 
 /* ---- stats ---- */
-/* Answer accounting: received = replied + no_reply + defaulted_deadline + defaulted_error
- * + defaulted_release + defaulted_stop + defaulted_overflow + (messages not answered yet).
+/* Answer accounting: received = replied + reply_failed + no_reply + defaulted_deadline
+ * + defaulted_error + defaulted_release + defaulted_stop + defaulted_overflow + (messages not
+ * answered yet).
  * late_replies and errors count outcomes of sent replies (consumer's and defaults alike);
  * late_python counts consumer replies not sent because the message was already answered. */
 typedef struct fp_pump_stats {
     uint64_t received;           /* messages received into slots (overflow slots included) */
-    uint64_t replied;            /* consumer replies sent */
+    uint64_t replied;            /* consumer replies the port accepted */
+    uint64_t reply_failed;       /* consumer replies whose send failed (also in late_replies or
+                                    errors): the port refused or was gone */
     uint64_t no_reply;           /* messages expecting no reply (never replied) */
     uint64_t defaulted_deadline; /* default replies sent by the reaper */
     uint64_t defaulted_error;    /* ... by fp_batch_finish(FP_FINISH_ERROR) */

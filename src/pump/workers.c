@@ -100,6 +100,8 @@ void top_up(fp_pump *p)
 void cancel_overflow(fp_pump *p)
 {
     const uint32_t base = p->cfg.nchunks * p->cfg.batch;
+    if (!atomic_exchange(&p->ofl_recheck, false))
+        return;
     pthread_mutex_lock(&p->post_mu);
     if (!p->post_stop && p->ofl_nfree < p->noverflow)
         for (uint32_t j = 0; j < p->noverflow; j++)
@@ -165,7 +167,9 @@ void fp_pump_stop(fp_pump *p)
 void token_released_locked(fp_pump *p)
 {
     p->leader = LEAD_NONE;
-    if (p->consumers_idle)
+    /* an idle consumer leads next; else a worker: consumers may not lead anymore (the event fd
+     * is in use), and while stopping only workers drain */
+    if (p->consumer_reap && p->consumers_idle && !atomic_load(&p->stopping))
         pthread_cond_signal(&p->ready_cv);
     else if (p->parked)
         pthread_cond_signal(&p->w_cv);

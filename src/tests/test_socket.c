@@ -30,8 +30,7 @@
 #define MS 1000000LL
 #define MIB (1u << 20)
 
-/* ---- n overlapped gets at once, waited for (what SimFilterGetMessages did, on the public
- * overlapped API) ---- */
+/* ---- n overlapped gets at once, waited for ---- */
 
 typedef struct tget {
     FP_MESSAGE_HEADER *buffer;

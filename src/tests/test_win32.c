@@ -507,50 +507,6 @@ static void test_cancel_races(enum fsim_transport t)
     rig_close(&r);
 }
 
-/* ---- the deprecated batch get (SimFilterGetMessages, deleted with src/backends/sim.c) ---- */
-
-static void test_deprecated_batch_get(enum fsim_transport t)
-{
-    rig r;
-    rig_open(&r, t, 0);
-    SIM_HANDLE h = (SIM_HANDLE)(uintptr_t)r.h;
-    msgbuf m[4];
-    SIM_GET_ENTRY e[4];
-    for (int i = 0; i < 4; i++)
-        e[i] = (SIM_GET_ENTRY){&m[i].h, sizeof m[i], 0, 0, 0};
-    uint32_t filled = 9;
-    CHECK_EQ(SimFilterGetMessages(h, e, 4, 0, &filled), FP_E_TIMEOUT);
-    CHECK_EQ(filled, 0);
-    CHECK_EQ(SimFilterGetMessages(h, e, 4, 10, &filled), FP_E_TIMEOUT);
-    CHECK_EQ(SimFilterCancel(h), FP_S_OK); /* nothing pending is no error here */
-    /* two senders that expect no reply (each blocks until delivered): the calls of 4 return
-     * both, each in the oldest free entries */
-    sender_arg a1 = {&r, "first"}, a2 = {&r, "second"};
-    HANDLE t1 = CreateThread(NULL, 0, send_thread, &a1, 0, NULL);
-    HANDLE t2 = CreateThread(NULL, 0, send_thread, &a2, 0, NULL);
-    uint32_t total = 0;
-    while (total < 2) {
-        CHECK_EQ(SimFilterGetMessages(h, e + total, 4 - total, 5000, &filled), FP_S_OK);
-        if (!filled)
-            break;
-        for (uint32_t i = total; i < total + filled; i++)
-            CHECK_EQ(e[i].hr, FP_S_OK);
-        total += filled;
-    }
-    CHECK_EQ(total, 2);
-    int first = memcmp(m[0].p, "first", 5) == 0 ? 0 : 1;
-    CHECK(memcmp(m[first].p, "first", 5) == 0 && memcmp(m[1 - first].p, "second", 6) == 0);
-    CHECK_EQ(e[1 - first].length, 16 + 6);
-    CHECK_EQ(WaitForSingleObject(t1, INFINITE), WAIT_OBJECT_0);
-    CHECK_EQ(WaitForSingleObject(t2, INFINITE), WAIT_OBJECT_0);
-    CloseHandle(t1);
-    CloseHandle(t2);
-    /* the kernel disconnects while it waits */
-    CHECK_EQ(fsim_send(r.c, "x", 1, NULL, NULL, 0, NULL), FP_STATUS_TIMEOUT); /* nobody waits */
-    fsim_close_client(r.c);
-    CHECK_EQ(SimFilterGetMessages(h, e, 4, FSIM_INFINITE, &filled), FP_E_INVALID_HANDLE);
-    rig_close(&r);
-}
 
 /* ---- completion ports without a port ---- */
 
@@ -720,7 +676,6 @@ int main(void)
         test_many_threads_one_port(t);
         test_cancel_races(t);
         test_sync_handle(t);
-        test_deprecated_batch_get(t);
     }
     test_iocp_alone();
     test_events();
