@@ -5,16 +5,19 @@
 import math as _math
 
 from libc.stdlib cimport malloc as _drv_malloc, free as _drv_free
-from fastport.includes.driver cimport (
-    FP_DRV_E_OUTOFMEMORY,
+from fastport.includes.bench cimport (
     BENCH_MESSAGE, BENCH_REPLY, SCANNER_NOTIFICATION, SCANNER_REPLY,
     BENCH_HEADER_BYTES, FP_PROTO_BENCH, FP_PROTO_SCANNER, fp_protocol_reply_size,
     bench_checksum, bench_verdict, bench_load_le32, scanner_find_foul,
+)
+from fastport.includes.driver cimport (
     FP_DRIVER_MAX_SENDERS, FP_DRIVER_MAX_PAYLOAD, FP_DRIVER_MAX_INFLIGHT,
     FP_DRIVER_MAX_INFLIGHT_BYTES, fp_driver, fp_driver_config,
     fp_driver_config_init, fp_driver_result, fp_driver_start, fp_driver_start_server,
     fp_driver_stop, fp_driver_abort, FP_DRIVER_DONE, fp_driver_wait, fp_driver_progress,
     fp_driver_get_result, fp_hist_row, fp_driver_histogram_rows, fp_driver_destroy,
+)
+from fastport.includes.cref cimport (
     FP_CREF_MAX_THREADS, FP_CREF_MAX_OUTSTANDING, fp_cref, fp_cref_stats, fp_cref_start,
     fp_cref_stop, fp_cref_join, fp_cref_stats_get, fp_cref_destroy,
 )
@@ -190,7 +193,7 @@ def _run_driver(target, *, senders, payload_min=1024, payload_max=None, protocol
             hr = fp_driver_start_server(&cfg, server, &d)
     if hr == FP_E_INVALIDARG:
         raise ValueError("the driver refused its configuration")
-    if hr == FP_DRV_E_OUTOFMEMORY:
+    if hr == FP_E_OUTOFMEMORY:
         raise MemoryError("fp_driver_start: out of memory (or threads)")
     _check_hr(hr, "fp_driver_start")
 
@@ -321,7 +324,7 @@ cdef class CReference:
                 fp_cref_destroy(old)
             hr = fp_cref_start(<void *><uintptr_t>h, self.threads, self.outstanding, self._proto,
                                self.max_payload, &c)
-        if hr == FP_DRV_E_OUTOFMEMORY:
+        if hr == FP_E_OUTOFMEMORY:
             raise MemoryError("fp_cref_start: out of memory (or threads)")
         _check_hr(hr, "fp_cref_start")
         self._c = c

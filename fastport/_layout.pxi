@@ -1,14 +1,7 @@
 # sizeof/offsetof of the C wire structs, for the layout-parity tests (tests/test_dtypes.py).
 # Included into fastport/_ext.pyx; the table lives in src/protocols/layouts.h.
 
-cdef extern from "protocols/layouts.h" nogil:
-    ctypedef struct fp_layout:
-        const char *struct_name
-        const char *field_name
-        size_t offset
-        size_t size
-    const fp_layout fp_layout_table[]
-    size_t FP_LAYOUT_COUNT
+from fastport.includes.layouts cimport fp_layout, fp_layout_table, FP_LAYOUT_COUNT
 
 
 def c_layouts():

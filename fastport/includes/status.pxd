@@ -15,4 +15,5 @@ cdef extern from "common/fp_status.h" nogil:
     const int32_t FP_E_NOT_FOUND
     const int32_t FP_E_INVALID_HANDLE
     const int32_t FP_E_INVALIDARG
+    const int32_t FP_E_OUTOFMEMORY
     const int32_t FP_E_FLT_NO_WAITER_FOR_REPLY
