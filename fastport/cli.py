@@ -57,6 +57,15 @@ def _nonneg(name: str, value: Any) -> Optional[float]:
     return float(value)
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where the help text says it (default None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def _parser() -> argparse.ArgumentParser:
     from fastport import __version__
 
@@ -65,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fastport {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _DefaultsShown
     b = sub.add_parser("bench", help="run every client against the emulated driver (main job)",
                        formatter_class=fmt,
                        description="Runs every client against the same load-generating driver "
