@@ -198,6 +198,11 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
     if (locked)
         pthread_mutex_unlock(&locked->mu);
 
+    /* counted before anything is published: a consumer never holds a message stats lack */
+    count(&p->received, msgs + nofl);
+    count(&p->truncated, trunc);
+    count(&p->no_reply, noreply);
+
     fp_chunk *touched[REAP_MAX];
     uint32_t nt = 0;
     bool wake_leader = false;
@@ -248,9 +253,6 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
     /* drained while stopping: a leader blocked in reap waits for nothing now */
     if (atomic_fetch_sub(&p->inflight, n) == n && atomic_load(&p->stopping))
         p->b->ops->wake(p->b);
-    count(&p->received, msgs + nofl);
-    count(&p->truncated, trunc);
-    count(&p->no_reply, noreply);
     count(&p->errors, errs);
     if (nofl)
         answer_overflow(p, ofl, nofl);
