@@ -16,8 +16,6 @@ static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
     pthread_mutex_unlock(&p->q_mu);
     top_up(p);
     bool ran = atomic_load(&p->inflight) > 0;
-    uint32_t got = 0;
-    fp_hresult hr = FP_E_TIMEOUT;
     if (ran) {
         uint32_t ms = FP_INFINITE_MS;
         if (timeout_ns > 0) {
@@ -26,16 +24,12 @@ static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
             if (ms == FP_INFINITE_MS)
                 ms--;
         }
-        hr = p->b->ops->reap(p->b, comp, REAP_MAX, ms, &got);
-        count(&p->reaps, got ? 1 : 0);
+        lead_reap(p, comp, ms);
+    } else {
+        pthread_mutex_lock(&p->q_mu);
+        token_released_locked(p);
+        pthread_mutex_unlock(&p->q_mu);
     }
-    pthread_mutex_lock(&p->q_mu);
-    token_released_locked(p);
-    pthread_mutex_unlock(&p->q_mu);
-    if (FP_SUCCEEDED(hr) && got)
-        chunks_process(p, comp, got);
-    else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
-        pump_fail(p, hr);
     pthread_mutex_lock(&p->q_mu);
     return ran;
 }

@@ -200,6 +200,8 @@ static inline void overflow_recheck(fp_pump *p)
         cancel_overflow(p);
 }
 void token_released_locked(fp_pump *p);
+/* The leader's reap (token held, q_mu not): gives the token back, then processes what came. */
+void lead_reap(fp_pump *p, fp_completion *comp, uint32_t timeout_ms);
 void pump_fail(fp_pump *p, fp_hresult hr);
 void reaper_kick(fp_pump *p);
 void *worker_main(void *arg);

@@ -175,11 +175,24 @@ void token_released_locked(fp_pump *p)
         pthread_cond_signal(&p->w_cv);
 }
 
+void lead_reap(fp_pump *p, fp_completion *comp, uint32_t timeout_ms)
+{
+    uint32_t got = 0;
+    fp_hresult hr = p->b->ops->reap(p->b, comp, REAP_MAX, timeout_ms, &got);
+    count(&p->reaps, got ? 1 : 0);
+    pthread_mutex_lock(&p->q_mu);
+    token_released_locked(p); /* before processing: another thread may reap meanwhile */
+    pthread_mutex_unlock(&p->q_mu);
+    if (FP_SUCCEEDED(hr) && got)
+        chunks_process(p, comp, got);
+    else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
+        pump_fail(p, hr);
+}
+
 void *worker_main(void *arg)
 {
     worker *w = arg;
     fp_pump *p = w->pump;
-    fp_backend *b = p->b;
     fp_thread_name("fp-worker-", (unsigned)(w - p->workers));
     fp_completion comp[REAP_MAX];
     w->park_ns = TAKEOVER_NS;
@@ -232,16 +245,7 @@ void *worker_main(void *arg)
         w->park_ns = TAKEOVER_NS;
         pthread_mutex_unlock(&p->q_mu);
         top_up(p);
-        uint32_t got = 0;
-        fp_hresult hr = b->ops->reap(b, comp, REAP_MAX, FP_INFINITE_MS, &got);
-        count(&p->reaps, got ? 1 : 0);
-        pthread_mutex_lock(&p->q_mu);
-        token_released_locked(p);
-        pthread_mutex_unlock(&p->q_mu);
-        if (FP_SUCCEEDED(hr) && got)
-            chunks_process(p, comp, got);
-        else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
-            pump_fail(p, hr);
+        lead_reap(p, comp, FP_INFINITE_MS);
         pthread_mutex_lock(&p->q_mu);
     }
     if (--p->workers_live == 0) {
