@@ -4,6 +4,8 @@
 #define FP_TESTS_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -30,6 +32,34 @@ static int passed, failed;
                     (unsigned long long)_b);                                             \
         }                                                                                \
     } while (0)
+
+typedef struct test_case {
+    const char *name;
+    void (*fn)(void);
+} test_case;
+
+/* Runs the tests (only the one $FP_TEST_ONLY names, when set), saying "-- name" before each and
+ * "FAILED: name" after one whose checks failed; adds to *tests_passed and *tests_failed. */
+static inline void run_tests(const test_case *tests, size_t n, int *tests_passed,
+                             int *tests_failed)
+{
+    const char *only = getenv("FP_TEST_ONLY");
+    for (size_t i = 0; i < n; i++) {
+        if (only && strcmp(only, tests[i].name) != 0)
+            continue;
+        int before = failed;
+        printf("-- %s\n", tests[i].name);
+        fflush(stdout);
+        tests[i].fn();
+        if (failed == before) {
+            (*tests_passed)++;
+        } else {
+            (*tests_failed)++;
+            printf("   FAILED: %s\n", tests[i].name);
+        }
+        fflush(stdout);
+    }
+}
 
 /* Waits up to `ms` milliseconds for cond (an expression with no side effects it depends on)
  * to hold, looking every millisecond; the value is whether it holds. Tests order threads by

@@ -1470,11 +1470,6 @@ static void test_wakeups(void)
 
 /* ------------------------------------------------------------------ main */
 
-typedef struct test_case {
-    const char *name;
-    void (*fn)(void);
-} test_case;
-
 int main(void)
 {
     const char *sc = getenv("FP_TEST_SCALE");
@@ -1506,23 +1501,8 @@ int main(void)
         {"stress_exactly_once", test_stress_exactly_once},
         {"stress_deadline_race", test_stress_deadline_race},
     };
-    const char *only = getenv("FP_TEST_ONLY"); /* run one test by name */
     int tests_passed = 0, tests_failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        if (only && strcmp(only, tests[i].name) != 0)
-            continue;
-        int before = failed;
-        printf("-- %s\n", tests[i].name);
-        fflush(stdout);
-        tests[i].fn();
-        if (failed == before) {
-            tests_passed++;
-        } else {
-            tests_failed++;
-            printf("   FAILED: %s\n", tests[i].name);
-        }
-        fflush(stdout);
-    }
+    run_tests(tests, sizeof tests / sizeof tests[0], &tests_passed, &tests_failed);
 #ifdef FASTPORT_DEBUG
     fp_pump_debug d;
     fp_pump_debug_counters(&d);

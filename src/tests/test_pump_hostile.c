@@ -541,11 +541,6 @@ static void test_cancel_storm_probe(void)
 
 /* ------------------------------------------------------------------ main */
 
-typedef struct test_case {
-    const char *name;
-    void (*fn)(void);
-} test_case;
-
 int main(void)
 {
     test_case tests[] = {
@@ -558,23 +553,8 @@ int main(void)
         {"status_read_after_reply_returned", test_status_read_after_reply_returned},
         {"cancel_storm_probe", test_cancel_storm_probe},
     };
-    const char *only = getenv("FP_TEST_ONLY");
     int tests_passed = 0, tests_failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        if (only && strcmp(only, tests[i].name) != 0)
-            continue;
-        int before = failed;
-        printf("-- %s\n", tests[i].name);
-        fflush(stdout);
-        tests[i].fn();
-        if (failed == before) {
-            tests_passed++;
-        } else {
-            tests_failed++;
-            printf("   FAILED: %s\n", tests[i].name);
-        }
-        fflush(stdout);
-    }
+    run_tests(tests, sizeof tests / sizeof tests[0], &tests_passed, &tests_failed);
     printf("%d passed, %d failed\n", tests_passed, tests_failed);
     return tests_failed ? 1 : 0;
 }
