@@ -14,19 +14,8 @@ import pytest
 from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
+from pumpkit import MSG, REP, expected, good_handler
 
-MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
-REP = np.dtype([("a", "<u4"), ("b", "<u4")])
-
-
-def expected(sender, seq):
-    return struct.pack("<II", sender * 7 + 1, seq ^ 0x5A5A5A5A)
-
-
-def good_handler(batch):
-    batch.replies["a"] = batch.messages["sender"] * 7 + 1
-    batch.replies["b"] = batch.messages["seq"] ^ 0x5A5A5A5A
-    batch.reply()
 
 
 def run_senders(server, client, n_senders, per_sender, timeout=30, reply_length=8):

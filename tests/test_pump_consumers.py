@@ -17,21 +17,10 @@ import fastport
 from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
+from pumpkit import DEFAULT, MSG, REP, expected
+from pumpkit import good_handler as verdicts
 
-MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
-REP = np.dtype([("a", "<u4"), ("b", "<u4")])
-DEFAULT = struct.pack("<II", 0xD0D0, 0xF00D)
 LIMIT = 1 << 20  # FSIM_MAX_MESSAGE: payload bytes of one reply on either transport
-
-
-def expected(sender, seq):
-    return struct.pack("<II", sender * 7 + 1, seq ^ 0x5A5A5A5A)
-
-
-def verdicts(batch):
-    batch.replies["a"] = batch.messages["sender"] * 7 + 1
-    batch.replies["b"] = batch.messages["seq"] ^ 0x5A5A5A5A
-    batch.reply()
 
 
 def verdict_of(rec):

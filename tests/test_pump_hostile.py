@@ -5,14 +5,12 @@ import struct
 import threading
 import time
 
-import numpy as np
 import pytest
 
 import fastport
 from fastport.pump import Pump
+from pumpkit import MSG, REP
 
-MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
-REP = np.dtype([("a", "<u4"), ("b", "<u4")])
 
 
 @pytest.fixture

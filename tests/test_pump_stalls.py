@@ -6,14 +6,11 @@ import logging.handlers
 import struct
 import threading
 
-import numpy as np
 
 from fastport import status
 from fastport.pump import Pump
+from pumpkit import DEFAULT, MSG, REP
 
-MSG = np.dtype([("sender", "<u4"), ("seq", "<u4"), ("pad", "u1", 56)])
-REP = np.dtype([("a", "<u4"), ("b", "<u4")])
-DEFAULT = struct.pack("<II", 0xD0D0, 0xF00D)
 
 
 def send_all(server, client, senders, per_sender):
