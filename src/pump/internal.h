@@ -103,7 +103,7 @@ struct fp_pump {
     uint32_t target;      /* gets to keep in flight: threads * outstanding */
     uint32_t nslots;      /* nchunks * batch + noverflow */
     uint32_t noverflow;   /* overflow slots (answered from C when no chunk is free) */
-    bool overflow_on;     /* deadline set: a message that finds no free chunk is answered now */
+    bool overflow_on;     /* a message that finds no free chunk is answered now (cfg.overflow) */
     size_t slot_size, message_bytes, reply_stride, reply_bytes, chunk_bytes, chunk_reply_bytes;
     uint8_t *slab;
     size_t slab_bytes;

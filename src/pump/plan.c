@@ -49,6 +49,7 @@ void fp_pump_config_init(fp_pump_config *cfg)
     cfg->outstanding = 16;
     cfg->batch = 64;
     cfg->deadline_ns = -1;
+    cfg->overflow = -1;
     cfg->consumer_reap = 1;
 }
 
@@ -120,7 +121,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         uint64_t n = ((uint64_t)target + cfg.batch - 1) / cfg.batch + 1 + 2u * cfg.threads + 4u;
         cfg.nchunks = n > FP_PUMP_MAX_CHUNKS ? FP_PUMP_MAX_CHUNKS : (uint32_t)n;
     }
-    bool overflow_on = cfg.deadline_ns >= 0;
+    bool overflow_on = cfg.overflow < 0 ? cfg.deadline_ns >= 0 : cfg.overflow > 0;
     uint32_t noverflow = overflow_on ? target : 0;
 
     size_t slot_size = round_up(FP_SLOT_HEADER + (size_t)cfg.message_size, FP_PUMP_SLOT_ALIGN);

@@ -11,7 +11,7 @@
  *            default_reply when the message arrives). fp_batch_reply copies a reply into the
  *            chunk's outbox, from which it is sent with size 16 + reply_size (the padding rule);
  *            default replies go from a third area, prefilled once.
- *   overflow: `threads * outstanding` extra slots outside the slab (only with a deadline).
+ *   overflow: `threads * outstanding` extra slots outside the slab (with a deadline, or overflow > 0).
  *
  * Gets in flight. threads * outstanding gets are posted at all times, in slot order, running on
  * from one chunk into the next free one, so the number in flight never dips at a chunk's end or
@@ -21,12 +21,12 @@
  * a chunk may yield several batches. A chunk returns to the free list when all its slots were
  * posted and completed, every message in it is answered, and no batch of it is held.
  *
- * Never stop receiving. With a deadline, a message finds a slot whatever the consumer does: when
+ * Never stop receiving. With a deadline (or overflow > 0), a message finds a slot whatever the
+ * consumer does: when
  * no chunk is free (a hung handler, views kept forever) gets are posted into overflow slots, and
  * what lands there is answered with default_reply at once (defaulted_overflow); chunks whose
- * messages were all answered before the consumer took them go back into circulation. Without a
- * deadline the pump applies backpressure instead: messages wait in the kernel until a chunk is
- * free.
+ * messages were all answered before the consumer took them go back into circulation. Otherwise
+ * the pump applies backpressure: messages wait in the kernel until a chunk is free.
  *
  * Answers: each message is answered exactly once, by whoever gets there first under the chunk's
  *   lock: the consumer (fp_batch_reply), the deadline reaper (default_reply, deadline_ns after
@@ -91,12 +91,18 @@ typedef struct fp_pump_config {
     uint32_t reply_threads; /* threads that send the consumer's replies: fp_batch_reply queues
                               them and returns at once, so the consumer never waits on the
                               port. 0 = fp_batch_reply sends in the calling thread. */
+    int32_t overflow;      /* what a message that finds no free chunk meets: < 0 (default): as
+                              deadline_ns says (answered at once with a deadline, backpressure
+                              without); 0: backpressure (it waits in the kernel until a chunk is
+                              free); > 0: answered at once with default_reply (defaulted_overflow)
+                              even without a deadline (a fanotify group must never stall) */
     uint32_t consumer_reap; /* 1 (default): a consumer waiting in fp_pump_next reaps completions
                               itself when no worker is, and takes its batch without a thread
                               hand-off; workers reap while it is away. 0: only workers reap. */
 } fp_pump_config;
 
-/* threads 2, outstanding 16, batch 64, no deadline, sizes 0, auto nchunks, consumer_reap 1. */
+/* threads 2, outstanding 16, batch 64, no deadline, overflow -1 (as the deadline says), sizes 0,
+ * auto nchunks, consumer_reap 1. */
 void fp_pump_config_init(fp_pump_config *cfg);
 
 /* Validates cfg, attaches the backend (backend->ops->attach) and allocates everything; starts no

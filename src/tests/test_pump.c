@@ -250,6 +250,20 @@ static void test_config_validation(void)
     CHECK_EQ(L.overflow_slots, c.threads * c.outstanding);
     CHECK_EQ(f->nslots, L.nchunks * L.batch + L.overflow_slots); /* attach saw every slot */
     destroy_all(p, f);
+    /* overflow chosen apart from the deadline: off with one, on without one */
+    f = fake_new(16);
+    c.overflow = 0;
+    p = must_create(f, &c);
+    fp_pump_get_layout(p, &L);
+    CHECK_EQ(L.overflow_slots, 0);
+    destroy_all(p, f);
+    f = fake_new(16);
+    c = base_cfg();
+    c.overflow = 1;
+    p = must_create(f, &c);
+    fp_pump_get_layout(p, &L);
+    CHECK_EQ(L.overflow_slots, c.threads * c.outstanding);
+    destroy_all(p, f);
     CHECK_EQ((uint32_t)fp_pump_destroy(NULL), (uint32_t)FP_S_OK);
 }
 
@@ -1249,6 +1263,54 @@ static void test_hoarding_consumer_keeps_serving(void)
     destroy_all(p, f);
 }
 
+/* overflow on without a deadline (what a fanotify group asks for): a hoarding consumer's batches
+ * wait for it, unanswered, while every message that finds no free chunk is answered at once. */
+static void test_overflow_without_deadline(void)
+{
+    fake_backend *f = fake_new(256);
+    fp_pump_config c = base_cfg();
+    c.threads = 1;
+    c.batch = 4;
+    c.outstanding = 4;
+    c.nchunks = 2;
+    c.overflow = 1;
+    fp_pump *p = must_start(f, &c);
+    fp_batch hoard[16];
+    uint32_t nh = 0, seen = 0;
+    for (int i = 0; i < 8; i++)
+        fake_push(f, MSG_SIZE, REPLY_LEN);
+    while (seen < 8 && nh < 16) {
+        fp_batch b = {0};
+        if (fp_pump_next(p, 2000 * MS, &b) != FP_PUMP_BATCH)
+            break;
+        hoard[nh++] = b;
+        seen += b.count;
+    }
+    CHECK_EQ(seen, 8);
+    for (int i = 0; i < 50; i++)
+        fake_push(f, MSG_SIZE, REPLY_LEN);
+    CHECK(fake_wait_answered(f, 50, 5000));
+    fp_pump_stats st;
+    fp_pump_stats_get(p, &st);
+    CHECK_EQ(st.defaulted_overflow, 50);
+    CHECK_EQ(st.defaulted_deadline, 0);
+    for (uint64_t id = 1; id <= 8; id++) /* no deadline: the hoarded ones wait for their consumer */
+        CHECK_EQ(fake_record(f, id).attempts, 0);
+    for (uint32_t i = 0; i < nh; i++) { /* the consumer answers them after all */
+        fp_batch_info in;
+        fp_batch_get_info(p, &hoard[i], &in);
+        handle(&in);
+        fp_batch_reply(p, &hoard[i], NULL, NULL);
+        fp_batch_release(p, &hoard[i]);
+    }
+    CHECK(fake_wait_answered(f, 58, 2000));
+    for (uint64_t id = 1; id <= 58; id++)
+        CHECK_EQ(fake_record(f, id).attempts, 1);
+    for (uint64_t id = 1; id <= 8; id++)
+        CHECK_EQ(fake_record(f, id).reply_word, reply_of(id));
+    destroy_all(p, f);
+}
+
 /* A handler that hangs with its batch, deadline set: the pump keeps receiving (workers take the
  * lead) and every message is answered within about the deadline. */
 static void test_hung_consumer_keeps_serving(void)
@@ -1496,6 +1558,7 @@ int main(void)
         {"truncation_and_zero_tail", test_truncation_and_zero_tail},
         {"attach_failure", test_attach_failure},
         {"hoarding_consumer_keeps_serving", test_hoarding_consumer_keeps_serving},
+        {"overflow_without_deadline", test_overflow_without_deadline},
         {"hung_consumer_keeps_serving", test_hung_consumer_keeps_serving},
         {"wakeups", test_wakeups},
         {"stress_exactly_once", test_stress_exactly_once},
