@@ -258,7 +258,7 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
         answer_overflow(p, ofl, nofl);
     overflow_recheck(p); /* a touched chunk may have been freed above */
     /* pairs with the reaper's idle store before it scans (see reaper_main) */
-    if (pend && p->cfg.deadline_ns >= 0 && atomic_load(&p->reaper_idle))
+    if (pend && p->cfg.deadline_ns >= 0 && !p->reaper_polls && atomic_load(&p->reaper_idle))
         reaper_kick(p);
     if (fail != FP_S_OK)
         pump_fail(p, fail);

@@ -49,6 +49,7 @@ enum { LEAD_NONE = 0, LEAD_WORKER = 1, LEAD_CONSUMER = 2 };
 #define REAP_MAX 64u            /* completions taken per reap */
 #define TAKEOVER_NS 200000u     /* consumer away this long: a worker reaps (see workers.c) */
 #define PARK_MAX_NS 10000000u   /* a parked worker looks again at least this often */
+#define REAPER_POLL_MIN_NS 1000000u /* deadlines from 1 ms: an idle reaper polls once a deadline */
 
 struct fp_chunk {
     _Alignas(CACHELINE) pthread_mutex_t mu;
@@ -145,6 +146,7 @@ struct fp_pump {
     bool r_kick, r_stop, r_started;
     pthread_t r_tid;
     _Atomic int reaper_idle;
+    bool reaper_polls; /* deadline >= REAPER_POLL_MIN_NS: idle, it wakes once a deadline, unkicked */
 
     pthread_mutex_t join_mu;
     bool joined;

@@ -184,6 +184,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     p->target = target;
     p->noverflow = noverflow;
     p->overflow_on = overflow_on;
+    p->reaper_polls = cfg.deadline_ns >= (int64_t)REAPER_POLL_MIN_NS;
     p->nslots = cfg.nchunks * cfg.batch + noverflow;
     p->consumer_reap = cfg.consumer_reap != 0;
     p->slot_size = slot_size;

@@ -169,10 +169,13 @@ void token_released_locked(fp_pump *p)
     p->leader = LEAD_NONE;
     /* an idle consumer leads next; else a worker: consumers may not lead anymore (the event fd
      * is in use), and while stopping only workers drain */
-    if (p->consumer_reap && p->consumers_idle && !atomic_load(&p->stopping))
+    bool stopping = atomic_load(&p->stopping);
+    if (p->consumer_reap && p->consumers_idle && !stopping)
         pthread_cond_signal(&p->ready_cv);
-    else if (p->parked)
-        pthread_cond_signal(&p->w_cv);
+    else if (p->parked && !(p->consumer_reap && p->consumers_in && !stopping))
+        pthread_cond_signal(&p->w_cv); /* not while a consumer is in next(): no worker would
+                                          lead then, it would only wake to park again; they
+                                          take over by their timed park once it has left */
 }
 
 void lead_reap(fp_pump *p, fp_completion *comp, uint32_t timeout_ms)
@@ -269,10 +272,14 @@ void reaper_kick(fp_pump *p)
     pthread_mutex_unlock(&p->r_mu);
 }
 
-/* Sleeps until the earliest deadline among pending messages. When nothing is pending it sleeps
- * until a completion kicks it: chunks_process adds a message's answer state under the chunk
- * mutex, then loads reaper_idle; the reaper stores reaper_idle = 1, then reads every chunk under
- * the same mutexes, so either the reaper sees the new messages or the worker sees idle and kicks.
+/* Sleeps until the earliest deadline among pending messages. When nothing is pending:
+ * - deadline >= REAPER_POLL_MIN_NS: it sleeps one deadline from the start of its scan, no kicks
+ *   (a message that arrived after the scan started is due after that, and one before it was
+ *   seen by the scan), so a message costs the reaper nothing at low load;
+ * - shorter deadlines: it sleeps until a completion kicks it: chunks_process adds a message's
+ *   answer state under the chunk mutex, then loads reaper_idle; the reaper stores
+ *   reaper_idle = 1, then reads every chunk under the same mutexes, so either the reaper sees the
+ *   new messages or the worker sees idle and kicks.
  * A new message's deadline is later than the ones already pending, so the timed sleep never
  * oversleeps one. */
 void *reaper_main(void *arg)
@@ -307,6 +314,11 @@ void *reaper_main(void *arg)
             atomic_store(&p->reaper_idle, 0);
             if (!p->r_kick) {
                 struct timespec ts = fp_timespec_at(next + dl);
+                pthread_cond_timedwait(&p->r_cv, &p->r_mu, &ts);
+            }
+        } else if (p->reaper_polls) {
+            if (!p->r_kick && !p->r_stop) {
+                struct timespec ts = fp_timespec_at(now + dl);
                 pthread_cond_timedwait(&p->r_cv, &p->r_mu, &ts);
             }
         } else {
