@@ -351,6 +351,7 @@ def test_bench_rows_have_the_emulated_bench_keys(tmp_path):
     for r in rows:
         assert r["source"] == "fanotify" and r["messages"] > 0 and r["errors"] == 0
         assert r["latency_us"]["p50"] > 0
+        assert r["cpu_us_per_msg"] > 0
     assert "pump" in benchmark.format_table(rows)
 
 
