@@ -504,17 +504,19 @@ cdef class _PumpCore:
 
         received            messages received into slots (overflow slots included)
         replied             consumer replies the port accepted (batch.reply(), per-message)
-        reply_failed        consumer replies whose send failed (the kernel gave up, a reply
-                            longer than it accepts, the port gone): also in late_replies/errors
+        reply_failed        replies whose send failed, the consumer's or default ones (the
+                            kernel gave up, a reply longer than it accepts, the port gone):
+                            also in late_replies/errors
         no_reply            messages that expect no reply (ReplyLength 0): never answered
-        defaulted           default replies sent: the sum of the five defaulted_* below
+        defaulted           default replies the port accepted: the sum of the five
+                            defaulted_* below
         defaulted_deadline  ... by C, `deadline` seconds after receipt
         defaulted_error     ... because the handler raised (its batch, or in per-message mode
                             its message)
         defaulted_release   ... to messages left unanswered when their batch was released
         defaulted_stop      ... at stop() to messages nobody had answered
-        defaulted_overflow  ... at once, to messages that found no free chunk (with a deadline
-                            only; logged once)
+        defaulted_overflow  ... at once, to messages that found no free chunk (on_full
+                            "default"; logged once)
         late_replies        sends the port refused because the kernel no longer waited
                             (ERROR_FLT_NO_WAITER_FOR_REPLY)
         late_python         consumer replies not sent: the message was already answered

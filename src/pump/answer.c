@@ -71,7 +71,8 @@ uint64_t answer_defaults_locked(fp_pump *p, fp_chunk *c, uint32_t from, uint32_t
     if (n) {
         send_entries(p, c, c->send, c->send_idx, n, &late, &errs);
         atomic_fetch_sub(&c->unanswered, n);
-        count(&p->defaulted[reason], n);
+        count(&p->defaulted[reason], n - late - errs); /* the defaults the port accepted */
+        count(&p->reply_failed, late + errs);
         add_outcomes(p, late, errs);
     }
     return next;
@@ -278,7 +279,8 @@ void answer_overflow(fp_pump *p, const fp_completion *comp, uint32_t n)
             else if (!FP_SUCCEEDED(e))
                 errs++;
         }
-        count(&p->defaulted[DEF_OVERFLOW], k);
+        count(&p->defaulted[DEF_OVERFLOW], k - late - errs);
+        count(&p->reply_failed, late + errs);
         add_outcomes(p, late, errs);
     }
     count(&p->no_reply, noreply);

@@ -221,9 +221,11 @@ void fp_batch_release(fp_pump *p, const fp_batch *b);
 typedef struct fp_pump_stats {
     uint64_t received;           /* messages received into slots (overflow slots included) */
     uint64_t replied;            /* consumer replies the port accepted */
-    uint64_t reply_failed;       /* consumer replies whose send failed (also in late_replies or
-                                    errors): the port refused or was gone */
+    uint64_t reply_failed;       /* replies, the consumer's or default ones, whose send failed
+                                    (also in late_replies or errors): the port refused or was
+                                    gone */
     uint64_t no_reply;           /* messages expecting no reply (never replied) */
+    /* defaulted_*: default replies the port accepted, by who sent them */
     uint64_t defaulted_deadline; /* default replies sent by the reaper */
     uint64_t defaulted_error;    /* ... by fp_batch_finish(FP_FINISH_ERROR) */
     uint64_t defaulted_release;  /* ... by fp_batch_finish(FP_FINISH_RELEASE) / release */
