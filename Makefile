@@ -5,8 +5,9 @@
 #   make win        the C core for Windows (mingw-w64, the REAL <windows.h> / <fltuser.h>) in
 #                   out/win/: libfastport.a, and fastport-cref.exe linked against the real FltLib
 #                   import library, whose import table is checked (scripts/win-imports.sh)
-#   make wine       the pump's tests for Windows, over src/backends/fltlib.c and a fltlib test
-#                   double (src/tests/win/), run under Wine (scripts/wine-run.sh)
+#   make wine       the pump's tests for Windows, run under Wine (scripts/wine-run.sh): over
+#                   src/backends/fltlib.c and a fltlib test double (src/tests/win/), and
+#                   test_pump.c (its fake backend) on the Win32 primitives
 CC ?= cc
 CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc -Isrc/fltsim/win32 -DFASTPORT_DEBUG=1
 CFLAGS ?= -O2 -g
@@ -69,7 +70,7 @@ WIN_TEST_HEADERS = src/tests/check.h $(wildcard src/tests/win/*.h)
 win: $(OUT)/win/fastport-cref.exe
 	scripts/win-imports.sh $<
 
-wine: $(OUT)/win/test_pump_wine.exe
+wine: $(OUT)/win/test_pump_wine.exe $(OUT)/win/test_pump.exe
 	scripts/wine-run.sh $^
 
 $(OUT)/win/obj/%.o: src/%.c $(WIN_HEADERS)
@@ -82,6 +83,11 @@ $(OUT)/win/libfastport.a: $(patsubst src/%.c,$(OUT)/win/obj/%.o,$(WIN_SRC))
 
 $(OUT)/win/fastport-cref.exe: src/win/fastport_cref.c $(OUT)/win/libfastport.a $(WIN_HEADERS)
 	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< $(OUT)/win/libfastport.a -lfltlib
+
+# the pump's own suite (its fake backend) on Win32 threads, locks and condition variables
+$(OUT)/win/test_pump.exe: src/tests/test_pump.c src/tests/fake_backend.h $(OUT)/win/libfastport.a \
+		$(WIN_HEADERS) $(WIN_TEST_HEADERS)
+	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< $(OUT)/win/libfastport.a
 
 # the test double stands in for FltLib: no -lfltlib here
 $(OUT)/win/test_pump_wine.exe: src/tests/win/test_pump_wine.c src/tests/win/fltlib_double.c \

@@ -97,6 +97,16 @@ static inline void fp_thread_join(fp_thread t)
     CloseHandle(t);
 }
 
+typedef DWORD fp_thread_id; /* who a thread is, to compare with the calling thread */
+static inline fp_thread_id fp_thread_self(void)
+{
+    return GetCurrentThreadId();
+}
+static inline bool fp_thread_is_self(fp_thread_id id)
+{
+    return id == GetCurrentThreadId();
+}
+
 typedef HRESULT(WINAPI *fp_set_thread_description_fn)(HANDLE, PCWSTR);
 /* Names the calling thread (debuggers, Process Explorer, ETW) on Windows 10 1607 and later; a
  * no-op on older systems (looked up at run time, so the program loads everywhere). */
@@ -158,9 +168,15 @@ static inline void fp_sleep_ms(unsigned ms)
     Sleep(ms);
 }
 
+static inline void fp_yield(void)
+{
+    SwitchToThread();
+}
+
 #else /* POSIX */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -240,6 +256,16 @@ static inline void fp_thread_join(fp_thread t)
     pthread_join(t, NULL);
 }
 
+typedef pthread_t fp_thread_id; /* who a thread is, to compare with the calling thread */
+static inline fp_thread_id fp_thread_self(void)
+{
+    return pthread_self();
+}
+static inline bool fp_thread_is_self(fp_thread_id id)
+{
+    return pthread_equal(id, pthread_self()) != 0;
+}
+
 /* Names the calling thread (top -H, perf, gdb) on Linux, cut to 15 characters; a no-op on other
  * POSIX systems. */
 static inline void fp_thread_name(const char *prefix, unsigned index)
@@ -302,6 +328,11 @@ static inline uint64_t fp_phys_memory(void)
 static inline void fp_sleep_ms(unsigned ms)
 {
     usleep(ms * 1000u);
+}
+
+static inline void fp_yield(void)
+{
+    sched_yield();
 }
 #endif
 
