@@ -65,12 +65,13 @@ WIN_AR = x86_64-w64-mingw32-ar
 WIN_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -O2 -g -Isrc -D_WIN32_WINNT=0x0A00 -DFASTPORT_DEBUG=1
 WIN_SRC = src/common/histogram.c $(wildcard src/pump/*.c) src/backends/fltlib.c src/cref/cref.c
 WIN_HEADERS = $(wildcard src/common/*.h src/pump/*.h src/backends/*.h src/cref/*.h src/protocols/*.h)
-WIN_TEST_HEADERS = src/tests/check.h $(wildcard src/tests/win/*.h)
+WIN_TEST_HEADERS = src/tests/check.h src/tests/fake_backend.h src/tests/wakeup.h $(wildcard src/tests/win/*.h)
 
 win: $(OUT)/win/fastport-cref.exe
 	scripts/win-imports.sh $<
 
-wine: $(OUT)/win/test_pump_wine.exe $(OUT)/win/test_pump.exe
+WINE_TESTS = $(OUT)/win/test_pump_wine.exe $(OUT)/win/test_pump.exe $(OUT)/win/test_pump_hostile.exe
+wine: $(WINE_TESTS)
 	scripts/wine-run.sh $^
 
 $(OUT)/win/obj/%.o: src/%.c $(WIN_HEADERS)
@@ -84,9 +85,9 @@ $(OUT)/win/libfastport.a: $(patsubst src/%.c,$(OUT)/win/obj/%.o,$(WIN_SRC))
 $(OUT)/win/fastport-cref.exe: src/win/fastport_cref.c $(OUT)/win/libfastport.a $(WIN_HEADERS)
 	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< $(OUT)/win/libfastport.a -lfltlib
 
-# the pump's own suite (its fake backend) on Win32 threads, locks and condition variables
-$(OUT)/win/test_pump.exe: src/tests/test_pump.c src/tests/fake_backend.h $(OUT)/win/libfastport.a \
-		$(WIN_HEADERS) $(WIN_TEST_HEADERS)
+# the pump's own suites (its fake backend) on Win32 threads, locks and condition variables
+$(OUT)/win/test_pump.exe $(OUT)/win/test_pump_hostile.exe: $(OUT)/win/%.exe: src/tests/%.c \
+		$(OUT)/win/libfastport.a $(WIN_HEADERS) $(WIN_TEST_HEADERS)
 	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< $(OUT)/win/libfastport.a
 
 # the test double stands in for FltLib: no -lfltlib here

@@ -35,6 +35,8 @@ typedef DWORD fp_thread_ret;
 #define FP_THREAD_API WINAPI
 typedef HANDLE fp_event;
 #define FP_EVENT_NONE NULL
+#define FP_MUTEX_INIT SRWLOCK_INIT      /* static initialisers */
+#define FP_COND_INIT CONDITION_VARIABLE_INIT
 
 static inline int fp_mutex_init(fp_mutex *m)
 {
@@ -191,6 +193,8 @@ typedef void *fp_thread_ret;
 #define FP_THREAD_API
 typedef int fp_event;
 #define FP_EVENT_NONE (-1)
+#define FP_MUTEX_INIT PTHREAD_MUTEX_INITIALIZER /* static initialisers (a static condition */
+#define FP_COND_INIT PTHREAD_COND_INITIALIZER   /* variable's timed waits use CLOCK_REALTIME) */
 
 static inline int fp_mutex_init(fp_mutex *m)
 {

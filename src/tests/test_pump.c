@@ -4,9 +4,6 @@
  * less). */
 #define _GNU_SOURCE
 #include <inttypes.h>
-#ifndef _WIN32
-#include <poll.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +12,7 @@
 #include "common/histogram.h"
 #include "pump/pump.h"
 #include "tests/fake_backend.h"
+#include "tests/wakeup.h"
 #include "check.h"
 
 static double g_scale = 1.0;
@@ -1329,37 +1327,6 @@ static void test_truncation_and_zero_tail(void)
 
 /* ------------------------------------------------------------------ eventfd */
 
-/* The consumer's wake-up object: the eventfd (polled) on POSIX, the event HANDLE on Windows. */
-#ifdef _WIN32
-typedef HANDLE wakeup_t;
-static wakeup_t wakeup_of(fp_pump *p)
-{
-    return fp_pump_wait_handle(p);
-}
-static bool wakeup_valid(wakeup_t w)
-{
-    return w != NULL;
-}
-static int readable(wakeup_t w, int ms)
-{
-    return WaitForSingleObject(w, (DWORD)ms) == WAIT_OBJECT_0;
-}
-#else
-typedef int wakeup_t;
-static wakeup_t wakeup_of(fp_pump *p)
-{
-    return fp_pump_fd(p);
-}
-static bool wakeup_valid(wakeup_t w)
-{
-    return w >= 0;
-}
-static int readable(wakeup_t fd, int ms)
-{
-    struct pollfd pf = {fd, POLLIN, 0};
-    return poll(&pf, 1, ms) == 1 && (pf.revents & POLLIN);
-}
-#endif
 
 static void test_eventfd(void)
 {
