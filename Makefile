@@ -65,7 +65,7 @@ WIN_AR = x86_64-w64-mingw32-ar
 WIN_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -O2 -g -Isrc -D_WIN32_WINNT=0x0A00 -DFASTPORT_DEBUG=1
 WIN_SRC = src/common/histogram.c $(wildcard src/pump/*.c) src/backends/fltlib.c src/cref/cref.c
 WIN_HEADERS = $(wildcard src/common/*.h src/pump/*.h src/backends/*.h src/cref/*.h src/protocols/*.h)
-WIN_TEST_HEADERS = src/tests/check.h src/tests/fake_backend.h src/tests/wakeup.h $(wildcard src/tests/win/*.h)
+WIN_TEST_HEADERS = src/tests/check.h src/tests/fake_backend.h src/tests/pump_kit.h $(wildcard src/tests/win/*.h)
 
 win: $(OUT)/win/fastport-cref.exe
 	scripts/win-imports.sh $<

@@ -12,7 +12,7 @@
 #include "common/histogram.h"
 #include "pump/pump.h"
 #include "tests/fake_backend.h"
-#include "tests/wakeup.h"
+#include "tests/pump_kit.h"
 #include "check.h"
 
 static double g_scale = 1.0;
@@ -1499,15 +1499,7 @@ int main(void)
     int tests_passed = 0, tests_failed = 0;
     run_tests(tests, sizeof tests / sizeof tests[0], &tests_passed, &tests_failed);
 #ifdef FASTPORT_DEBUG
-    fp_pump_debug d;
-    fp_pump_debug_counters(&d);
-    if (d.pumps_live != 0 || d.slabs_allocated != d.slabs_freed ||
-        d.chunks_allocated != d.chunks_freed) {
-        printf("   FAILED: debug counters: pumps %lld slabs %lld/%lld chunks %lld/%lld\n",
-               (long long)d.pumps_live, (long long)d.slabs_allocated, (long long)d.slabs_freed,
-               (long long)d.chunks_allocated, (long long)d.chunks_freed);
-        tests_failed++;
-    }
+    tests_failed += pump_leaks();
 #endif
     printf("%d passed, %d failed\n", tests_passed, tests_failed);
     return tests_failed ? 1 : 0;

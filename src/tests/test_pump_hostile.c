@@ -14,7 +14,7 @@
 /* the fake offers more than these tests use */
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "tests/fake_backend.h"
-#include "tests/wakeup.h"
+#include "tests/pump_kit.h"
 #include "check.h"
 
 #define MS 1000000LL

@@ -1,9 +1,10 @@
-/* The pump consumer's wake-up object in the C tests: the eventfd (fp_pump_fd, polled) on POSIX,
- * the event HANDLE (fp_pump_wait_handle) on Windows. */
-#ifndef FP_TESTS_WAKEUP_H
-#define FP_TESTS_WAKEUP_H
+/* What the pump's C test programs share: the consumer's wake-up object (the eventfd, polled, on
+ * POSIX; the event HANDLE on Windows) and the leak check at exit. */
+#ifndef FP_TESTS_PUMP_KIT_H
+#define FP_TESTS_PUMP_KIT_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "common/fp_os.h"
 #include "pump/pump.h"
@@ -42,5 +43,19 @@ static inline bool readable(wakeup_t fd, int ms)
     return poll(&pf, 1, ms) == 1 && (pf.revents & POLLIN);
 }
 #endif
+
+/* After every test: no pump alive, every slab and chunk freed. Says what leaked; 1 if anything. */
+static inline int pump_leaks(void)
+{
+    fp_pump_debug d;
+    fp_pump_debug_counters(&d);
+    if (d.pumps_live == 0 && d.slabs_allocated == d.slabs_freed &&
+        d.chunks_allocated == d.chunks_freed)
+        return 0;
+    printf("   FAILED: debug counters: pumps %lld slabs %lld/%lld chunks %lld/%lld\n",
+           (long long)d.pumps_live, (long long)d.slabs_allocated, (long long)d.slabs_freed,
+           (long long)d.chunks_allocated, (long long)d.chunks_freed);
+    return 1;
+}
 
 #endif
