@@ -154,12 +154,21 @@ int fp_pump_try_next(fp_pump *p, fp_batch *out); /* = fp_pump_next(p, 0, out) */
 /* The terminal error (the backend HRESULT that ended the pump), or FP_S_OK. */
 fp_hresult fp_pump_error(fp_pump *p);
 
-/* An eventfd (EFD_NONBLOCK) that is readable exactly while fp_pump_next would not block: a batch
- * is ready, or the pump is stopped or has ended. The pump keeps it so (level semantics). The
- * consumer NEVER reads it; it polls it (asyncio add_reader), then calls fp_pump_try_next until
- * FP_PUMP_TIMEOUT. Created on first call; from then on only workers reap (an event-loop consumer
- * never blocks in the pump). -1 (errno set) if it cannot be created. */
+/* The consumer's wake-up object, for event loops. It is SET exactly while fp_pump_next would not
+ * block: a batch is ready, or the pump is stopped or has ended; the pump keeps it so (level
+ * semantics). The consumer never reads, resets or closes it: it waits for it, then calls
+ * fp_pump_try_next until FP_PUMP_TIMEOUT. Created on first call (of either function); from then
+ * on only workers reap (an event-loop consumer never blocks in the pump). It lives until
+ * fp_pump_destroy.
+ *
+ * fp_pump_fd (POSIX): an eventfd (EFD_NONBLOCK), readable while set, for poll/epoll (asyncio
+ * add_reader). -1 (errno set) if it cannot be created; on Windows always -1 (errno ENOSYS).
+ * fp_pump_wait_handle (Windows): a manual-reset event HANDLE, signalled while set, for
+ * WaitForSingleObject / WaitForMultipleObjects / RegisterWaitForSingleObject (asyncio's Proactor
+ * loop: _overlapped.RegisterWaitWithQueue, as its wait_for_handle does). NULL (GetLastError set)
+ * if it cannot be created; elsewhere always NULL. */
 int fp_pump_fd(fp_pump *p);
+void *fp_pump_wait_handle(fp_pump *p);
 
 /* Everything the consumer needs to build its views of one batch. */
 typedef struct fp_batch_info {
