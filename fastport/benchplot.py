@@ -173,7 +173,7 @@ def _bars(ax: Any, groups: list[list[dict]], clients: list[str], colors: dict,
             ax.bar_label(bars, labels=[label(y) for y in ys], fontsize=8, padding=2)
         where.update((id(r), x) for x, r in pts)
     ax.set_xticks(range(len(groups)))
-    pad = max(0.0, (3 - len(groups)) / 2)  # one or two groups: bars of a readable width
+    pad = 0.6 if len(groups) == 1 else 0.0  # one group: bars of a readable width
     ax.set_xlim(-0.6 - pad, len(groups) - 0.4 + pad)
     return [where[id(r)] for g in groups for r in g], width * 0.92
 
