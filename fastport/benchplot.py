@@ -163,7 +163,7 @@ def _bars(ax: Any, groups: list[list[dict]], clients: list[str], colors: dict,
     `groups` flattened, and the bars' width."""
     here = [c for c in clients if any(r["client"] == c for g in groups for r in g)]
     width = 0.8 / len(here)
-    where = {}
+    where: dict[int, float] = {}
     for i, c in enumerate(here):
         pts = [(g - 0.4 + width * (i + 0.5), r) for g, grp in enumerate(groups) for r in grp
                if r["client"] == c]
