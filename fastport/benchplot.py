@@ -151,8 +151,9 @@ def _load_axis(ax: Any, rows: list[dict]) -> None:
 
 
 def _unit(rows: list[dict]) -> tuple[str, float]:
-    """The latency unit fitting the rows' worst p99: ('ms', 1e3) or ('us', 1.0)."""
-    return ("ms", 1e3) if max(r["latency_us"]["p99"] for r in rows) >= 1e3 else ("us", 1.0)
+    """The latency unit fitting the rows' worst p99: ('s', 1e6), ('ms', 1e3) or ('us', 1.0)."""
+    worst = max(r["latency_us"]["p99"] for r in rows)
+    return ("s", 1e6) if worst >= 1e6 else ("ms", 1e3) if worst >= 1e3 else ("us", 1.0)
 
 
 def _bars(ax: Any, groups: list[list[dict]], clients: list[str], colors: dict,

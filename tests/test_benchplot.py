@@ -110,6 +110,11 @@ def test_nothing_to_plot(tmp_path):
         benchplot.plot(str(tmp_path / "p.png"), scan)
 
 
+def test_latency_units_follow_the_scale():
+    assert [benchplot._unit([row("pump", p99=v)])[0] for v in (900.0, 2e4, 3e6)] == [
+        "us", "ms", "s"]
+
+
 def test_rates_and_payloads_read_as_people_write_them():
     assert [benchplot._rate(v) for v in (0, 8, 64, 2500, 544316, 1.25e6)] == [
         "0", "8", "64", "2.5k", "544k", "1.25M"]
