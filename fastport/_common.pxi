@@ -73,8 +73,8 @@ cdef bytes _name_arg(object name):
     cdef bytes b = name.encode("utf-8")
     if len(b) == 0:
         raise ValueError("port name must not be empty")
-    if len(b) > FSIM_MAX_NAME:
-        raise ValueError(f"port name is {len(b)} bytes; the limit is {FSIM_MAX_NAME}")
+    if len(b) > FP_PORT_MAX_NAME:
+        raise ValueError(f"port name is {len(b)} bytes; the limit is {FP_PORT_MAX_NAME}")
     if b"\0" in b:
         raise ValueError("port name must not contain NUL")
     return b

@@ -314,7 +314,7 @@ cdef class CReference:
         if self.port is None:  # made with CReference.__new__
             raise RuntimeError("this CReference was not initialised: make one with "
                                "CReference(port, ...)")
-        cdef SIM_HANDLE h = self.port._handle()
+        cdef void *h = self.port._handle()
         cdef fp_cref *old = self._c
         self._c = NULL
         cdef fp_cref *c = NULL
@@ -322,7 +322,7 @@ cdef class CReference:
         with nogil:
             if old is not NULL:
                 fp_cref_destroy(old)
-            hr = fp_cref_start(<void *><uintptr_t>h, self.threads, self.outstanding, self._proto,
+            hr = fp_cref_start(h, self.threads, self.outstanding, self._proto,
                                self.max_payload, &c)
         if hr == FP_E_OUTOFMEMORY:
             raise MemoryError("fp_cref_start: out of memory (or threads)")

@@ -1,6 +1,17 @@
 # User side: the FltLib-shaped port (FilterConnectCommunicationPort and friends), one call per
-# message. Blocking calls release the GIL and wake every 100 ms to let Ctrl-C through.
+# message, over a table of C functions (src/backends/port.h): the emulator's own calls ("sim") or
+# FltLib's ("fltlib": the real FLTLIB.DLL on Windows, the emulator's Win32 face elsewhere).
+# Blocking calls release the GIL and wake every 100 ms to let Ctrl-C through.
+import logging as _logging
+
 from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.mem cimport PyMem_Free
+from libc.stddef cimport wchar_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    wchar_t *PyUnicode_AsWideCharString(object unicode, Py_ssize_t *size) except NULL
 
 cdef uint32_t _SIGNAL_SLICE_MS = 100
 
@@ -31,7 +42,8 @@ cdef class Message:
 cdef class Port(_Source):
     """A connection to a communication port (user side). Use `fastport.connect` to make one.
     Context manager: leaving the block closes it."""
-    cdef SIM_HANDLE _h
+    cdef void *_h
+    cdef const fp_port_ops *_ops
     cdef readonly str name
     cdef readonly bint sync
     cdef uint64_t _cancels # cancel() calls so far: a get between two of its waits sees them
@@ -39,7 +51,8 @@ cdef class Port(_Source):
     cdef object _iocp_user # id() of the pump using it now, or None (an id: no reference cycle)
 
     def __cinit__(self):
-        self._h = 0
+        self._h = NULL
+        self._ops = NULL
         self._iocp = NULL
 
     def __init__(self, *args, **kwargs):
@@ -47,23 +60,24 @@ cdef class Port(_Source):
                         "directly")
 
     def __dealloc__(self):
-        cdef SIM_HANDLE h = self._h
+        cdef void *h = self._h
+        cdef const fp_port_ops *ops = self._ops
         self._close_completion_port()
-        if h:
-            self._h = 0
+        if h is not NULL:
+            self._h = NULL
             with nogil:
-                SimFilterClose(h)
+                ops.close(h)
 
     cdef void *_completion_port(self, object user) except NULL:
         """The completion port of this handle, for one pump at a time (a handle joins one
         completion port for life, and two pumps on one port would reap each other's gets)."""
-        cdef SIM_HANDLE h = self._handle()
+        cdef void *h = self._handle()
         cdef int32_t hr
         if self._iocp_user is not None:
             raise RuntimeError(f"{self!r} is already served by a pump: one pump per port at a "
                                "time (stop it and let it go first)")
         if self._iocp is NULL:
-            hr = fp_fltlib_completion_port(<void *><uintptr_t>h, &self._iocp)
+            hr = fp_fltlib_completion_port(h, &self._iocp)
             if hr < 0:
                 self._iocp = NULL
                 _check_hr(hr, "CreateIoCompletionPort (the port's handle already joined another "
@@ -74,7 +88,7 @@ cdef class Port(_Source):
     cdef _release_completion_port(self, object user):
         if self._iocp_user == id(user):
             self._iocp_user = None
-            if self._h == 0:  # closed while the pump ran: its gets had to complete somewhere
+            if self._h is NULL:  # closed while the pump ran: its gets had to complete somewhere
                 self._close_completion_port()
 
     cdef _close_completion_port(self):
@@ -88,8 +102,7 @@ cdef class Port(_Source):
         cdef void *iocp = self._completion_port(pump)
         cdef uint32_t flags = FP_BACKEND_LOCAL_REPLY if self._local_replies() else 0
         cdef int32_t hr = 0
-        cdef fp_backend *b = fp_fltlib_backend_new(<void *><uintptr_t>self._handle(), iocp, flags,
-                                                   &hr)
+        cdef fp_backend *b = fp_fltlib_backend_new(self._handle(), iocp, flags, &hr)
         if b is NULL:
             self._release_completion_port(pump)
             _check_hr(hr, "creating the pump's backend")
@@ -101,24 +114,28 @@ cdef class Port(_Source):
 
     cdef bint _local_replies(self) except -1:
         """Whether a reply costs no round trip (not the emulator's socket transport)."""
-        cdef fsim_transport t
-        return SimFilterGetTransport(self._handle(), &t) == FP_S_OK and t == FSIM_INPROC
+        return self._ops.local_replies(self._handle()) != 0
 
-    cdef SIM_HANDLE _handle(self) except 0:
+    cdef void *_handle(self) except NULL:
         if self.name is None:  # made with Port.__new__: never connected
             raise RuntimeError("this Port was never connected: make one with fastport.connect(name)")
-        if self._h == 0:
+        if self._h is NULL:
             raise _status.error_from_hresult(<uint32_t>FP_E_INVALID_HANDLE, "the port is closed")
         return self._h
 
     @property
     def handle(self):
-        """The emulated HANDLE (an int; 0 once closed)."""
-        return self._h
+        """The HANDLE (an int; 0 once closed)."""
+        return <uintptr_t>self._h
+
+    @property
+    def backend(self):
+        """Which calls serve this port: "sim" (the emulator's own) or "fltlib" (FltLib's)."""
+        return None if self._ops is NULL else self._ops.name.decode("ascii")
 
     @property
     def closed(self):
-        return self._h == 0
+        return self._h is NULL
 
     def get_message(self, size=65536, timeout=None):
         """FilterGetMessage: wait for the next message and return a Message.
@@ -127,9 +144,10 @@ cdef class Port(_Source):
         forever (then PortTimeout). A message longer than the buffer raises BufferTooSmall whose
         `.message` holds the header and the bytes that fit: it counts as delivered, and the sender
         still waits for a reply to its message_id."""
-        cdef uint32_t n = _u32_arg(size, "size", 16, 16 + FSIM_MAX_MESSAGE)
+        cdef uint32_t n = _u32_arg(size, "size", 16, 16 + FP_PORT_MAX_MESSAGE)
         cdef int64_t t = _timeout_ns(timeout)
-        cdef SIM_HANDLE h = self._handle()
+        cdef void *h = self._handle()
+        cdef const fp_port_ops *ops = self._ops
         buf = bytearray(n)
         cdef FP_MESSAGE_HEADER *hdr = <FP_MESSAGE_HEADER *>PyByteArray_AS_STRING(buf)
         cdef uint32_t got = 0, slice_ms
@@ -147,7 +165,7 @@ cdef class Port(_Source):
                 left = deadline - _time.monotonic()
                 slice_ms = <uint32_t>max(0.0, min(left * 1000.0, <double>_SIGNAL_SLICE_MS))
             with nogil:
-                hr = SimFilterGetMessage(h, hdr, n, slice_ms, &got)
+                hr = ops.get(h, hdr, n, slice_ms, &got)
             if hr != FP_E_TIMEOUT or (t >= 0 and _time.monotonic() >= deadline):
                 break
             PyErr_CheckSignals()
@@ -172,15 +190,16 @@ cdef class Port(_Source):
         if message_id < 0 or message_id > 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"message_id out of range: {message_id}")
         cdef int32_t st = _status_arg(status, "status")
-        cdef SIM_HANDLE h = self._handle()
+        cdef void *h = self._handle()
+        cdef const fp_port_ops *ops = self._ops
         cdef Py_buffer buf
         PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
         cdef char *rb = NULL
         cdef int32_t hr
         cdef uint32_t total
         try:
-            if <size_t>buf.len > FSIM_MAX_MESSAGE:
-                raise ValueError(f"reply is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
+            if <size_t>buf.len > FP_PORT_MAX_MESSAGE:
+                raise ValueError(f"reply is {buf.len} bytes; the limit is {FP_PORT_MAX_MESSAGE}")
             total = <uint32_t>(16 + buf.len)
             rb = <char *>malloc(total)
             if rb is NULL:
@@ -191,7 +210,7 @@ cdef class Port(_Source):
             if buf.len:
                 memcpy(rb + 16, buf.buf, buf.len)
             with nogil:
-                hr = SimFilterReplyMessage(h, <FP_REPLY_HEADER *>rb, total)
+                hr = ops.reply(h, rb, total)
             _check_hr(hr, "FilterReplyMessage")
         finally:
             free(rb)
@@ -200,8 +219,9 @@ cdef class Port(_Source):
     def send_message(self, data, out_size):
         """FilterSendMessage: run the server's MessageNotify with `data`; returns its output
         (at most `out_size` bytes)."""
-        cdef uint32_t cap = _u32_arg(out_size, "out_size", 0, FSIM_MAX_MESSAGE)
-        cdef SIM_HANDLE h = self._handle()
+        cdef uint32_t cap = _u32_arg(out_size, "out_size", 0, FP_PORT_MAX_MESSAGE)
+        cdef void *h = self._handle()
+        cdef const fp_port_ops *ops = self._ops
         cdef Py_buffer buf
         PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
         out = bytearray(cap)
@@ -209,11 +229,10 @@ cdef class Port(_Source):
         cdef uint32_t ret = 0
         cdef int32_t hr
         try:
-            if <size_t>buf.len > FSIM_MAX_MESSAGE:
-                raise ValueError(f"message is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
+            if <size_t>buf.len > FP_PORT_MAX_MESSAGE:
+                raise ValueError(f"message is {buf.len} bytes; the limit is {FP_PORT_MAX_MESSAGE}")
             with nogil:
-                hr = SimFilterSendMessage(h, buf.buf, <uint32_t>buf.len, op if cap else NULL,
-                                          cap, &ret)
+                hr = ops.send(h, buf.buf, <uint32_t>buf.len, op if cap else NULL, cap, &ret)
             _check_hr(hr, "FilterSendMessage")
             return bytes(out[:ret])
         finally:
@@ -222,23 +241,25 @@ cdef class Port(_Source):
     def cancel(self):
         """CancelIoEx(port, NULL): every get pending on this port raises OperationAborted
         (0x800703E3). Nothing pending is not an error."""
-        cdef SIM_HANDLE h = self._handle()
+        cdef void *h = self._handle()
+        cdef const fp_port_ops *ops = self._ops
         self._cancels += 1
         cdef int32_t hr
         with nogil:
-            hr = SimFilterCancelIo(h, NULL)
+            hr = ops.cancel(h)
         if hr != FP_E_NOT_FOUND:
             _check_hr(hr, "CancelIoEx")
 
     def close(self):
         """Close the handle (disconnects). Safe to call twice."""
-        cdef SIM_HANDLE h = self._h
-        self._h = 0
+        cdef void *h = self._h
+        cdef const fp_port_ops *ops = self._ops
+        self._h = NULL
         if self._iocp_user is None:  # else the pump closes it once it is done with it
             self._close_completion_port()
-        if h:
+        if h is not NULL:
             with nogil:
-                SimFilterClose(h)
+                ops.close(h)
             _port_log.info("port %r closed", self.name)
 
     def __enter__(self):
@@ -248,30 +269,39 @@ cdef class Port(_Source):
         self.close()
 
     def __repr__(self):
-        return f"<Port {self.name!r}{' closed' if self._h == 0 else ''}>"
+        return f"<Port {self.name!r}{' closed' if self._h is NULL else ''}>"
 
 
-def _connect_sim(str name not None, context, bint sync):
-    """Backs fastport.connect for the emulated Filter Manager."""
-    cdef bytes bname = _name_arg(name)
-    cdef Py_buffer ctx
-    PyObject_GetBuffer(context, &ctx, PyBUF_SIMPLE)
-    cdef SIM_HANDLE h = 0
-    cdef int32_t hr
-    cdef const char *cname = bname
-    cdef uint32_t opts = FLT_PORT_FLAG_SYNC_HANDLE if sync else 0
-    try:
-        if <size_t>ctx.len > FSIM_MAX_CONTEXT:
-            raise ValueError(f"context is {ctx.len} bytes; the limit is {FSIM_MAX_CONTEXT}")
-        with nogil:
-            hr = SimFilterConnectCommunicationPort(cname, opts, ctx.buf if ctx.len else NULL,
-                                                   <uint32_t>ctx.len, NULL, &h)
-    finally:
-        PyBuffer_Release(&ctx)
-    _check_hr(hr, f"FilterConnectCommunicationPort({name!r})")
+cdef Port _connected(str name, void *h, const fp_port_ops *ops, bint sync):
     cdef Port p = Port.__new__(Port)
     p._h = h
+    p._ops = ops
     p.name = name
     p.sync = sync
-    _port_log.info("connected to port %r (handle 0x%x%s)", name, h, ", sync" if sync else "")
+    _port_log.info("connected to port %r (%s, handle 0x%x%s)", name, ops.name.decode("ascii"),
+                   <uintptr_t>h, ", sync" if sync else "")
     return p
+
+
+def _connect_fltlib(str name not None, context, bint sync):
+    """Backs fastport.connect(backend="fltlib"): FilterConnectCommunicationPort."""
+    _name_arg(name)  # the same rules as the emulator's names
+    cdef Py_buffer ctx
+    cdef wchar_t *wname = PyUnicode_AsWideCharString(name, NULL)
+    cdef void *h = NULL
+    cdef int32_t hr
+    cdef uint32_t opts = FP_PORT_SYNC_HANDLE if sync else 0
+    try:
+        PyObject_GetBuffer(context, &ctx, PyBUF_SIMPLE)
+        try:
+            if <size_t>ctx.len > FP_PORT_MAX_CONTEXT:
+                raise ValueError(f"context is {ctx.len} bytes; the limit is {FP_PORT_MAX_CONTEXT}")
+            with nogil:
+                hr = fp_port_fltlib_connect(wname, opts, ctx.buf if ctx.len else NULL,
+                                            <uint32_t>ctx.len, &h)
+        finally:
+            PyBuffer_Release(&ctx)
+    finally:
+        PyMem_Free(wname)
+    _check_hr(hr, f"FilterConnectCommunicationPort({name!r})")
+    return _connected(name, h, &fp_port_fltlib, sync)

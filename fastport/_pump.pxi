@@ -249,12 +249,12 @@ cdef class _PumpCore:
             raise TypeError("message and reply dtypes must be plain data (no Python objects)")
         if self.reply_dtype.itemsize == 0:
             raise ValueError("the reply dtype must not be empty")
-        if self.reply_dtype.itemsize > FSIM_MAX_MESSAGE:  # every reply would fail to send
+        if self.reply_dtype.itemsize > FP_PORT_MAX_MESSAGE:  # every reply would fail to send
             raise ValueError(f"reply dtype is {self.reply_dtype.itemsize} bytes; the limit is "
-                             f"{FSIM_MAX_MESSAGE} (the port's largest reply, header excluded)")
-        if self.message_dtype.itemsize > FSIM_MAX_MESSAGE:
+                             f"{FP_PORT_MAX_MESSAGE} (the port's largest reply, header excluded)")
+        if self.message_dtype.itemsize > FP_PORT_MAX_MESSAGE:
             raise ValueError(f"message dtype is {self.message_dtype.itemsize} bytes; the limit is "
-                             f"{FSIM_MAX_MESSAGE}")
+                             f"{FP_PORT_MAX_MESSAGE}")
         self._header_dtype = _dtypes.FILTER_MESSAGE_HEADER
         self._status_dtype = _np.dtype(_np.int32)
         self._length_dtype = _np.dtype(_np.uint32)
@@ -400,13 +400,6 @@ cdef class _PumpCore:
             _check_hr(fp_pump_error(self._p), "the pump's port")
             raise StopIteration
         return None
-
-    def _fd(self):
-        self._ok()
-        cdef int fd = fp_pump_fd(self._p)
-        if fd < 0:
-            raise OSError("cannot create the pump's event fd")
-        return fd
 
     cdef _put_reply(self, replies, uint32_t i, r):
         cdef Py_ssize_t size = self.reply_dtype.itemsize
@@ -611,18 +604,3 @@ cdef bytes _reply_bytes(object value, cnp.dtype dt):
     arr[0] = value
     return arr.tobytes()
 
-
-def debug_counters():
-    """Process-wide counts of live C objects, for leak checks: emulated client and server ports,
-    pumps, and pump slabs/chunks allocated and freed."""
-    cdef fp_pump_debug d
-    fp_pump_debug_counters(&d)
-    return {
-        "sim_clients": fsim_debug_live_clients(),
-        "sim_servers": fsim_debug_live_servers(),
-        "pumps_live": d.pumps_live,
-        "slabs_allocated": d.slabs_allocated,
-        "slabs_freed": d.slabs_freed,
-        "chunks_allocated": d.chunks_allocated,
-        "chunks_freed": d.chunks_freed,
-    }

@@ -377,3 +377,19 @@ def _create_port(str name not None, str transport not None, max_connections, acc
 def runtime_dir():
     """Where socket-transport ports live: $FASTPORT_RUNTIME_DIR, else /tmp/fastport-<uid>."""
     return fsim_runtime_dir().decode()
+
+
+def debug_counters():  # here: the emulator is POSIX-only, and so is this
+    """Process-wide counts of live C objects, for leak checks: emulated client and server ports,
+    pumps, and pump slabs/chunks allocated and freed."""
+    cdef fp_pump_debug d
+    fp_pump_debug_counters(&d)
+    return {
+        "sim_clients": fsim_debug_live_clients(),
+        "sim_servers": fsim_debug_live_servers(),
+        "pumps_live": d.pumps_live,
+        "slabs_allocated": d.slabs_allocated,
+        "slabs_freed": d.slabs_freed,
+        "chunks_allocated": d.chunks_allocated,
+        "chunks_freed": d.chunks_freed,
+    }

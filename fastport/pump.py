@@ -16,12 +16,14 @@ import asyncio
 import inspect
 import logging
 import numbers
+import sys
 import threading
 import weakref
-from typing import Any, AsyncIterator, Callable, Iterator, Optional
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 import numpy as np
 
+from fastport import _ext
 from fastport._ext import Batch, _PumpCore, _Source
 
 __all__ = ["Pump", "Batch"]
@@ -30,6 +32,16 @@ _log = logging.getLogger("fastport.pump")
 
 # the C pump's limits (src/pump/pump.h)
 _LIMITS = {"threads": 1024, "reply_threads": 1024, "outstanding": 65536, "batch": 65536}
+
+# seconds a waiter thread (see _WaiterThread) blocks in C before it looks whether its `async for`
+# loop is still there
+_WAITER_SLICE_S = 0.1
+
+
+def _fd_wakeup() -> bool:
+    """Whether the pump's wake-up is an fd an event loop can watch (POSIX). On Windows it is a
+    HANDLE, and even the selector loop watches sockets only: `async for` uses a waiter thread."""
+    return sys.platform != "win32" and hasattr(_ext, "_pump_fd")
 
 
 class Pump(_PumpCore):
@@ -169,34 +181,57 @@ class Pump(_PumpCore):
         return self.batches()
 
     async def batches(self) -> AsyncIterator[Batch]:
-        """`async for batch in pump.batches():` on the running event loop, woken through the
-        pump's event fd (no polling). Each batch is released when the loop body moves on.
-        Several such loops may share the pump, on one event loop or several: each gets its own
-        batches, and all end when the pump stops."""
+        """`async for batch in pump.batches():` on the running event loop. Each batch is released
+        when the loop body moves on. Several such loops may share the pump, on one event loop or
+        several: each gets its own batches, and all end when the pump stops.
+
+        How the loop is woken: on POSIX through the pump's event fd (add_reader, no polling); on
+        loops without add_reader (Windows's default ProactorEventLoop) and on Windows, by a
+        thread of this loop's own that waits for the next batch in C, without the GIL, and hands
+        it over with call_soon_threadsafe. The thread ends with the loop (the pump stops, or the
+        `async for` is left); a batch it took that the loop no longer wants is released (its
+        messages get default_reply), so every message is still answered once."""
         loop = asyncio.get_running_loop()
-        fd = self._fd()
-        while True:
-            try:
-                b = self._try_next()
-            except StopIteration:
-                return
-            if b is None:
-                await self._readable(loop, fd)
-                continue
-            try:
-                yield b
-            finally:
-                b.release()
+        fd = _ext._pump_fd(self) if _fd_wakeup() else None
+        waiter: Optional[_WaiterThread] = None
+        try:
+            while True:
+                if waiter is not None:
+                    b = await waiter.next()
+                    if b is None:
+                        return
+                else:
+                    try:
+                        b = self._try_next()
+                    except StopIteration:
+                        return
+                    if b is None:
+                        try:
+                            if fd is None:
+                                raise NotImplementedError
+                            await self._readable(loop, fd)
+                        except NotImplementedError:  # no add_reader on this loop
+                            waiter = _WaiterThread(self, loop)
+                        continue
+                try:
+                    yield b
+                finally:
+                    b.release()
+        finally:
+            if waiter is not None:
+                waiter.close()
 
     async def _readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         """Waits until the pump's fd is readable (level-triggered: a batch is ready, or the pump
         ended). One reader per loop wakes every loop waiting there; each then tries to take a
-        batch, and those that find none wait again."""
+        batch, and those that find none wait again. NotImplementedError: the loop has no
+        add_reader."""
         ready: asyncio.Future[None] = loop.create_future()
         waiters = self._waiters.get(loop)
         if waiters is None:
-            waiters = self._waiters[loop] = set()
+            waiters = set()
             loop.add_reader(fd, _wake_all, waiters)
+            self._waiters[loop] = waiters
         waiters.add(ready)
         try:
             await ready
@@ -216,3 +251,78 @@ def _wake_all(waiters: "set[asyncio.Future[None]]") -> None:
     for f in waiters:
         if not f.done():
             f.set_result(None)
+
+
+class _WaiterThread:
+    """Takes batches for one `async for` loop on an event loop it cannot wake through an fd:
+    asked for a batch (next()), its thread waits for one in C (fp_pump_next, without the GIL)
+    and hands it to the loop with call_soon_threadsafe. A batch the loop no longer wants (its
+    wait was cancelled, the loop closed) is released: default replies, answered once all the
+    same. The thread ends when the pump stops or fails (next() then returns None or raises the
+    PortError), soon after close(), or when its event loop is closed."""
+
+    def __init__(self, pump: Pump, loop: asyncio.AbstractEventLoop) -> None:
+        self._pump = pump
+        self._loop = loop
+        self._asked = threading.Semaphore(0)
+        self._future: Optional[asyncio.Future[Optional[Batch]]] = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="fastport-async-waiter",
+                                        daemon=True)
+        self._thread.start()
+
+    async def next(self) -> Optional[Batch]:
+        """The next batch, or None once the pump has stopped."""
+        if not self._thread.is_alive():  # it saw the end already
+            return None
+        fut: asyncio.Future[Optional[Batch]] = self._loop.create_future()
+        self._future = fut
+        self._asked.release()
+        return await fut
+
+    def close(self) -> None:
+        """The loop is done: the thread ends at once if idle, else within a slice."""
+        self._closed = True
+        self._asked.release()
+
+    def _run(self) -> None:
+        while True:
+            # between batches: also gone when the loop closed without finalizing its `async for`
+            while not self._asked.acquire(timeout=_WAITER_SLICE_S):
+                if self._loop.is_closed():
+                    return
+            if self._closed:
+                return
+            fut = self._future
+            assert fut is not None
+            result: Union[Batch, BaseException, None]
+            try:
+                result = None
+                while not self._closed and not self._loop.is_closed():
+                    result = self._pump._next(_WAITER_SLICE_S)
+                    if result is not None:
+                        break
+            except StopIteration:
+                result = None
+            except BaseException as e:  # PortError: the pump failed
+                result = e
+            if result is None and self._closed:
+                return
+            try:
+                self._loop.call_soon_threadsafe(_hand_over, fut, result)
+            except RuntimeError:  # the loop is closed: nobody will take it
+                if isinstance(result, Batch):
+                    result.release()
+            if result is None or isinstance(result, BaseException):
+                return  # the end: the pump stopped or failed
+
+
+def _hand_over(fut: "asyncio.Future[Optional[Batch]]",
+               result: "Union[Batch, BaseException, None]") -> None:
+    if fut.done():  # cancelled, or the loop is gone
+        if isinstance(result, Batch):
+            result.release()
+    elif isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)

@@ -21,7 +21,13 @@ Transports: "inproc" (the service connects from this process) and "socket" (from
 over AF_UNIX SOCK_SEQPACKET sockets in $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid>)."""
 from __future__ import annotations
 
+import sys
 from typing import Callable, Optional
+
+if sys.platform == "win32":
+    raise ImportError("fastport.sim (the emulated Filter Manager) is POSIX-only and not part of "
+                      "the Windows build: on Windows, serve the minifilter's own port with "
+                      "fastport.connect(name)")
 
 from fastport._ext import ClientPort, SendResult, ServerPort, _create_port
 

@@ -15,7 +15,7 @@ from fastport import _ext
 
 CLASSES = ["Port", "Message", "ClientPort", "ServerPort", "SendResult", "CReference",
            "FanotifyPort"]
-FUNCTIONS = ["_connect_sim", "_create_port", "runtime_dir", "c_layouts", "debug_counters",
+FUNCTIONS = ["_connect_sim", "_connect_fltlib", "_pump_fd", "_create_port", "runtime_dir", "c_layouts", "debug_counters",
              "_run_driver", "_bench_checksum", "_bench_expected_reply", "_scanner_expected_reply", "_fan_open", "_fan_cref_run"]
 
 

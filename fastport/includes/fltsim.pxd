@@ -1,14 +1,8 @@
 # Mirrors src/fltsim/fltsim.h one to one.
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from fastport.includes.wire cimport FP_MESSAGE_HEADER, FP_REPLY_HEADER
 
 cdef extern from "fltsim/fltsim.h" nogil:
-    ctypedef struct FP_MESSAGE_HEADER:
-        uint32_t ReplyLength
-        uint64_t MessageId
-    ctypedef struct FP_REPLY_HEADER:
-        int32_t Status
-        uint64_t MessageId
-
     const uint32_t FSIM_MAX_NAME
     const uint32_t FSIM_MAX_CONTEXT
     const uint32_t FSIM_MAX_MESSAGE

@@ -1,0 +1,51 @@
+/* The user side of a communication port, one call per message: what fastport.Port wraps. A table
+ * of functions over a handle, so one Python class serves both routes:
+ *   fp_port_sim     the emulated Filter Manager's own calls (SimFilter*; POSIX builds only),
+ *   fp_port_fltlib  the FltLib calls: the real FLTLIB.DLL on Windows, the emulator's Win32 face
+ *                   (src/fltsim/win32/) elsewhere, so its code runs in the Linux tests too.
+ * Handles travel as void *; a handle from either connect also serves fp_fltlib_backend_new. */
+#ifndef FP_BACKEND_PORT_H
+#define FP_BACKEND_PORT_H
+#include <stddef.h>
+#include <stdint.h>
+#include "../common/fp_status.h"
+#include "../common/fp_wire.h"
+
+#define FP_PORT_INFINITE 0xFFFFFFFFu       /* a get's timeout: none */
+#define FP_PORT_MAX_CONTEXT 65535u         /* connection context bytes (a WORD) */
+#define FP_PORT_MAX_NAME 200u              /* UTF-8 bytes of a port name (fastport's limit) */
+#define FP_PORT_MAX_MESSAGE (1u << 20)     /* payload bytes of a message or reply (fastport's limit) */
+#define FP_PORT_SYNC_HANDLE 0x1u           /* FLT_PORT_FLAG_SYNC_HANDLE */
+
+typedef struct fp_port_ops {
+    const char *name; /* "sim" or "fltlib" */
+    /* FilterGetMessage into buffer (size bytes, the 16-byte FILTER_MESSAGE_HEADER included),
+     * waiting up to timeout_ms (FP_PORT_INFINITE: forever; a sync handle always waits forever).
+     * FP_E_TIMEOUT when none came; FP_E_INSUFFICIENT_BUFFER with the header and what fit;
+     * *got = bytes received, header included. */
+    fp_hresult (*get)(void *port, void *buffer, uint32_t size, uint32_t timeout_ms, uint32_t *got);
+    /* FilterReplyMessage: buffer = FILTER_REPLY_HEADER + payload, size bytes in all. */
+    fp_hresult (*reply)(void *port, const void *buffer, uint32_t size);
+    /* FilterSendMessage. */
+    fp_hresult (*send)(void *port, const void *in, uint32_t in_size, void *out, uint32_t out_size,
+                       uint32_t *returned);
+    /* CancelIoEx(port, NULL): FP_E_NOT_FOUND when nothing was pending. */
+    fp_hresult (*cancel)(void *port);
+    /* 1 when a reply costs no round trip (a pump then sends small batches itself). */
+    int (*local_replies)(void *port);
+    void (*close)(void *port); /* CloseHandle */
+} fp_port_ops;
+
+#ifndef _WIN32
+extern const fp_port_ops fp_port_sim;
+/* SimFilterConnectCommunicationPort: name in UTF-8. */
+fp_hresult fp_port_sim_connect(const char *name, uint32_t options, const void *context,
+                               uint32_t context_size, void **port);
+#endif
+
+extern const fp_port_ops fp_port_fltlib;
+/* FilterConnectCommunicationPort: name as the platform's wchar_t string (UTF-16 on Windows). */
+fp_hresult fp_port_fltlib_connect(const wchar_t *name, uint32_t options, const void *context,
+                                  uint32_t context_size, void **port);
+
+#endif
