@@ -13,13 +13,23 @@ is ``FILTER_REPLY_HEADER`` followed by the payload at offset 16. Sizes follow th
     )
 
 Every dtype built here carries ``metadata = {"pack": N or None, "name": str or None}``.
+
+Microsoft's two minifilter samples (Windows-driver-samples, filesys/miniFilter) come ready made,
+as :class:`Sample` records with the port name, the message and reply payloads, and the sizes a
+service passes to the Filter Manager, so a service for an existing minifilter built on them
+needs no layout of its own:
+
+    SCANNER  scanner: ``\\ScannerPort``, SCANNER_NOTIFICATION (1032 bytes) -> SCANNER_REPLY
+             (BOOLEAN SafeToOpen: a reply of 16 + 1 = 17 bytes, the sample packs it to 1)
+    AVSCAN   avscan: ``\\MicrosoftAvSampleFilterScanPort``, AV_SCANNER_NOTIFICATION (24 bytes)
+             -> AV_SCANNER_REPLY (ULONG ThreadId: a reply of 16 + 4 = 20 bytes)
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -30,6 +40,11 @@ __all__ = [
     "SCANNER_READ_BUFFER_SIZE",
     "SCANNER_NOTIFICATION",
     "SCANNER_REPLY",
+    "AV_SCANNER_NOTIFICATION",
+    "AV_SCANNER_REPLY",
+    "Sample",
+    "SCANNER",
+    "AVSCAN",
     "struct",
     "reply_size",
     "message_size",
@@ -251,6 +266,23 @@ SCANNER_NOTIFICATION: Final = struct(
 SCANNER_REPLY: Final = struct([("SafeToOpen", "BOOLEAN")], pack=1, name="SCANNER_REPLY")
 """Reply payload of Microsoft's scanner sample: 1 byte."""
 
+AV_SCANNER_NOTIFICATION: Final = struct(
+    [
+        ("Message", "LONG"),  # AVSCAN_MESSAGE: 0 start scanning, 1 abort, 2 filter unloading
+        ("Reason", "LONG"),  # AVSCAN_REASON: 0 scan on open, 1 scan on cleanup
+        ("ScanId", "LONGLONG"),
+        ("ScanThreadId", "ULONG"),
+    ],
+    name="AV_SCANNER_NOTIFICATION",
+)
+"""Message payload of Microsoft's avscan sample (inc/avlib.h, natural alignment; its enums are
+32-bit): Message @0, Reason @4, ScanId @8, ScanThreadId @16, 24 bytes."""
+
+AV_SCANNER_REPLY: Final = struct([("ThreadId", "ULONG")], name="AV_SCANNER_REPLY")
+"""Reply payload of Microsoft's avscan sample (user/userscan.c): the scanning thread's id,
+4 bytes; the sample replies with sizeof(FILTER_REPLY_HEADER) + sizeof(ULONG) = 20 bytes (not
+sizeof of its reply struct, 24 with the alignment padding)."""
+
 
 def _payload_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     if dtype is None:  # np.dtype(None) would silently mean float64
@@ -268,6 +300,35 @@ def message_size(dtype: DTypeLike) -> int:
     """Bytes of a message carrying one ``dtype`` payload: ``sizeof(FILTER_MESSAGE_HEADER) +
     sizeof(payload)``. ``message_size(SCANNER_NOTIFICATION) == 1048``."""
     return FILTER_MESSAGE_HEADER.itemsize + _payload_dtype(dtype).itemsize
+
+
+class Sample(NamedTuple):
+    """A minifilter sample's protocol as a service sees it: the communication port's name (what
+    fastport.connect takes), the message and reply payload dtypes (what fastport.Pump takes)."""
+
+    name: str
+    port: str
+    message: np.dtype[Any]
+    reply: np.dtype[Any]
+
+    @property
+    def message_size(self) -> int:
+        """Bytes of a whole message: FILTER_MESSAGE_HEADER + payload."""
+        return message_size(self.message)
+
+    @property
+    def reply_size(self) -> int:
+        """Bytes of a whole reply: FILTER_REPLY_HEADER + payload (the padding rule)."""
+        return reply_size(self.reply)
+
+
+SCANNER: Final = Sample("scanner", "\\ScannerPort", SCANNER_NOTIFICATION, SCANNER_REPLY)
+"""Microsoft's scanner sample: ``\\ScannerPort``, 1048-byte messages, 17-byte replies."""
+
+AVSCAN: Final = Sample("avscan", "\\MicrosoftAvSampleFilterScanPort", AV_SCANNER_NOTIFICATION,
+                       AV_SCANNER_REPLY)
+"""Microsoft's avscan sample, its scan port: 40-byte messages, 20-byte replies. (Its abort port,
+``\\MicrosoftAvSampleFilterAbortPort``, carries the same notification and expects no reply.)"""
 
 
 def _c_scalar(dt: np.dtype[Any], where: str) -> tuple[str, str]:
