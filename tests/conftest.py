@@ -6,7 +6,11 @@ import threading
 import pytest
 
 import fastport
-from fastport.sim import FilterManager
+
+try:
+    from fastport.sim import FilterManager
+except ImportError:  # the Windows build: no emulator (only the suites that need none run there)
+    FilterManager = None
 
 TRANSPORTS = ["inproc", "socket"]
 _names = itertools.count()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import fastport
+from fastport import _ext
 from fastport.pump import Pump
 from pumpkit import MSG, REP
 
@@ -46,7 +47,7 @@ def test_event_fd_not_readable_once_deadline_freed_the_ready_chunk(served):
     server, client, port = served
     with CountingPump(port, message=MSG, reply=REP, threads=1, outstanding=2, batch=1,
                       deadline=0.02) as pump:
-        fd = pump._fd()  # the event loop consumer's fd exists before the message comes
+        fd = _ext._pump_fd(pump)  # the event loop consumer's fd exists before the message comes
         res = {}
         t = threading.Thread(target=lambda: res.setdefault(
             "r", server.send(client, struct.pack("<II", 1, 1) + bytes(56), reply_length=8,
