@@ -39,7 +39,8 @@ if WINDOWS:
         "fastport._ext",
         sources=["fastport/_ext_win.pyx"] + C_SOURCES,
         include_dirs=["src", numpy.get_include()],
-        define_macros=macros + [("WIN32_LEAN_AND_MEAN", "1")],
+        # Windows 10 APIs, as `make win` builds the same C
+        define_macros=macros + [("WIN32_LEAN_AND_MEAN", "1"), ("_WIN32_WINNT", "0x0A00")],
         libraries=["fltlib"],
     )
 else:
@@ -68,13 +69,15 @@ else:
 
 
 class BuildExt(build_ext):
-    """On Windows the flags depend on the compiler, known only here: MSVC needs C11 with its
-    (experimental) <stdatomic.h>; mingw-w64 takes the GNU flags."""
+    """On Windows the flags depend on the compiler, known only here: MSVC (Visual Studio 2022
+    17.5 or later) needs C11 with its experimental <stdatomic.h>, and the two GCC builtins the
+    core uses (src/msvc/builtins.h, force-included); mingw-w64 takes the GNU flags."""
 
     def build_extensions(self):
         if WINDOWS:
             if self.compiler.compiler_type == "msvc":
-                args = ["/std:c11", "/experimental:c11atomics", "/O2" if not debug else "/Od"]
+                args = ["/std:c11", "/experimental:c11atomics", "/O2" if not debug else "/Od",
+                        "/FI" + os.path.abspath("src/msvc/builtins.h")]
             else:
                 args = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-function",
                         "-O1" if debug else "-O2"]
