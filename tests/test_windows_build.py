@@ -5,7 +5,6 @@ machine; and the FltLib port (src/backends/port_fltlib.c) compiles with mingw-w6
 real <windows.h>/<fltuser.h> with -Werror. Windows' own Python headers are not here: the
 module's C is compiled with the Linux ones, the emulator's Win32 face standing in for
 <windows.h> (which the module itself never includes)."""
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -14,8 +13,9 @@ from pathlib import Path
 import numpy
 import pytest
 
+from test_samples_mingw import MINGW, needs_mingw
+
 ROOT = Path(__file__).resolve().parents[1]
-MINGW = "x86_64-w64-mingw32-gcc"
 
 
 def test_the_windows_module_cythonizes_and_compiles(tmp_path):
@@ -35,12 +35,12 @@ def test_the_windows_module_cythonizes_and_compiles(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.skipif(shutil.which(MINGW) is None, reason=f"{MINGW} not installed")
+@needs_mingw
 def test_the_fltlib_port_compiles_against_the_real_windows_headers(tmp_path):
     obj = tmp_path / "port_fltlib.o"
-    r = subprocess.run([MINGW, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I" + str(ROOT / "src"),
-                        "-c", str(ROOT / "src" / "backends" / "port_fltlib.c"), "-o", str(obj)],
-                       capture_output=True, text=True)
+    src = ROOT / "src" / "backends" / "port_fltlib.c"
+    r = subprocess.run([MINGW, "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'src'}",
+                        "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     nm = subprocess.run(["x86_64-w64-mingw32-nm", str(obj)], capture_output=True, text=True)
     imports = {line.split()[-1] for line in nm.stdout.splitlines() if " U " in line}

@@ -13,8 +13,8 @@
 
 #define FP_PORT_INFINITE 0xFFFFFFFFu       /* a get's timeout: none */
 #define FP_PORT_MAX_CONTEXT 65535u         /* connection context bytes (a WORD) */
-#define FP_PORT_MAX_NAME 200u              /* UTF-8 bytes of a port name (fastport's limit) */
-#define FP_PORT_MAX_MESSAGE (1u << 20)     /* payload bytes of a message or reply (fastport's limit) */
+#define FP_PORT_MAX_NAME 200u              /* UTF-8 bytes of a port name (our limit) */
+#define FP_PORT_MAX_MESSAGE (1u << 20)     /* payload bytes of a message or reply (our limit) */
 #define FP_PORT_SYNC_HANDLE 0x1u           /* FLT_PORT_FLAG_SYNC_HANDLE */
 
 typedef struct fp_port_ops {

@@ -15,7 +15,8 @@ fp_hresult fp_port_sim_connect(const char *name, uint32_t options, const void *c
                                uint32_t context_size, void **port)
 {
     SIM_HANDLE h = 0;
-    fp_hresult hr = SimFilterConnectCommunicationPort(name, options, context, context_size, NULL, &h);
+    fp_hresult hr =
+        SimFilterConnectCommunicationPort(name, options, context, context_size, NULL, &h);
     *port = (void *)(uintptr_t)h;
     return hr;
 }
