@@ -199,16 +199,15 @@ def test_async_for_without_add_reader_answers_each_message_once(served, no_fd_lo
 def test_async_for_without_add_reader_ends_on_stop(served, no_fd_loop):
     _, _, port = served
 
-    async def main(pump):
-        async def consume():
-            async for _ in pump.batches():
-                pass
+    async def count(pump):
+        return len([b async for b in pump.batches()])
 
-        tasks = [asyncio.create_task(consume()) for _ in range(2)]
+    async def main(pump):
+        loops = [asyncio.create_task(count(pump)), asyncio.create_task(count(pump))]
         while len(waiter_threads()) < 2:  # both loops wait in their thread now
             await asyncio.sleep(0.001)
         pump.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert await asyncio.wait_for(asyncio.gather(*loops), 30) == [0, 0]
 
     with Pump(port, message=MSG, reply=REP) as pump:
         no_fd_loop(main(pump))
