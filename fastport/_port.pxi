@@ -143,7 +143,10 @@ cdef class Port(_Source):
         size: buffer bytes including the 16-byte FILTER_MESSAGE_HEADER. timeout: seconds, None =
         forever (then PortTimeout). A message longer than the buffer raises BufferTooSmall whose
         `.message` holds the header and the bytes that fit: it counts as delivered, and the sender
-        still waits for a reply to its message_id."""
+        still waits for a reply to its message_id. On a sync FltLib handle (backend "fltlib",
+        sync=True) the get waits until a message comes, whatever the timeout (Ctrl-C too), and
+        `data` is the whole buffer: FltLib's synchronous FilterGetMessage does not say how many
+        bytes came."""
         cdef uint32_t n = _u32_arg(size, "size", 16, 16 + FP_PORT_MAX_MESSAGE)
         cdef int64_t t = _timeout_ns(timeout)
         cdef void *h = self._handle()
@@ -304,4 +307,4 @@ def _connect_fltlib(str name not None, context, bint sync):
     finally:
         PyMem_Free(wname)
     _check_hr(hr, f"FilterConnectCommunicationPort({name!r})")
-    return _connected(name, h, &fp_port_fltlib, sync)
+    return _connected(name, h, &fp_port_fltlib_sync if sync else &fp_port_fltlib, sync)

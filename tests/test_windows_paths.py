@@ -282,3 +282,19 @@ def test_a_loop_closed_before_finalizing_its_async_for_leaves_no_thread(served):
         join_all(senders)
         wait_no_waiter_threads()
     assert results[0][0].reply == expected(0, 0)
+
+
+def test_a_sync_fltlib_port_waits_without_an_overlapped(fm, port_name):
+    """FLT_PORT_FLAG_SYNC_HANDLE: FilterGetMessage without an OVERLAPPED (the emulator refuses
+    one on a sync handle, as it should); the data is the whole buffer."""
+    server = fm.create_port(port_name)
+    with fastport.connect(port_name, backend="fltlib", sync=True) as port:
+        t = threading.Thread(target=lambda: box.append(
+            server.send(server.clients[0], b"sync!", reply_length=1, timeout=30)))
+        box = []
+        t.start()
+        m = port.get_message(size=16 + 8)
+        assert bytes(m.data) == b"sync!\0\0\0"
+        port.reply_message(m.message_id, b"y")
+        t.join(30)
+        assert box[0].reply == b"y"

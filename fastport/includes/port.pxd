@@ -19,5 +19,6 @@ cdef extern from "backends/port.h" nogil:
         int (*local_replies)(void *port) noexcept nogil
         void (*close)(void *port) noexcept nogil
     const fp_port_ops fp_port_fltlib
+    const fp_port_ops fp_port_fltlib_sync
     int32_t fp_port_fltlib_connect(const wchar_t *name, uint32_t options, const void *context,
                                    uint32_t context_size, void **port)

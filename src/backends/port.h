@@ -20,9 +20,9 @@
 typedef struct fp_port_ops {
     const char *name; /* "sim" or "fltlib" */
     /* FilterGetMessage into buffer (size bytes, the 16-byte FILTER_MESSAGE_HEADER included),
-     * waiting up to timeout_ms (FP_PORT_INFINITE: forever; a sync handle always waits forever).
-     * FP_E_TIMEOUT when none came; FP_E_INSUFFICIENT_BUFFER with the header and what fit;
-     * *got = bytes received, header included. */
+     * waiting up to timeout_ms (FP_PORT_INFINITE: forever). FP_E_TIMEOUT when none came;
+     * FP_E_INSUFFICIENT_BUFFER with the header and what fit; *got = bytes received, header
+     * included. fp_port_fltlib_sync: no timeout, and *got = size (FltLib does not say). */
     fp_hresult (*get)(void *port, void *buffer, uint32_t size, uint32_t timeout_ms, uint32_t *got);
     /* FilterReplyMessage: buffer = FILTER_REPLY_HEADER + payload, size bytes in all. */
     fp_hresult (*reply)(void *port, const void *buffer, uint32_t size);
@@ -44,6 +44,7 @@ fp_hresult fp_port_sim_connect(const char *name, uint32_t options, const void *c
 #endif
 
 extern const fp_port_ops fp_port_fltlib;
+extern const fp_port_ops fp_port_fltlib_sync; /* for a handle opened with FP_PORT_SYNC_HANDLE */
 /* FilterConnectCommunicationPort: name as the platform's wchar_t string (UTF-16 on Windows). */
 fp_hresult fp_port_fltlib_connect(const wchar_t *name, uint32_t options, const void *context,
                                   uint32_t context_size, void **port);

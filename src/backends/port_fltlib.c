@@ -5,7 +5,9 @@
  * A get with a timeout: an overlapped FilterGetMessage whose event carries the low-order bit (no
  * completion packet, should the handle have joined a pump's completion port), a wait on the
  * event, CancelIoEx when it times out, then GetOverlappedResult(wait) for the outcome (a message
- * may have won the race with the cancel: it is returned, never lost). */
+ * may have won the race with the cancel: it is returned, never lost). A handle opened with
+ * FLT_PORT_FLAG_SYNC_HANDLE takes no OVERLAPPED (fp_port_fltlib_sync): its get waits until a
+ * message comes, and FltLib does not say how many bytes came (the whole buffer is reported). */
 #include <windows.h>
 #include <fltuser.h>
 
@@ -72,6 +74,19 @@ static fp_hresult fl_get(void *port, void *buffer, uint32_t size, uint32_t timeo
     return (fp_hresult)hr;
 }
 
+static fp_hresult fl_get_sync(void *port, void *buffer, uint32_t size, uint32_t timeout_ms,
+                              uint32_t *got)
+{
+    (void)timeout_ms;
+    *got = 0;
+    if (!buffer || size < sizeof(FILTER_MESSAGE_HEADER))
+        return FP_E_INVALIDARG;
+    HRESULT hr = FilterGetMessage((HANDLE)port, (PFILTER_MESSAGE_HEADER)buffer, size, NULL);
+    if (hr == S_OK || hr == FP_E_INSUFFICIENT_BUFFER)
+        *got = size;
+    return (fp_hresult)hr;
+}
+
 static fp_hresult fl_reply(void *port, const void *buffer, uint32_t size)
 {
     return (fp_hresult)FilterReplyMessage((HANDLE)port, (PFILTER_REPLY_HEADER)(void *)buffer, size);
@@ -104,4 +119,8 @@ static void fl_close(void *port)
 
 const fp_port_ops fp_port_fltlib = {
     "fltlib", fl_get, fl_reply, fl_send, fl_cancel, fl_local_replies, fl_close,
+};
+
+const fp_port_ops fp_port_fltlib_sync = {
+    "fltlib", fl_get_sync, fl_reply, fl_send, fl_cancel, fl_local_replies, fl_close,
 };
