@@ -70,14 +70,13 @@ else:
 
 class BuildExt(build_ext):
     """On Windows the flags depend on the compiler, known only here: MSVC (Visual Studio 2022
-    17.5 or later) needs C11 with its experimental <stdatomic.h>, and the two GCC builtins the
-    core uses (src/msvc/builtins.h, force-included); mingw-w64 takes the GNU flags."""
+    17.5 or later) needs C11 with its experimental <stdatomic.h> (the two GCC builtins the core
+    uses have MSVC forms in src/common/fp_bits.h); mingw-w64 takes the GNU flags."""
 
     def build_extensions(self):
         if WINDOWS:
             if self.compiler.compiler_type == "msvc":
-                args = ["/std:c11", "/experimental:c11atomics", "/O2" if not debug else "/Od",
-                        "/FI" + os.path.abspath("src/msvc/builtins.h")]
+                args = ["/std:c11", "/experimental:c11atomics", "/O2" if not debug else "/Od"]
             else:
                 args = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-function",
                         "-O1" if debug else "-O2"]

@@ -1,4 +1,5 @@
 #include "histogram.h"
+#include "fp_bits.h"
 
 #include <stdlib.h>
 
@@ -10,7 +11,7 @@ uint32_t fp_hist_bucket_of(uint64_t v)
 {
     if (v < FP_HIST_SUB)
         return (uint32_t)v;
-    uint32_t k = 63u - (uint32_t)__builtin_clzll(v); /* >= FP_HIST_SUB_BITS */
+    uint32_t k = 63u - (uint32_t)fp_clz64(v); /* >= FP_HIST_SUB_BITS */
     uint32_t sub = (uint32_t)(v >> (k - FP_HIST_SUB_BITS)) - FP_HIST_SUB;
     return (k - FP_HIST_SUB_BITS + 1u) * FP_HIST_SUB + sub;
 }

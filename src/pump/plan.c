@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/fp_bits.h"
 #include "internal.h"
 
 /* Allocation counters (always on: touched only at create/destroy), for leak checks. */
@@ -25,7 +26,7 @@ static size_t round_up(size_t v, size_t a)
 
 static bool mul_ok(size_t a, size_t b, size_t *out)
 {
-    return !__builtin_mul_overflow(a, b, out);
+    return !fp_mul_overflow(a, b, out);
 }
 
 void fp_pump_config_init(fp_pump_config *cfg)
