@@ -257,6 +257,14 @@ void fsim_close_server(fsim_server *s)
     fsim_server_release(s);
 }
 
+void fsim_server_stats_get(fsim_server *s, fsim_server_stats *out)
+{
+    out->peers_timed_out = atomic_load(&s->peers_timed_out);
+    out->connections_refused = atomic_load(&s->connections_refused);
+    out->sends_dropped = atomic_load(&s->sends_dropped);
+    out->slow_peers_dropped = atomic_load(&s->slow_peers_dropped);
+}
+
 size_t fsim_server_clients(fsim_server *s, fsim_client **out, size_t cap)
 {
     size_t n = 0;

@@ -81,6 +81,19 @@ void fsim_close_server(fsim_server *server);
 /* Disconnect every client of the server (filter unload). */
 void fsim_disconnect_all(fsim_server *server);
 
+/* What the socket transport refused or cut off to protect a server port from hostile or broken
+ * local peers (all 0 on inproc). The bounds behind them are described in the README ("The
+ * socket transport's bounds"). */
+typedef struct fsim_server_stats {
+    uint64_t peers_timed_out;     /* connections hung up on: no HELLO, or not the rest of a frame,
+                                     within the frame deadline */
+    uint64_t connections_refused; /* connections closed unheard: too many handshakes at once */
+    uint64_t sends_dropped;       /* FilterSendMessage requests answered E_OUTOFMEMORY at once: the
+                                     connection's queue was full */
+    uint64_t slow_peers_dropped;  /* connections hung up on: too much output left unread */
+} fsim_server_stats;
+void fsim_server_stats_get(fsim_server *server, fsim_server_stats *out);
+
 /* Connected clients: fills up to cap referenced pointers (release each with fsim_client_release),
  * returns how many are connected (may exceed cap). */
 size_t fsim_server_clients(fsim_server *server, fsim_client **out, size_t cap);

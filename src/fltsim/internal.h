@@ -96,6 +96,8 @@ struct fsim_server {
     struct fsim_server *reg_next; /* registry list (registry lock) */
     const fsim_kernel_transport *kt; /* NULL: in-process only */
     void *listener;               /* the transport's listener */
+    /* fsim_server_stats (the socket transport counts them) */
+    atomic_uint_fast64_t peers_timed_out, connections_refused, sends_dropped, slow_peers_dropped;
 };
 
 /* core.c */

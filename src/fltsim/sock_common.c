@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,26 @@ static ssize_t recv_retry(int fd, void *buf, size_t len)
     return r;
 }
 
+/* Waits until fd is readable or the CLOCK_MONOTONIC time end_ns passes: 1, or 0 with errno
+ * ETIMEDOUT. */
+static int readable_by(int fd, uint64_t end_ns)
+{
+    for (;;) {
+        uint64_t now = fp_now_ns();
+        if (now >= end_ns)
+            break;
+        uint64_t left_ms = (end_ns - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return 1; /* let recv report it */
+    }
+    errno = ETIMEDOUT;
+    return 0;
+}
+
 int sk_read_frame(sk_reader *r, sk_hdr **out)
 {
     if (!r->buf) {
@@ -118,25 +139,25 @@ int sk_read_frame(sk_reader *r, sk_hdr **out)
     ssize_t n = recv_retry(r->fd, r->buf, SK_REC_MAX);
     if (n <= 0)
         return (int)n;
-    sk_hdr h;
-    if ((size_t)n > SK_REC_MAX || (size_t)n < sizeof h)
+    uint32_t len = sk_frame_start(r->buf, (size_t)n);
+    if (len == 0)
         goto bad;
-    memcpy(&h, r->buf, sizeof h);
-    if (h.len < sizeof h || h.len > SK_FRAME_MAX || h.len < (size_t)n)
-        goto bad;
-    if (h.len > r->cap) {
-        uint8_t *nb = realloc(r->buf, h.len);
+    if (len > r->cap) {
+        uint8_t *nb = realloc(r->buf, len);
         if (!nb)
             return -1;
         r->buf = nb;
-        r->cap = h.len;
+        r->cap = len;
     }
+    uint64_t end = r->rest_timeout_ms ? fp_now_ns() + r->rest_timeout_ms * FP_NS_PER_MS : 0;
     size_t got = (size_t)n;
-    while (got < h.len) {
-        n = recv_retry(r->fd, r->buf + got, h.len - got);
+    while (got < len) {
+        if (end && !readable_by(r->fd, end))
+            return -1;
+        n = recv_retry(r->fd, r->buf + got, len - got);
         if (n < 0)
             return -1;
-        if (n == 0 || (size_t)n > h.len - got) /* EOF inside a frame, or a record too long */
+        if (n == 0 || (size_t)n > len - got) /* EOF inside a frame, or a record too long */
             goto bad;
         got += (size_t)n;
     }

@@ -106,9 +106,17 @@ typedef struct sk_hello {
     uint32_t ctx_len;
 } sk_hello;
 
-/* Limits on what one connection may ask of the kernel side (emulator's choice). */
+/* Limits on what one connection may ask of the kernel side (emulator's choice; sock_kernel.c says
+ * what happens at each). */
 #define SK_MAX_TAGS   4096u  /* tags in one GET / REVOKE frame (more go in several frames) */
 #define SK_MAX_GROUPS 16384u /* gets waiting at once on one connection */
+#define SK_FRAME_TIMEOUT_MS 10000u /* for the HELLO, and for a frame's rest once begun */
+#define SK_MAX_HANDSHAKES 128u     /* connections in their handshake at once, per port */
+#define SK_MAX_WORKERS 16u         /* threads running MessageNotify, per connection */
+#define SK_MAX_QUEUED_JOBS 64u     /* FilterSendMessage requests waiting for them, per connection */
+#define SK_MAX_QUEUED_BYTES (8u << 20) /* and those requests' input bytes */
+#define SK_BACKLOG_PAUSE (4u << 20)    /* unread output beyond which the peer's frames wait */
+#define SK_BACKLOG_MAX ((size_t)64 << 20) /* unread output beyond which the peer is hung up on */
 
 /* ---- sockets ---- */
 
@@ -128,12 +136,52 @@ typedef struct sk_reader {
     int fd;
     uint8_t *buf;
     uint32_t cap;
+    /* How long the rest of a frame may take once its first record is in, in ms; 0: no bound. The
+     * kernel side bounds it (a peer that sends half a frame must not pin a thread forever); the
+     * user side trusts its kernel side (see sk_check_dir) and bounds its waits by
+     * SK_PEER_TIMEOUT_MS instead. */
+    uint32_t rest_timeout_ms;
 } sk_reader;
 /* Reads one frame into r->buf (*out points at it). Returns 1, 0 at EOF before a frame starts, -1
  * on an error, a truncated or oversized frame, or EOF inside a frame (errno EPROTO for the peer's
- * protocol violations). */
+ * protocol violations), or a frame whose rest did not come in time (errno ETIMEDOUT). The frame's
+ * header and size are checked (sk_frame_start); its body is not (sk_parse_frame). */
 int sk_read_frame(sk_reader *r, sk_hdr **out);
 void sk_reader_free(sk_reader *r);
+
+/* ---- parsing (sock_frame.c: pure functions, no I/O; the fuzz target's subject) ---- */
+
+/* The first record of a frame: n bytes. Returns the frame's length (its header's `len`), or 0 if
+ * the record cannot start a frame (shorter than a header, longer than its frame, or a frame
+ * shorter than a header or longer than SK_FRAME_MAX). */
+uint32_t sk_frame_start(const void *rec, size_t n);
+
+/* Who sent a frame: the rules differ by direction. */
+enum sk_from { SK_FROM_USER, SK_FROM_KERNEL };
+
+/* A frame whose header and body obey the rules of its type (the list at the top of this file,
+ * plus the limits: SK_MAX_TAGS, FSIM_MAX_MESSAGE, FSIM_MAX_NAME, FSIM_MAX_CONTEXT, SK_LAST on
+ * every message). Pointers point into the parsed buffer; nothing in it is aligned. */
+typedef struct sk_frame {
+    sk_hdr h;
+    const uint8_t *body; /* h.len - sizeof(sk_hdr) bytes */
+    size_t body_len;
+    /* HELLO */
+    sk_hello hello;
+    const uint8_t *name, *ctx; /* hello.name_len, hello.ctx_len bytes */
+} sk_frame;
+
+/* Checks len bytes (one whole frame) sent by `from`. Returns 0 and fills *f, or -1 (errno EPROTO)
+ * for anything the receiver must hang up on: a header that does not match the length, a type
+ * that side does not send, a body that breaks its type's rules. */
+int sk_parse_frame(const void *buf, size_t len, enum sk_from from, sk_frame *f);
+
+/* Tag i (< h.count) of a parsed GET / REVOKE frame. */
+uint64_t sk_frame_tag(const sk_frame *f, uint32_t i);
+/* The entries of a parsed REPLY / MSGS frame, in order: *off starts at 0; each call returns 1
+ * with the next entry, or 0 after the last. */
+int sk_next_reply(const sk_frame *f, size_t *off, const uint8_t **data, uint32_t *size);
+int sk_next_msg(const sk_frame *f, size_t *off, sk_msg_ent *ent, const uint8_t **data);
 
 /* pthread_create with every blockable signal blocked in the new thread. */
 int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);

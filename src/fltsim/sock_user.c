@@ -178,48 +178,44 @@ static void wait_done(ucon *u, uwait *w)
 /* ---- the receiver ---- */
 
 /* Every message goes to the get named by its tag, which it completes (a get is one credit). */
-static int on_msgs(ucon *u, const sk_hdr *h, fsim_done_list *dl)
+static int on_msgs(ucon *u, const sk_frame *f, fsim_done_list *dl)
 {
-    const uint8_t *b = (const uint8_t *)h;
-    size_t off = sizeof *h;
-    for (uint32_t i = 0; i < h->count; i++) {
-        sk_msg_ent me;
-        if (h->len - off < sizeof me)
-            return -1;
-        memcpy(&me, b + off, sizeof me);
-        off += sizeof me;
-        if (me.length > FSIM_MAX_MESSAGE || SK_ALIGN8(me.length) > h->len - off)
-            return -1;
+    size_t off = 0;
+    sk_msg_ent me;
+    const uint8_t *data;
+    while (sk_next_msg(f, &off, &me, &data)) {
         fsim_io *io = g_find(u, me.tag);
-        if (!io || !(me.flags & SK_LAST))
+        if (!io)
             return -1; /* a message nobody asked for: the kernel side broke the protocol */
         uint32_t bytes;
-        fp_hresult hr = fsim_copy_to(io->buffer, io->size, me.reply_length, me.id, b + off,
+        fp_hresult hr = fsim_copy_to(io->buffer, io->size, me.reply_length, me.id, data,
                                      me.length, &bytes);
         g_unlink(u, io);
         fsim_done_add(dl, io, hr, bytes);
-        off += SK_ALIGN8(me.length);
     }
-    return off == h->len ? 0 : -1;
+    return 0;
 }
 
-static int dispatch(ucon *u, const sk_hdr *h, fsim_done_list *dl)
+/* A frame from the kernel side (u->lock held); -1: garbage, hang up. */
+static int dispatch(ucon *u, const sk_hdr *hdr, fsim_done_list *dl)
 {
+    sk_frame f;
+    if (sk_parse_frame(hdr, hdr->len, SK_FROM_KERNEL, &f) != 0)
+        return -1;
+    const sk_hdr *h = &f.h;
     uwait *w;
     fsim_io *io;
     switch (h->type) {
     case SK_MSGS:
         if (h->flags & SK_F_EMPTY)
             u->queued = 0;
-        return on_msgs(u, h, dl);
+        return on_msgs(u, &f, dl);
     case SK_QUEUED:
         u->queued = 1;
-        return h->len == sizeof *h ? 0 : -1;
+        return 0;
     case SK_REVOKE_ACK:
         /* count 1: withdrawn before any message reached it. 0: its message came first and has
          * completed it already. */
-        if (h->len != sizeof *h)
-            return -1;
         if (h->flags & SK_F_EMPTY)
             u->queued = 0;
         io = g_find(u, h->req);
@@ -232,28 +228,26 @@ static int dispatch(ucon *u, const sk_hdr *h, fsim_done_list *dl)
         return 0;
     case SK_REPLY_ACK:
         w = w_find(u, h->req);
-        if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs ||
-            h->len != sizeof *h + (size_t)h->count * sizeof(int32_t))
+        if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs)
             return -1;
-        memcpy(w->hrs, (const uint8_t *)h + sizeof *h, (size_t)h->count * sizeof(int32_t));
+        memcpy(w->hrs, f.body, (size_t)h->count * sizeof(int32_t));
         w->hr = h->hr;
         w->done = 1;
         pthread_cond_signal(w->cv);
         return 0;
     case SK_SEND_ACK:
         w = w_find(u, h->req);
-        if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size ||
-            h->len != sizeof *h + (size_t)h->count)
+        if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size)
             return -1;
         if (h->count)
-            memcpy(w->out, (const uint8_t *)h + sizeof *h, h->count);
+            memcpy(w->out, f.body, h->count);
         w->returned = h->count;
         w->hr = h->hr;
         w->done = 1;
         pthread_cond_signal(w->cv);
         return 0;
     default:
-        return -1;
+        return -1; /* a second HELLO_ACK */
     }
 }
 
@@ -673,12 +667,13 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     struct timeval rto = {pt / 1000, (suseconds_t)(pt % 1000) * 1000}, none = {0, 0};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto);
     errno = 0;
+    sk_frame f;
     if (u_write(u, v, ctx_size ? 4 : 3, total) != 0 || sk_read_frame(&u->rd, &a) != 1 ||
-        a->type != SK_HELLO_ACK || a->len != sizeof *a)
+        sk_parse_frame(a, a->len, SK_FROM_KERNEL, &f) != 0 || f.h.type != SK_HELLO_ACK)
         /* hung up on (the port closed meanwhile), or no answer in time */
         hr = errno == EAGAIN || errno == EWOULDBLOCK ? FP_E_TIMEOUT : FP_E_FILE_NOT_FOUND;
     else
-        hr = a->hr;
+        hr = f.h.hr;
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     if (FP_SUCCEEDED(hr) && sk_thread_create(&u->rx, rx_main, u) != 0)
         hr = FP_E_OUTOFMEMORY;

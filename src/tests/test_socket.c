@@ -5,6 +5,7 @@
  * fork: a user process killed with -9, a kernel process killed, another uid, the stress run.
  * Ports live in a fresh mkdtemp directory ($FASTPORT_RUNTIME_DIR). Last line: "N passed, M failed". */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -142,6 +143,7 @@ typedef struct kstate {
     fp_ntstatus reject; /* ConnectNotify's answer when not 0 */
     pthread_cond_t cv;
     int inside, max_inside; /* MessageNotify calls running at once ("slow" ones) */
+    int gate_open, gated;   /* "gate" MessageNotify calls wait for gate_open; gated: how many came */
 } kstate;
 
 static uint64_t checksum(const void *p, size_t n)
@@ -188,6 +190,13 @@ static fp_ntstatus on_message(void *cookie, fsim_client *c, const void *in, uint
 {
     kstate *k = cookie;
     (void)c;
+    if (in_size >= 4 && memcmp(in, "gate", 4) == 0) {
+        pthread_mutex_lock(&k->lock);
+        k->gated++;
+        while (!k->gate_open)
+            pthread_cond_wait(&k->cv, &k->lock);
+        pthread_mutex_unlock(&k->lock);
+    }
     if (in_size >= 4 && memcmp(in, "slow", 4) == 0) {
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
@@ -1687,6 +1696,137 @@ static void test_garbage_to_user(void)
     }
 }
 
+/* ---- hostile peers: time and memory the kernel side gives them are bounded ---- */
+
+static int thread_count(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static fsim_server_stats sstats(fsim_server *s)
+{
+    fsim_server_stats st;
+    fsim_server_stats_get(s, &st);
+    return st;
+}
+
+/* Peers that send half a HELLO pin a thread each until the frame deadline (the default here, 10 s)
+ * at most: closing the port hangs up on them at once, and their threads go. */
+static void test_partial_hellos_and_close(void)
+{
+    int base = thread_count();
+    kstate k;
+    fsim_server *s = make_port("\\HalfHello", 4, FSIM_ACCESS_OWNER, &k, 1);
+    enum { N = 50 };
+    int fds[N];
+    sk_hdr h = {1000, SK_HELLO, 0, SK_MAGIC, SK_VERSION, 0}; /* 24 of its 1000 bytes */
+    for (int i = 0; i < N; i++) {
+        fds[i] = raw_connect("\\HalfHello");
+        CHECK(fds[i] >= 0);
+        CHECK_EQ(send(fds[i], &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    }
+    /* the accept thread, then a thread per peer, each inside its handshake */
+    CHECK(WAIT_UNTIL(thread_count() >= base + 1 + N, 5000));
+    uint64_t t0 = now_ms();
+    fsim_close_server(s);
+    CHECK(WAIT_UNTIL(thread_count() == base, 5000));
+    CHECK(now_ms() - t0 < 5000);
+    for (int i = 0; i < N; i++) {
+        CHECK(hung_up(fds[i]));
+        close(fds[i]);
+    }
+    CHECK_EQ(kget_connects(&k), 0);
+}
+
+/* A connected peer that sends the start of a frame and no more is hung up on after the frame
+ * deadline ($FASTPORT_SOCK_FRAME_TIMEOUT_MS, 200 ms here), and counted. So is one that never
+ * sends its HELLO. */
+static void test_partial_frame_deadline(void)
+{
+    setenv("FASTPORT_SOCK_FRAME_TIMEOUT_MS", "200", 1);
+    kstate k;
+    fsim_server *s = make_port("\\HalfFrame", 4, FSIM_ACCESS_OWNER, &k, 1);
+    unsetenv("FASTPORT_SOCK_FRAME_TIMEOUT_MS");
+    int fd = raw_connect("\\HalfFrame");
+    CHECK_EQ(raw_hello(fd, "\\HalfFrame"), FP_S_OK);
+    sk_hdr h = {5000, SK_SEND, 0, 0, 0, 1};
+    CHECK_EQ(send(fd, &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 5000));
+    CHECK(hung_up(fd));
+    close(fd);
+    CHECK_EQ(sstats(s).peers_timed_out, 1);
+    int silent = raw_connect("\\HalfFrame");
+    CHECK(hung_up(silent) || hung_up(silent)); /* within 2 s, 2 s: the deadline is 200 ms */
+    close(silent);
+    CHECK_EQ(sstats(s).peers_timed_out, 2);
+    CHECK_EQ(kget_connects(&k), 1);
+    fsim_close_server(s);
+}
+
+/* A peer that floods FilterSendMessage requests while MessageNotify is busy: at most
+ * SK_MAX_WORKERS run and SK_MAX_QUEUED_JOBS wait; the rest are answered E_OUTOFMEMORY at once and
+ * counted. Each request is answered exactly once. */
+static void test_send_flood(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Flood", 4, FSIM_ACCESS_OWNER, &k, 1);
+    int fd = raw_connect("\\Flood");
+    CHECK_EQ(raw_hello(fd, "\\Flood"), FP_S_OK);
+    enum { N = 400, IN = 16 * 1024 };
+    struct {
+        sk_hdr h;
+        char in[IN];
+    } *f = calloc(1, sizeof *f);
+    memcpy(f->in, "gate", 4);
+    for (uint32_t i = 0; i < N; i++) {
+        f->h = (sk_hdr){sizeof *f, SK_SEND, 0, 4, 0, i + 1};
+        CHECK_EQ(send(fd, f, sizeof *f, MSG_NOSIGNAL), (ssize_t)sizeof *f);
+    }
+    /* every request is either with MessageNotify, waiting for it, or dropped */
+    fsim_client *c = NULL;
+    CHECK(WAIT_UNTIL((c = kget_last(&k)) != NULL, 2000));
+    CHECK(WAIT_UNTIL(sstats(s).sends_dropped >= N - SK_MAX_WORKERS - SK_MAX_QUEUED_JOBS, 5000));
+    uint64_t dropped = sstats(s).sends_dropped;
+    CHECK(dropped <= N - SK_MAX_QUEUED_JOBS);
+    pthread_mutex_lock(&k.lock);
+    k.gate_open = 1;
+    pthread_cond_broadcast(&k.cv);
+    pthread_mutex_unlock(&k.lock);
+    /* every request answered once: the dropped ones with E_OUTOFMEMORY */
+    uint32_t answered = 0, refused = 0;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (answered < N) {
+        struct {
+            sk_hdr h;
+            char out[8];
+        } a;
+        ssize_t r = recv(fd, &a, sizeof a, 0);
+        if (r < (ssize_t)sizeof a.h || a.h.type != SK_SEND_ACK)
+            break;
+        answered++;
+        refused += a.h.hr == FP_E_OUTOFMEMORY;
+    }
+    CHECK_EQ(answered, N);
+    CHECK_EQ(refused, dropped);
+    pthread_mutex_lock(&k.lock);
+    CHECK_EQ(k.gated, N - (int)dropped);
+    pthread_mutex_unlock(&k.lock);
+    CHECK_EQ(sstats(s).sends_dropped, dropped);
+    close(fd);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 2000));
+    fsim_client_release(c);
+    free(f);
+    fsim_close_server(s);
+}
+
 /* ---- stress: 32 kernel senders here, 8 getter threads in a user process ---- */
 #define NSEND 32
 #define NGET 8
@@ -1876,6 +2016,9 @@ int main(int argc, char **argv)
     RUN(test_stopped_user());
     RUN(test_garbage_to_kernel());
     RUN(test_garbage_to_user());
+    RUN(test_partial_hellos_and_close());
+    RUN(test_partial_frame_deadline());
+    RUN(test_send_flood());
     RUN(test_stress());
 #ifdef FASTPORT_DEBUG
     /* every connection thread has dropped its client, every server is gone */
