@@ -268,7 +268,7 @@ def _connect_sim(str name not None, context, bint sync):
                                                    <uint32_t>ctx.len, NULL, &h)
     finally:
         PyBuffer_Release(&ctx)
-    _check_hr(hr, f"FilterConnectCommunicationPort({name!r})")
+    _check_hr(hr, _sim_context(f"FilterConnectCommunicationPort({name!r})"))
     cdef Port p = Port.__new__(Port)
     p._h = h
     p.name = name

@@ -24,6 +24,13 @@ cdef object _servers = _weakref.WeakValueDictionary()
 cdef uint64_t _next_server_key = 1
 
 
+cdef str _sim_context(str what):
+    """`what`, plus why this thread's last port creation or connect failed when the emulator says
+    more than the code (a refused runtime directory: its path and the reason)."""
+    cdef bytes detail = fsim_error_detail()
+    return f"{what}: {detail.decode(errors='replace')}" if detail else what
+
+
 cdef class SendResult:
     """What FltSendMessage returned: `status` (NTSTATUS, unsigned int), `reply` (bytes, or None
     when no reply was expected or none came), `reply_status` (the replier's
@@ -400,12 +407,13 @@ def _create_port(str name not None, str transport not None, max_connections, acc
         st = fsim_create_port(cname, tr, maxc, acc, &cbs, &sp._s)
     if st < 0:
         _servers.pop(sp._key, None)
-        _check_nt(st, f"FltCreateCommunicationPort({name!r})")
+        _check_nt(st, _sim_context(f"FltCreateCommunicationPort({name!r})"))
     _sim_log.info("server port %r created (%s transport, max_connections %d, access %s)", name,
               transport, maxc, access)
     return sp
 
 
 def runtime_dir():
-    """Where socket-transport ports live: $FASTPORT_RUNTIME_DIR, else /tmp/fastport-<uid>."""
+    """Where this process's socket-transport ports go: $FASTPORT_RUNTIME_DIR, else
+    $XDG_RUNTIME_DIR/fastport, else /tmp/fastport-<uid> (the README's "Runtime directory")."""
     return fsim_runtime_dir().decode()

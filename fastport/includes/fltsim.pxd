@@ -88,5 +88,6 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterGetTransport(SIM_HANDLE port, fsim_transport *transport)
     int32_t SimFilterClose(SIM_HANDLE port)
     const char *fsim_runtime_dir()
+    const char *fsim_error_detail()
     int64_t fsim_debug_live_clients()
     int64_t fsim_debug_live_servers()

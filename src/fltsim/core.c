@@ -186,6 +186,7 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
                              uint32_t max_connections, enum fsim_access access,
                              const fsim_callbacks *callbacks, fsim_server **out)
 {
+    fsim_error_detail_clear();
     if (!out)
         return FP_STATUS_INVALID_PARAMETER;
     *out = NULL;

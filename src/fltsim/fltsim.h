@@ -264,7 +264,13 @@ fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport
 fp_hresult SimFilterClose(SIM_HANDLE port);
 
 /* ---- misc ---- */
-const char *fsim_runtime_dir(void); /* socket transport: $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid> */
+/* Socket transport: where this process's ports go: $FASTPORT_RUNTIME_DIR, else
+ * $XDG_RUNTIME_DIR/fastport, else /tmp/fastport-<euid> (the rules: sock_proto.h). */
+const char *fsim_runtime_dir(void);
+/* Why this thread's last fsim_create_port or SimFilterConnectCommunicationPort failed, beyond its
+ * code, e.g. "refusing the runtime directory /tmp/fastport-1000: it is owned by uid 1001, not by
+ * uid 1000 (...)"; "" when there is nothing more to say. */
+const char *fsim_error_detail(void);
 
 /* Live object counts, for leak checks (always compiled in). */
 int64_t fsim_debug_live_clients(void);

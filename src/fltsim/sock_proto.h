@@ -193,11 +193,42 @@ int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
  * Returns -1 if even the hashed form does not fit. */
 int sk_port_path(const char *dir, const char *name, struct sockaddr_un *addr);
 
-/* Creates (0711) or checks (ours, not writable by group/others) the runtime directory. Returns
- * STATUS_SUCCESS or the NTSTATUS fsim_create_port should return. */
+/* The runtime directories (the emulator's rules; the README's "Runtime directory")
+ * ---------------------------------------------------------------------------------
+ * A port's socket file lives in its creator's runtime directory: $FASTPORT_RUNTIME_DIR when set,
+ * else $XDG_RUNTIME_DIR/fastport when $XDG_RUNTIME_DIR is set (an absolute path), else
+ * /tmp/fastport-<euid>. The directory is created 0711 (others may reach an "everyone" port's
+ * socket, not list the directory) and used only if it is a directory owned by the creator that
+ * neither group nor others may write to (for the default ones: not a symlink).
+ * A connect looks in $FASTPORT_RUNTIME_DIR only, when it is set (a directory nobody but its owner
+ * may write to; any owner: the caller chose it). Otherwise in its own directories, the XDG one and
+ * then /tmp/fastport-<euid> (each, if it exists, checked as strictly as above: a directory there
+ * that is not ours, or that others may write to, is refused with E_ACCESSDENIED, not skipped), and
+ * then in other users' /tmp/fastport-<uid> (root's first), skipping any that is not theirs or that
+ * others may write to. In every directory the socket file must belong to the directory's owner
+ * (or root), so a port found there is one its owner created. */
+#define SK_DIR_MAX 108 /* sizeof sun_path: a longer directory cannot hold a socket */
+
+/* The caller's own runtime directories, in the order above: $FASTPORT_RUNTIME_DIR alone, or the
+ * XDG one (if any) and /tmp/fastport-<euid>. Returns how many, or -1 when $FASTPORT_RUNTIME_DIR
+ * is too long. */
+int sk_own_dirs(char dirs[2][SK_DIR_MAX]);
+
+/* Checks that dir is a directory (with nofollow: not a symlink), owned by uid (< 0: any owner),
+ * not writable by group or others; *owner (optional) receives its owner. STATUS_SUCCESS,
+ * STATUS_OBJECT_NAME_NOT_FOUND (absent), or STATUS_ACCESS_DENIED with the reason in
+ * fsim_error_detail(). */
+fp_ntstatus sk_check_dir(const char *dir, int64_t uid, int nofollow, uint32_t *owner);
+
+/* Creates (0711) or checks the caller's first runtime directory and puts its path in dir. Returns
+ * STATUS_SUCCESS or the NTSTATUS fsim_create_port should return (the reason in
+ * fsim_error_detail()). */
 fp_ntstatus sk_prepare_dir(char *dir, size_t cap);
 
-/* The default runtime directory of a uid: /tmp/fastport-<uid>. */
+/* Another user's runtime directory: /tmp/fastport-<uid>. */
 void sk_default_dir(uint32_t uid, char *dir, size_t cap);
+
+/* Sets this thread's fsim_error_detail() (printf-style). */
+void sk_set_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -555,16 +555,30 @@ static const fsim_handle_ops sock_handle_ops = {
 
 /* ---- connecting ---- */
 
-/* Connects to the port's socket in dir. FP_E_FILE_NOT_FOUND if there is none (or a stale one);
- * with must_exist, a dir we cannot look into counts as not having it. */
-static fp_hresult try_dir(const char *dir, const char *name, int must_exist, int *fdp)
+/* Connects to the port's socket in dir, a directory owned by dir_uid. FP_E_FILE_NOT_FOUND if
+ * there is none (or a stale one); FP_E_ACCESSDENIED if the socket file belongs to neither the
+ * directory's owner nor root (nobody else can have put it there: the directory was checked), or
+ * we may not reach it. With must_exist, a dir we cannot look into counts as not having it. */
+static fp_hresult try_dir(const char *dir, uint32_t dir_uid, const char *name, int must_exist,
+                          int *fdp)
 {
     struct sockaddr_un a;
     if (sk_port_path(dir, name, &a) != 0)
         return FP_E_FILE_NOT_FOUND;
     struct stat st;
-    if (must_exist && (stat(a.sun_path, &st) != 0 || !S_ISSOCK(st.st_mode)))
+    if (lstat(a.sun_path, &st) != 0) {
+        if (errno != EACCES || must_exist)
+            return FP_E_FILE_NOT_FOUND;
+        sk_set_detail("cannot reach %s: %s", a.sun_path, strerror(EACCES));
+        return FP_E_ACCESSDENIED;
+    }
+    if (!S_ISSOCK(st.st_mode))
         return FP_E_FILE_NOT_FOUND;
+    if (st.st_uid != dir_uid && st.st_uid != 0) {
+        sk_set_detail("refusing %s: the socket file is owned by uid %u, not by the directory's "
+                      "owner (uid %u)", a.sun_path, (unsigned)st.st_uid, (unsigned)dir_uid);
+        return FP_E_ACCESSDENIED;
+    }
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return FP_E_OUTOFMEMORY;
@@ -587,27 +601,40 @@ static int cmp_uid(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* $FASTPORT_RUNTIME_DIR if set; else our /tmp/fastport-<euid>; else another user's
- * /tmp/fastport-<uid> holding that port (root's first). Emulator's choice for the last step: only
- * directories that really belong to the uid in their name and that nobody else can write to, so
- * a third user cannot plant a fake port there. */
+/* Looks for the port where sock_proto.h's rules say: $FASTPORT_RUNTIME_DIR alone if set; else our
+ * own directories (refusing one that is not ours or that others may write to: someone may have
+ * created it first to plant a fake port), then other users' /tmp/fastport-<uid> (root's first),
+ * only those that really belong to the uid in their name and that nobody else can write to. */
 static fp_hresult find_port(const char *name, int *fdp)
 {
-    char dir[sizeof(struct sockaddr_un)];
+    char own[2][SK_DIR_MAX];
+    int n = sk_own_dirs(own);
+    if (n < 0)
+        return FP_E_FILE_NOT_FOUND; /* $FASTPORT_RUNTIME_DIR cannot hold a socket */
     const char *env = getenv("FASTPORT_RUNTIME_DIR");
-    if (env && *env)
-        return try_dir(env, name, 0, fdp);
+    int from_env = env && *env;
     uint32_t me = (uint32_t)geteuid();
-    sk_default_dir(me, dir, sizeof dir);
-    fp_hresult hr = try_dir(dir, name, 0, fdp);
-    if (hr != FP_E_FILE_NOT_FOUND)
-        return hr;
+    fp_hresult hr;
+    for (int i = 0; i < n; i++) {
+        uint32_t owner;
+        fp_ntstatus st = sk_check_dir(own[i], from_env ? -1 : (int64_t)me, !from_env, &owner);
+        if (st == FP_STATUS_OBJECT_NAME_NOT_FOUND)
+            continue;
+        if (!FP_NT_SUCCESS(st))
+            return FP_E_ACCESSDENIED;
+        hr = try_dir(own[i], owner, name, 0, fdp);
+        if (hr != FP_E_FILE_NOT_FOUND)
+            return hr;
+    }
+    if (from_env)
+        return FP_E_FILE_NOT_FOUND;
     uint32_t uids[64];
     size_t nu = 0;
     DIR *d = opendir("/tmp");
     if (!d)
         return FP_E_FILE_NOT_FOUND;
     struct dirent *de;
+    char dir[SK_DIR_MAX];
     while ((de = readdir(d)) && nu < 64) {
         if (strncmp(de->d_name, "fastport-", 9) != 0)
             continue;
@@ -629,7 +656,7 @@ static fp_hresult find_port(const char *name, int *fdp)
     qsort(uids, nu, sizeof uids[0], cmp_uid);
     for (size_t i = 0; i < nu; i++) {
         sk_default_dir(uids[i], dir, sizeof dir);
-        hr = try_dir(dir, name, 1, fdp);
+        hr = try_dir(dir, uids[i], name, 1, fdp);
         if (hr != FP_E_FILE_NOT_FOUND)
             return hr;
     }

@@ -475,6 +475,8 @@ static void test_runtime_dir_rules(void)
     struct stat st;
     int existed = stat(def, &st) == 0;
     unsetenv("FASTPORT_RUNTIME_DIR");
+    char *xdg = getenv("XDG_RUNTIME_DIR") ? strdup(getenv("XDG_RUNTIME_DIR")) : NULL;
+    unsetenv("XDG_RUNTIME_DIR");
     CHECK(strcmp(fsim_runtime_dir(), def) == 0);
     kstate k;
     fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, &k, 1);
@@ -495,6 +497,10 @@ static void test_runtime_dir_rules(void)
     }
     setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
     CHECK(strcmp(fsim_runtime_dir(), rundir) == 0);
+    if (xdg) {
+        setenv("XDG_RUNTIME_DIR", xdg, 1);
+        free(xdg);
+    }
 
     /* a directory others may write to, or (as root) one owned by someone else: refused */
     char bad[80];
@@ -526,6 +532,109 @@ static void test_runtime_dir_rules(void)
     unlink(lock);
     CHECK_EQ(rmdir(path), 0);
     CHECK_EQ(rmdir(bad), 0);
+    setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
+}
+
+/* A port fsim_create_port and SimFilterConnectCommunicationPort refuse, with the reason. */
+static void check_refused(const char *name, const char *dir, const char *why)
+{
+    fsim_server *x = NULL;
+    fsim_callbacks none = {0};
+    CHECK_EQ(fsim_create_port(name, FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+             FP_STATUS_ACCESS_DENIED);
+    CHECK(strstr(fsim_error_detail(), dir) && strstr(fsim_error_detail(), why));
+    if (!strstr(fsim_error_detail(), why))
+        fprintf(stderr, "  detail: %s\n", fsim_error_detail());
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
+    CHECK(strstr(fsim_error_detail(), dir) && strstr(fsim_error_detail(), why));
+    /* the next call starts with no detail */
+    CHECK_EQ(SimFilterConnectCommunicationPort("", 0, NULL, 0, NULL, &h), FP_E_INVALIDARG);
+    CHECK_EQ(fsim_error_detail()[0], 0);
+}
+
+/* Without $FASTPORT_RUNTIME_DIR ports go in $XDG_RUNTIME_DIR/fastport when it is set, and the
+ * caller's own directories are checked as strictly as other users': one planted by another user
+ * (as root: chown 65534), one others may write to, a symlink, a socket file of another owner are
+ * refused, on both sides, with an error naming the directory and the reason. */
+static void test_spoofed_runtime_dirs(void)
+{
+    char xdg[96], own[120], name[64], path[200], tmpdir[64];
+    snprintf(xdg, sizeof xdg, "%s/xdg", rundir);
+    snprintf(own, sizeof own, "%s/fastport", xdg);
+    snprintf(name, sizeof name, "\\Xdg%d", (int)getpid());
+    char *saved = getenv("XDG_RUNTIME_DIR") ? strdup(getenv("XDG_RUNTIME_DIR")) : NULL;
+    CHECK_EQ(mkdir(xdg, 0700), 0);
+    unsetenv("FASTPORT_RUNTIME_DIR");
+    setenv("XDG_RUNTIME_DIR", xdg, 1);
+    CHECK(strcmp(fsim_runtime_dir(), own) == 0);
+    /* created there, found there */
+    kstate k;
+    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, &k, 1);
+    struct stat st;
+    CHECK(lstat(own, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0711);
+    struct sockaddr_un a;
+    sk_port_path(own, name, &a);
+    CHECK(stat(a.sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    close_user(h, &k);
+    if (geteuid() == 0) { /* a socket file that is not the directory owner's */
+        CHECK_EQ(lchown(a.sun_path, 65534, 65534), 0);
+        CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
+        CHECK(strstr(fsim_error_detail(), a.sun_path) &&
+              strstr(fsim_error_detail(), "owned by uid 65534"));
+    }
+    fsim_close_server(s);
+
+    /* others may write to it */
+    CHECK_EQ(chmod(own, 0777), 0);
+    check_refused(name, own, "mode 0777");
+    CHECK_EQ(chmod(own, 0770), 0);
+    check_refused(name, own, "mode 0770");
+    CHECK_EQ(chmod(own, 0711), 0);
+    /* someone else's (what a squatter's directory looks like) */
+    if (geteuid() == 0) {
+        CHECK_EQ(chown(own, 65534, 65534), 0);
+        check_refused(name, own, "owned by uid 65534");
+        CHECK_EQ(chown(own, 0, 0), 0);
+    }
+    /* a symlink to a good directory */
+    snprintf(path, sizeof path, "%s/.lock", own);
+    unlink(path);
+    CHECK_EQ(rmdir(own), 0);
+    snprintf(path, sizeof path, "%s/real", xdg);
+    CHECK_EQ(mkdir(path, 0711), 0);
+    CHECK_EQ(symlink(path, own), 0);
+    check_refused(name, own, "not a directory");
+    unlink(own);
+    rmdir(path);
+
+    /* the attack itself: /tmp/fastport-<uid> made by another user before we came (as root, when
+     * no such directory exists yet): our connect refuses it rather than use its fake port */
+    sk_default_dir((uint32_t)geteuid(), tmpdir, sizeof tmpdir);
+    if (geteuid() == 0 && lstat(tmpdir, &st) != 0) {
+        unsetenv("XDG_RUNTIME_DIR");
+        CHECK_EQ(mkdir(tmpdir, 0755), 0);
+        CHECK_EQ(chown(tmpdir, 65534, 65534), 0);
+        check_refused(name, tmpdir, "owned by uid 65534");
+        /* with XDG set, our ports go there, but a connect that finds nothing there still refuses
+         * the planted directory instead of looking into it */
+        setenv("XDG_RUNTIME_DIR", xdg, 1);
+        CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
+        CHECK(strstr(fsim_error_detail(), tmpdir) != NULL);
+        CHECK_EQ(rmdir(tmpdir), 0);
+    }
+    snprintf(path, sizeof path, "%s/.lock", own);
+    unlink(path);
+    rmdir(own);
+    CHECK_EQ(rmdir(xdg), 0);
+    if (saved) {
+        setenv("XDG_RUNTIME_DIR", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("XDG_RUNTIME_DIR");
+    }
     setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
 }
 
@@ -1999,6 +2108,7 @@ int main(int argc, char **argv)
     } while (0)
     RUN(test_connect_rules());
     RUN(test_runtime_dir_rules());
+    RUN(test_spoofed_runtime_dirs());
     RUN(test_round_trip());
     RUN(test_send_message());
     RUN(test_concurrent_sends());
