@@ -145,3 +145,93 @@ def test_a_send_flood_is_bounded_and_counted(sfm, port_name, runtime_dir):
     assert sum(hr == E_OUTOFMEMORY for _, hr in answers) == dropped
     assert _wait(lambda: len(calls) == n - dropped)
     assert server.stats["sends_dropped"] == dropped
+
+
+# ---- the runtime directory: the caller's own is checked as strictly as other users' ----
+
+@pytest.fixture
+def xdg(tmp_path, monkeypatch):
+    """No $FASTPORT_RUNTIME_DIR; $XDG_RUNTIME_DIR a fresh 0700 directory: returns the directory
+    fastport uses in it."""
+    d = tmp_path / "xdg"
+    d.mkdir(mode=0o700)
+    monkeypatch.delenv("FASTPORT_RUNTIME_DIR")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
+    return d / "fastport"
+
+
+def test_xdg_runtime_dir_is_preferred(xdg, port_name):
+    import fastport
+    from fastport import _ext
+
+    assert _ext.runtime_dir() == str(xdg)
+    with FilterManager("socket") as m:
+        m.create_port(port_name)
+        assert os.stat(xdg).st_mode & 0o777 == 0o711
+        assert os.path.exists(_sock_path(str(xdg), port_name))
+        with fastport.connect(port_name) as p:
+            assert not p.closed
+
+
+def _refused(port_name, directory, reason):
+    import fastport
+    from fastport import AccessDenied
+
+    with FilterManager("socket") as m:
+        with pytest.raises(AccessDenied) as e:
+            m.create_port(port_name)
+    assert e.value.ntstatus == 0xC0000022
+    assert f"refusing the runtime directory {directory}: " in str(e.value)
+    assert reason in str(e.value)
+    with pytest.raises(AccessDenied) as e:
+        fastport.connect(port_name)
+    assert e.value.hresult == 0x80070005
+    assert f"refusing the runtime directory {directory}: " in str(e.value)
+    assert reason in str(e.value)
+
+
+def test_a_runtime_dir_others_may_write_to_is_refused(xdg, port_name):
+    xdg.mkdir(mode=0o700)
+    os.chmod(xdg, 0o777)
+    _refused(port_name, xdg, "mode 0777 lets others write to it")
+    os.chmod(xdg, 0o720)
+    _refused(port_name, xdg, "mode 0720 lets others write to it")
+
+
+def test_a_symlinked_runtime_dir_is_refused(xdg, port_name, tmp_path):
+    (tmp_path / "elsewhere").mkdir(mode=0o711)
+    xdg.symlink_to(tmp_path / "elsewhere")
+    _refused(port_name, xdg, "not a directory")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="simulating another user needs root (chown)")
+def test_a_runtime_dir_planted_by_another_user_is_refused(xdg, port_name):
+    xdg.mkdir(mode=0o711)
+    os.chown(xdg, 65534, 65534)  # what an attacker who came first leaves
+    _refused(port_name, xdg, f"owned by uid 65534, not by uid {os.geteuid()}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="simulating another user needs root (chown)")
+def test_a_fake_port_in_the_tmp_runtime_dir_is_never_used(monkeypatch, port_name):
+    """The attack of issue 13: another user creates /tmp/fastport-<uid> first, with a listening
+    socket of its own named like our port. Our connect refuses the directory."""
+    monkeypatch.delenv("FASTPORT_RUNTIME_DIR")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    d = f"/tmp/fastport-{os.geteuid()}"
+    if os.path.lexists(d):
+        pytest.skip(f"{d} exists already")
+    os.mkdir(d, 0o755)
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        fake.bind(_sock_path(d, port_name))
+        fake.listen(1)
+        os.chown(_sock_path(d, port_name), 65534, 65534)
+        os.chown(d, 65534, 65534)
+        _refused(port_name, d, "owned by uid 65534")
+        fake.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            fake.accept()  # nobody connected to it
+    finally:
+        fake.close()
+        os.unlink(_sock_path(d, port_name))
+        os.rmdir(d)
