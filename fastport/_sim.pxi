@@ -222,8 +222,8 @@ cdef class ServerPort:
           handshake.
         - ``sends_dropped``: FilterSendMessage requests answered E_OUTOFMEMORY at once because
           the connection's queue (64 requests or 8 MiB of input beyond the 16 running) was full.
-        - ``slow_peers_dropped``: connections hung up on because they left more than 64 MiB of
-          output unread."""
+        - ``slow_peers_dropped``: connections hung up on because they left more than 128 MiB of
+          answers to their own requests unread ($FASTPORT_SOCK_MAX_UNREAD_ANSWERS)."""
         if self._s is NULL:
             return dict(self._closed_stats) if self._closed_stats is not None else \
                 _server_stats(NULL)

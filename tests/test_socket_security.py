@@ -235,3 +235,26 @@ def test_a_fake_port_in_the_tmp_runtime_dir_is_never_used(monkeypatch, port_name
         fake.close()
         os.unlink(_sock_path(d, port_name))
         os.rmdir(d)
+
+
+def test_a_peer_that_asks_and_never_reads_is_hung_up_on(sfm, port_name, runtime_dir,
+                                                         monkeypatch):
+    monkeypatch.setenv("FASTPORT_SOCK_MAX_UNREAD_ANSWERS", str(1 << 20))  # read at creation
+    gone = threading.Event()
+    server = sfm.create_port(port_name, disconnect_notify=lambda c: gone.set())
+    monkeypatch.delenv("FASTPORT_SOCK_MAX_UNREAD_ANSWERS")
+    SK_REVOKE, tags = 4, 4096
+    # tags nobody has: each answered with a 24-byte REVOKE_ACK the peer never reads
+    frame = _HDR.pack(_HDR.size + 8 * tags, SK_REVOKE, 0, tags, 0, 0) + \
+        struct.pack(f"<{tags}Q", *range(10**6, 10**6 + tags))
+    sent = 0
+    with _raw(runtime_dir, port_name) as s:
+        try:
+            while sent < 400:  # 1 MiB of answers is 11 frames; 400 would be 38 MiB
+                s.send(frame)
+                sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert sent < 400
+    assert gone.wait(10)
+    assert server.stats["slow_peers_dropped"] == 1

@@ -82,15 +82,15 @@ void fsim_close_server(fsim_server *server);
 void fsim_disconnect_all(fsim_server *server);
 
 /* What the socket transport refused or cut off to protect a server port from hostile or broken
- * local peers (all 0 on inproc). The bounds behind them are described in the README ("The
- * socket transport's bounds"). */
+ * local peers (all 0 on inproc). The bounds behind them: the top of sock_kernel.c (and the
+ * README's "The socket transport's bounds"). */
 typedef struct fsim_server_stats {
     uint64_t peers_timed_out;     /* connections hung up on: no HELLO, or not the rest of a frame,
                                      within the frame deadline */
     uint64_t connections_refused; /* connections closed unheard: too many handshakes at once */
     uint64_t sends_dropped;       /* FilterSendMessage requests answered E_OUTOFMEMORY at once: the
                                      connection's queue was full */
-    uint64_t slow_peers_dropped;  /* connections hung up on: too much output left unread */
+    uint64_t slow_peers_dropped;  /* connections hung up on: too many answers left unread */
 } fsim_server_stats;
 void fsim_server_stats_get(fsim_server *server, fsim_server_stats *out);
 

@@ -51,10 +51,13 @@
  *   (connections_refused), and closing the port hangs up on all of them, so it returns at once.
  * - Memory: FilterSendMessage requests wait for a worker in a queue of at most SK_MAX_QUEUED_JOBS
  *   requests and SK_MAX_QUEUED_BYTES input bytes per connection; one more is answered
- *   E_OUTOFMEMORY at once (sends_dropped). Output the peer does not read waits in the backlog: while
- *   it holds more than SK_BACKLOG_PAUSE bytes the connection's frames are not read (the peer must
- *   take its answers before it asks again); if deliveries to a peer that stopped reading push it
- *   past SK_BACKLOG_MAX the peer is hung up on (slow_peers_dropped).
+ *   E_OUTOFMEMORY at once (sends_dropped). Output the peer does not read waits in the backlog.
+ *   Messages there are bounded by the peer's credits (gets it asked for: SK_MAX_GROUPS). Answers
+ *   to its requests (acks) are not, so a peer that keeps asking without reading is hung up on once
+ *   more than SK_MAX_UNREAD_ANSWERS bytes of them wait ($FASTPORT_SOCK_MAX_UNREAD_ANSWERS, read
+ *   when the port is created; slow_peers_dropped). The kernel side never stops reading a peer to
+ *   push back: the user side's receiver may wait for its own writers (a get submitted from a
+ *   completion), so a kernel that stopped reading could deadlock a connection.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -80,6 +83,7 @@ typedef struct kgroup { /* the credit of one pending remote get */
 typedef struct kchunk { /* backlog: the unsent rest of one frame */
     struct kchunk *next;
     size_t len, done;
+    int answer; /* an answer to the peer's request (not a delivery): counts in o_answer_bytes */
     uint8_t data[];
 } kchunk;
 
@@ -111,10 +115,9 @@ typedef struct kconn {
 
     /* output: guarded by out_mu */
     pthread_mutex_t out_mu;
-    pthread_cond_t out_cv;  /* the writer's: a chunk to send, or stop */
-    pthread_cond_t room_cv; /* the reader's: the backlog shrank below SK_BACKLOG_PAUSE, or dead */
+    pthread_cond_t out_cv;
     kchunk *o_head, *o_tail;
-    size_t o_bytes; /* in the backlog */
+    size_t o_answer_bytes, max_answer_bytes; /* answers in the backlog, and their bound */
     int o_dead, o_stop, hello_sent, shut_pending, defer_shut, writer_started;
     pthread_t writer;
 
@@ -143,6 +146,7 @@ typedef struct klistener {
     fsim_server *server;
     kpending *pend;
     uint32_t frame_timeout_ms;
+    size_t max_answer_bytes;
     struct sockaddr_un addr;
     dev_t dev;
     ino_t ino;
@@ -160,7 +164,6 @@ static void out_dead_locked(kconn *k)
 {
     k->o_dead = 1;
     pthread_cond_signal(&k->out_cv);
-    pthread_cond_broadcast(&k->room_cv);
     (void)shutdown(k->fd, SHUT_RDWR);
 }
 
@@ -173,7 +176,7 @@ static void *writer_main(void *p)
             while (k->o_head) {
                 kchunk *ch = k->o_head;
                 k->o_head = ch->next;
-                k->o_bytes -= ch->len;
+                k->o_answer_bytes -= ch->answer ? ch->len : 0;
                 free(ch);
             }
         if (k->o_head) {
@@ -187,9 +190,7 @@ static void *writer_main(void *p)
                 continue;
             }
             k->o_head = ch->next;
-            k->o_bytes -= ch->len;
-            if (k->o_bytes <= SK_BACKLOG_PAUSE)
-                pthread_cond_broadcast(&k->room_cv);
+            k->o_answer_bytes -= ch->answer ? ch->len : 0;
             free(ch);
             continue;
         }
@@ -203,10 +204,11 @@ static void *writer_main(void *p)
 }
 
 /* Copies bytes [done, total) of the frame to the backlog. out_mu held. */
-static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, size_t done)
+static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, size_t done,
+                   int answer)
 {
-    if (k->o_bytes + (total - done) > SK_BACKLOG_MAX) { /* a peer that stopped reading */
-        atomic_fetch_add(&k->srv->slow_peers_dropped, 1);
+    if (answer && k->o_answer_bytes + (total - done) > k->max_answer_bytes) {
+        atomic_fetch_add(&k->srv->slow_peers_dropped, 1); /* it asks and never reads */
         return -1;
     }
     kchunk *ch = malloc(sizeof *ch + (total - done));
@@ -215,6 +217,7 @@ static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, 
     ch->next = NULL;
     ch->len = total - done;
     ch->done = 0;
+    ch->answer = answer;
     size_t skip = done, at = 0;
     for (int i = 0; i < iovcnt; i++) {
         size_t l = iov[i].iov_len, o = 0;
@@ -239,13 +242,14 @@ static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, 
     else
         k->o_head = ch;
     k->o_tail = ch;
-    k->o_bytes += ch->len;
+    k->o_answer_bytes += answer ? ch->len : 0;
     pthread_cond_signal(&k->out_cv);
     return 0;
 }
 
-/* Sends one frame after every frame written before it, without blocking. -1: connection dead. */
-static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total)
+/* Sends one frame after every frame written before it, without blocking. answer: the frame
+ * answers the peer (anything but a delivery). -1: connection dead. */
+static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total, int answer)
 {
     int rc = 0;
     pthread_mutex_lock(&k->out_mu);
@@ -262,7 +266,7 @@ static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total)
                 goto out;
             }
         }
-        if (backlog(k, iov, iovcnt, total, done) != 0) {
+        if (backlog(k, iov, iovcnt, total, done, answer) != 0) {
             out_dead_locked(k);
             rc = -1;
         }
@@ -277,7 +281,7 @@ static int k_write_frame(kconn *k, uint16_t type, uint16_t flags, uint64_t req, 
 {
     sk_hdr h = {(uint32_t)(sizeof h + body_len), type, flags, count, hr, req};
     struct iovec v[2] = {{&h, sizeof h}, {(void *)body, body_len}};
-    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len);
+    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len, 1);
 }
 
 static int k_write_hdr(kconn *k, uint16_t type, uint64_t req, uint32_t count, int32_t hr,
@@ -339,7 +343,7 @@ static int k_deliver(void *remote, fsim_msg *const *msgs, uint32_t n)
             h.flags = SK_F_EMPTY;
             k->hinted = 0;
         }
-        rc = k_write(k, iov, nv, total);
+        rc = k_write(k, iov, nv, total, 0);
     }
 out:
     if (ents != stack_ents)
@@ -384,7 +388,6 @@ static void k_free(kconn *k)
     pthread_mutex_destroy(&k->start_mu);
     pthread_mutex_destroy(&k->out_mu);
     pthread_cond_destroy(&k->out_cv);
-    pthread_cond_destroy(&k->room_cv);
     pthread_mutex_destroy(&k->w_mu);
     pthread_cond_destroy(&k->w_cv);
     free(k);
@@ -720,18 +723,6 @@ static fsim_client *handshake(kconn *k)
     return c;
 }
 
-/* Before reading the next frame: waits while the peer leaves more than SK_BACKLOG_PAUSE bytes of
- * our output unread. 0 if the connection died meanwhile. */
-static int wait_room(kconn *k)
-{
-    pthread_mutex_lock(&k->out_mu);
-    while (k->o_bytes > SK_BACKLOG_PAUSE && !k->o_dead)
-        pthread_cond_wait(&k->room_cv, &k->out_mu);
-    int alive = !k->o_dead;
-    pthread_mutex_unlock(&k->out_mu);
-    return alive;
-}
-
 static void *conn_main(void *p)
 {
     kconn *k = p;
@@ -747,7 +738,7 @@ static void *conn_main(void *p)
         return NULL;
     }
     sk_hdr *h;
-    while (wait_room(k)) {
+    for (;;) {
         int r = sk_read_frame(&k->rd, &h);
         if (r < 0 && errno == ETIMEDOUT)
             atomic_fetch_add(&k->srv->peers_timed_out, 1);
@@ -791,6 +782,7 @@ static kconn *k_new(int fd, const klistener *l)
     k->fd = fd;
     k->rd.fd = fd;
     k->rd.rest_timeout_ms = l->frame_timeout_ms;
+    k->max_answer_bytes = l->max_answer_bytes;
     k->rec_max = sk_tune_socket(fd);
     k->hinted = 1; /* a new user assumes something may be queued until told otherwise */
     fsim_server_retain(l->server);
@@ -799,7 +791,6 @@ static kconn *k_new(int fd, const klistener *l)
     pthread_mutex_init(&k->start_mu, NULL);
     pthread_mutex_init(&k->out_mu, NULL);
     pthread_cond_init(&k->out_cv, NULL);
-    pthread_cond_init(&k->room_cv, NULL);
     pthread_mutex_init(&k->w_mu, NULL);
     pthread_cond_init(&k->w_cv, NULL);
     return k;
@@ -902,12 +893,13 @@ static int live(const struct sockaddr_un *a)
     return r == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
-/* $FASTPORT_SOCK_FRAME_TIMEOUT_MS (1 ms .. 1 h) or SK_FRAME_TIMEOUT_MS: see the top of the file. */
-static uint32_t frame_timeout_ms(void)
+/* A bound from the environment (see the top of the file), or its default when unset or outside
+ * [lo, hi]. */
+static size_t env_knob(const char *name, size_t lo, size_t hi, size_t dflt)
 {
-    const char *e = getenv("FASTPORT_SOCK_FRAME_TIMEOUT_MS");
-    long v = e ? strtol(e, NULL, 10) : 0;
-    return v > 0 && v <= 3600000 ? (uint32_t)v : SK_FRAME_TIMEOUT_MS;
+    const char *e = getenv(name);
+    unsigned long long v = e && *e ? strtoull(e, NULL, 10) : 0;
+    return v >= lo && v <= hi ? (size_t)v : dflt;
 }
 
 /* Hangs up on every connection still in its handshake (they see EOF at once: closing a port
@@ -944,7 +936,10 @@ static fp_ntstatus k_listen(fsim_server *s)
     l->pend = pend;
     l->fd = l->wake = -1;
     l->server = s;
-    l->frame_timeout_ms = frame_timeout_ms();
+    l->frame_timeout_ms = (uint32_t)env_knob("FASTPORT_SOCK_FRAME_TIMEOUT_MS", 1, 3600000,
+                                             SK_FRAME_TIMEOUT_MS);
+    l->max_answer_bytes = env_knob("FASTPORT_SOCK_MAX_UNREAD_ANSWERS", 1, SIZE_MAX / 2,
+                                   SK_MAX_UNREAD_ANSWERS);
     if (sk_port_path(dir, s->name, &l->addr) != 0) {
         l_free(l);
         return FP_STATUS_OBJECT_NAME_INVALID; /* the runtime directory's path is too long */

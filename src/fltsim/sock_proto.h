@@ -115,8 +115,7 @@ typedef struct sk_hello {
 #define SK_MAX_WORKERS 16u         /* threads running MessageNotify, per connection */
 #define SK_MAX_QUEUED_JOBS 64u     /* FilterSendMessage requests waiting for them, per connection */
 #define SK_MAX_QUEUED_BYTES (8u << 20) /* and those requests' input bytes */
-#define SK_BACKLOG_PAUSE (4u << 20)    /* unread output beyond which the peer's frames wait */
-#define SK_BACKLOG_MAX ((size_t)64 << 20) /* unread output beyond which the peer is hung up on */
+#define SK_MAX_UNREAD_ANSWERS ((size_t)128 << 20) /* unread answers: beyond, hung up on */
 
 /* ---- sockets ---- */
 

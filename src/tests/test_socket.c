@@ -1936,6 +1936,36 @@ static void test_send_flood(void)
     fsim_close_server(s);
 }
 
+/* A peer that keeps asking (REVOKE frames: an answer per tag) and never reads its answers is hung
+ * up on once more than $FASTPORT_SOCK_MAX_UNREAD_ANSWERS bytes of them wait (1 MiB here), and
+ * counted; the kernel side never stops reading it meanwhile. */
+static void test_peer_that_never_reads(void)
+{
+    setenv("FASTPORT_SOCK_MAX_UNREAD_ANSWERS", "1048576", 1);
+    kstate k;
+    fsim_server *s = make_port("\\NoReader", 4, FSIM_ACCESS_OWNER, &k, 1);
+    unsetenv("FASTPORT_SOCK_MAX_UNREAD_ANSWERS");
+    int fd = raw_connect("\\NoReader");
+    CHECK_EQ(raw_hello(fd, "\\NoReader"), FP_S_OK);
+    struct {
+        sk_hdr h;
+        uint64_t tags[SK_MAX_TAGS];
+    } *f = calloc(1, sizeof *f);
+    f->h = (sk_hdr){sizeof *f, SK_REVOKE, 0, SK_MAX_TAGS, 0, 0};
+    for (uint32_t i = 0; i < SK_MAX_TAGS; i++)
+        f->tags[i] = 1000000 + i; /* nobody's: answered "not found", 24 bytes each */
+    /* 1 MiB of answers is 11 frames; without the bound, 400 frames pile up 38 MiB and more */
+    int sent = 0;
+    while (sent < 400 && send(fd, f, sizeof *f, MSG_NOSIGNAL) == (ssize_t)sizeof *f)
+        sent++;
+    CHECK(sent < 400);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 5000));
+    CHECK_EQ(sstats(s).slow_peers_dropped, 1);
+    close(fd);
+    free(f);
+    fsim_close_server(s);
+}
+
 /* ---- stress: 32 kernel senders here, 8 getter threads in a user process ---- */
 #define NSEND 32
 #define NGET 8
@@ -2129,6 +2159,7 @@ int main(int argc, char **argv)
     RUN(test_partial_hellos_and_close());
     RUN(test_partial_frame_deadline());
     RUN(test_send_flood());
+    RUN(test_peer_that_never_reads());
     RUN(test_stress());
 #ifdef FASTPORT_DEBUG
     /* every connection thread has dropped its client, every server is gone */
