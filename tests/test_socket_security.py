@@ -249,6 +249,7 @@ def test_a_peer_that_asks_and_never_reads_is_hung_up_on(sfm, port_name, runtime_
         struct.pack(f"<{tags}Q", *range(10**6, 10**6 + tags))
     sent = 0
     with _raw(runtime_dir, port_name) as s:
+        _hello(s, port_name)
         try:
             while sent < 400:  # 1 MiB of answers is 11 frames; 400 would be 38 MiB
                 s.send(frame)
