@@ -466,6 +466,21 @@ static void test_connect_rules(void)
     close_user(b, &k);
 }
 
+/* Creates a port, checks that its socket file is in dir (*a: its address) and that a connect
+ * reaches it. */
+static fsim_server *port_in_dir(const char *dir, const char *name, kstate *k,
+                                struct sockaddr_un *a)
+{
+    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, k, 1);
+    struct stat st;
+    sk_port_path(dir, name, a);
+    CHECK(stat(a->sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    close_user(h, k);
+    return s;
+}
+
 static void test_runtime_dir_rules(void)
 {
     /* the default directory: /tmp/fastport-<euid>, 0711 */
@@ -479,15 +494,10 @@ static void test_runtime_dir_rules(void)
     unsetenv("XDG_RUNTIME_DIR");
     CHECK(strcmp(fsim_runtime_dir(), def) == 0);
     kstate k;
-    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, &k, 1);
+    struct sockaddr_un a;
+    fsim_server *s = port_in_dir(def, name, &k, &a);
     CHECK(lstat(def, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
           (st.st_mode & 022) == 0);
-    struct sockaddr_un a;
-    sk_port_path(def, name, &a);
-    CHECK(stat(a.sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
-    SIM_HANDLE h = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
-    close_user(h, &k);
     fsim_close_server(s);
     CHECK(stat(a.sun_path, &st) != 0);
     if (!existed) { /* leave no trace */
@@ -570,15 +580,11 @@ static void test_spoofed_runtime_dirs(void)
     CHECK(strcmp(fsim_runtime_dir(), own) == 0);
     /* created there, found there */
     kstate k;
-    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, &k, 1);
+    struct sockaddr_un a;
+    fsim_server *s = port_in_dir(own, name, &k, &a);
     struct stat st;
     CHECK(lstat(own, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0711);
-    struct sockaddr_un a;
-    sk_port_path(own, name, &a);
-    CHECK(stat(a.sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
     SIM_HANDLE h = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
-    close_user(h, &k);
     if (geteuid() == 0) { /* a socket file that is not the directory owner's */
         CHECK_EQ(lchown(a.sun_path, 65534, 65534), 0);
         CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
@@ -1826,6 +1832,21 @@ static fsim_server_stats sstats(fsim_server *s)
     return st;
 }
 
+/* A port (its environment knob set to value while it is created, when knob is not NULL) and a
+ * raw peer connected to it that has said hello. */
+static fsim_server *port_and_peer(const char *name, const char *knob, const char *value,
+                                  kstate *k, int *fd)
+{
+    if (knob)
+        setenv(knob, value, 1);
+    fsim_server *s = make_port(name, 4, FSIM_ACCESS_OWNER, k, 1);
+    if (knob)
+        unsetenv(knob);
+    *fd = raw_connect(name);
+    CHECK_EQ(raw_hello(*fd, name), FP_S_OK);
+    return s;
+}
+
 /* Peers that send half a HELLO pin a thread each until the frame deadline (the default here, 10 s)
  * at most: closing the port hangs up on them at once, and their threads go. */
 static void test_partial_hellos_and_close(void)
@@ -1859,12 +1880,9 @@ static void test_partial_hellos_and_close(void)
  * sends its HELLO. */
 static void test_partial_frame_deadline(void)
 {
-    setenv("FASTPORT_SOCK_FRAME_TIMEOUT_MS", "200", 1);
     kstate k;
-    fsim_server *s = make_port("\\HalfFrame", 4, FSIM_ACCESS_OWNER, &k, 1);
-    unsetenv("FASTPORT_SOCK_FRAME_TIMEOUT_MS");
-    int fd = raw_connect("\\HalfFrame");
-    CHECK_EQ(raw_hello(fd, "\\HalfFrame"), FP_S_OK);
+    int fd;
+    fsim_server *s = port_and_peer("\\HalfFrame", "FASTPORT_SOCK_FRAME_TIMEOUT_MS", "200", &k, &fd);
     sk_hdr h = {5000, SK_SEND, 0, 0, 0, 1};
     CHECK_EQ(send(fd, &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
     CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 5000));
@@ -1885,9 +1903,8 @@ static void test_partial_frame_deadline(void)
 static void test_send_flood(void)
 {
     kstate k;
-    fsim_server *s = make_port("\\Flood", 4, FSIM_ACCESS_OWNER, &k, 1);
-    int fd = raw_connect("\\Flood");
-    CHECK_EQ(raw_hello(fd, "\\Flood"), FP_S_OK);
+    int fd;
+    fsim_server *s = port_and_peer("\\Flood", NULL, NULL, &k, &fd);
     enum { N = 400, IN = 16 * 1024 };
     struct {
         sk_hdr h;
@@ -1941,12 +1958,10 @@ static void test_send_flood(void)
  * counted; the kernel side never stops reading it meanwhile. */
 static void test_peer_that_never_reads(void)
 {
-    setenv("FASTPORT_SOCK_MAX_UNREAD_ANSWERS", "1048576", 1);
     kstate k;
-    fsim_server *s = make_port("\\NoReader", 4, FSIM_ACCESS_OWNER, &k, 1);
-    unsetenv("FASTPORT_SOCK_MAX_UNREAD_ANSWERS");
-    int fd = raw_connect("\\NoReader");
-    CHECK_EQ(raw_hello(fd, "\\NoReader"), FP_S_OK);
+    int fd;
+    fsim_server *s =
+        port_and_peer("\\NoReader", "FASTPORT_SOCK_MAX_UNREAD_ANSWERS", "1048576", &k, &fd);
     struct {
         sk_hdr h;
         uint64_t tags[SK_MAX_TAGS];
