@@ -69,10 +69,9 @@ uint64_t answer_defaults_locked(fp_pump *p, fp_chunk *c, uint32_t from, uint32_t
         n++;
     }
     if (n) {
-        /* counted before they are sent: whoever sees the answers finds them in the stats */
-        count(&p->defaulted[reason], n);
         send_entries(p, c, c->send, c->send_idx, n, &late, &errs);
         atomic_fetch_sub(&c->unanswered, n);
+        count(&p->defaulted[reason], n);
         add_outcomes(p, late, errs);
     }
     return next;
@@ -269,7 +268,6 @@ void answer_overflow(fp_pump *p, const fp_completion *comp, uint32_t n)
         send[k++] = (fp_reply){r, (uint32_t)p->reply_bytes, 0, e->id, FP_S_OK, 0};
     }
     if (k) {
-        count(&p->defaulted[DEF_OVERFLOW], k); /* before they are sent, as above */
         fp_hresult hr = p->b->ops->reply(p->b, send, k);
         count(&p->reply_calls, 1);
         uint32_t late = 0, errs = 0;
@@ -280,6 +278,7 @@ void answer_overflow(fp_pump *p, const fp_completion *comp, uint32_t n)
             else if (!FP_SUCCEEDED(e))
                 errs++;
         }
+        count(&p->defaulted[DEF_OVERFLOW], k);
         add_outcomes(p, late, errs);
     }
     count(&p->no_reply, noreply);
