@@ -4,6 +4,12 @@
 #   make tsan       the same tests under ThreadSanitizer (gcc; out/tsan-*)
 #   make fuzz       the socket transport's frame parser under libFuzzer for FUZZ_SECONDS (clang)
 #   make lib        out/libfastport.a: the C core (common, fltsim, backends, pump, driver, cref)
+#   make win        the C core for Windows (mingw-w64, the REAL <windows.h> / <fltuser.h>) in
+#                   out/win/: libfastport.a, and fastport-cref.exe linked against the real FltLib
+#                   import library, whose import table is checked (scripts/win-imports.sh)
+#   make wine       the pump's tests for Windows, run under Wine (scripts/wine-run.sh): over
+#                   src/backends/fltlib.c and a fltlib test double (src/tests/win/), and
+#                   test_pump.c (its fake backend) on the Win32 primitives
 CC ?= cc
 CFLAGS_BASE = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc -Isrc/fltsim/win32 -DFASTPORT_DEBUG=1
 CFLAGS ?= -O2 -g
@@ -16,7 +22,7 @@ OUT = out
 # The Windows-style test: what a C file written for Windows is compiled with here.
 WIN32_TEST_FLAGS = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc/fltsim/win32 -Isrc
 
-.PHONY: ctest asan tsan fuzz lib clean
+.PHONY: ctest asan tsan fuzz lib win wine clean
 ctest: $(addprefix $(OUT)/,$(TESTS))
 	@set -e; for t in $^; do echo "== $$t"; ./$$t; done
 
@@ -92,6 +98,43 @@ $(OUT)/%: src/tests/%.c $(CORE) $(HEADERS)
 $(OUT)/asan-%: src/tests/%.c $(CORE) $(HEADERS)
 	@mkdir -p $(OUT)
 	$(CC) $(CFLAGS_BASE) -O1 -g $(SAN) -o $@ $< $(CORE) -lm
+
+# ---- Windows: cross-compiled, the emulator left out (it is POSIX-only)
+WIN_CC = x86_64-w64-mingw32-gcc
+WIN_AR = x86_64-w64-mingw32-ar
+WIN_CFLAGS = -std=gnu11 -Wall -Wextra -Werror -O2 -g -Isrc -D_WIN32_WINNT=0x0A00 -DFASTPORT_DEBUG=1
+WIN_SRC = src/common/histogram.c $(wildcard src/pump/*.c) src/backends/fltlib.c src/cref/cref.c
+WIN_HEADERS = $(wildcard src/common/*.h src/pump/*.h src/backends/*.h src/cref/*.h src/protocols/*.h)
+WIN_TEST_HEADERS = src/tests/check.h src/tests/fake_backend.h src/tests/pump_kit.h $(wildcard src/tests/win/*.h)
+
+win: $(OUT)/win/fastport-cref.exe
+	scripts/win-imports.sh $<
+
+WINE_TESTS = $(OUT)/win/test_pump_wine.exe $(OUT)/win/test_pump.exe $(OUT)/win/test_pump_hostile.exe
+wine: $(WINE_TESTS)
+	scripts/wine-run.sh $^
+
+$(OUT)/win/obj/%.o: src/%.c $(WIN_HEADERS)
+	@mkdir -p $(dir $@)
+	$(WIN_CC) $(WIN_CFLAGS) -c -o $@ $<
+
+$(OUT)/win/libfastport.a: $(patsubst src/%.c,$(OUT)/win/obj/%.o,$(WIN_SRC))
+	rm -f $@
+	$(WIN_AR) rcs $@ $^
+
+$(OUT)/win/fastport-cref.exe: src/win/fastport_cref.c $(OUT)/win/libfastport.a $(WIN_HEADERS)
+	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< $(OUT)/win/libfastport.a -lfltlib
+
+# the pump's own suites (its fake backend) on Win32 threads, locks and condition variables
+$(OUT)/win/test_pump.exe $(OUT)/win/test_pump_hostile.exe: $(OUT)/win/%.exe: src/tests/%.c \
+		$(OUT)/win/libfastport.a $(WIN_HEADERS) $(WIN_TEST_HEADERS)
+	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< $(OUT)/win/libfastport.a
+
+# the test double stands in for FltLib: no -lfltlib here
+$(OUT)/win/test_pump_wine.exe: src/tests/win/test_pump_wine.c src/tests/win/fltlib_double.c \
+		$(OUT)/win/libfastport.a $(WIN_HEADERS) $(WIN_TEST_HEADERS)
+	$(WIN_CC) $(WIN_CFLAGS) -o $@ src/tests/win/test_pump_wine.c src/tests/win/fltlib_double.c \
+		$(OUT)/win/libfastport.a -lntdll
 
 clean:
 	rm -rf $(OUT)

@@ -64,6 +64,9 @@ cdef class FanotifyPort(_Source):
         cfg.exclude_pids = <const int32_t *><const char *>self._pids
         cfg.exclude_uids = <const uint32_t *><const char *>self._uids
         cfg.stats = &self._stats
+        # the queue-full policy: with the fd budget spent, answer at once unless the pump waits
+        if (<_PumpCore>pump).on_full == "wait":
+            cfg.overflow_verdict = 0
         cdef int32_t hr = 0
         cdef fp_backend *b = fp_fan_backend_new(&cfg, &hr)
         if b is NULL:
@@ -88,12 +91,23 @@ cdef class FanotifyPort(_Source):
     def stats(self):
         """Counters of this group's backends so far: read, delivered, excluded (answered ALLOW
         in C: this process, listed pids/uids), replied, stale (replies to events no longer
-        held), overflows (FAN_Q_OVERFLOW: the kernel dropped events), notify, held (event fds
-        held now), budget (most held at once). Read without a lock while a pump runs."""
+        held), overflows (FAN_Q_OVERFLOW events: the kernel's queue was full and it dropped
+        events, allowing the permission ones), overflowed (answered with the on_overflow
+        verdict in C because the fd budget was spent), audit_refused (verdicts with AUDIT on a
+        group opened without audit=True, sent without it), notify, held (event fds held now),
+        budget (most held at once). Read without a lock while a pump runs."""
         cdef fp_fan_stats s = self._stats
         return {"read": s.read, "delivered": s.delivered, "excluded": s.excluded,
                 "replied": s.replied, "stale": s.stale, "overflows": s.overflows,
+                "overflowed": s.overflowed, "audit_refused": s.audit_refused,
                 "notify": s.notify, "held": s.held, "budget": s.budget or self._cfg.fd_budget}
+
+    @property
+    def on_full(self):
+        """"default": a Pump serving this group answers what finds its slab full (or the fd
+        budget spent) at once with default_reply (the on_overflow verdict) instead of leaving it
+        waiting in the kernel, unless the Pump is made with on_full="wait"."""
+        return "default"
 
     def close(self):
         """Close the group (its marks go with it); a pump serving it must be stopped first.
@@ -117,7 +131,8 @@ cdef class FanotifyPort(_Source):
 
 def _fan_open(tuple paths, uint32_t init_flags, uint64_t mask, uint32_t mark_flags,
               message, reply, default_reply, bint exclude_self, bytes pids, bytes uids,
-              uint32_t path_bytes, uint32_t deny_errno, uint32_t fd_budget):
+              uint32_t path_bytes, uint32_t deny_errno, uint32_t fd_budget,
+              uint32_t overflow_verdict):
     """Backs fastport.fanotify.open once its arguments are checked: the group, then the marks
     (every mark or none: the group is closed on the first failure). Raises OSError with the
     errno and the call that failed."""
@@ -160,6 +175,7 @@ def _fan_open(tuple paths, uint32_t init_flags, uint64_t mask, uint32_t mark_fla
     port._cfg.n_exclude_uids = <uint32_t>(len(uids) // 4)
     port._cfg.path_bytes = path_bytes
     port._cfg.deny_errno = deny_errno
+    port._cfg.overflow_verdict = overflow_verdict
     port._cfg.fd_budget = fd_budget or fp_fan_default_budget()
     _fan_log.info("fanotify group on %r (mask 0x%x)", paths, mask)
     return port

@@ -229,6 +229,7 @@ cdef class _PumpCore:
     cdef readonly cnp.dtype message_dtype
     cdef readonly cnp.dtype reply_dtype
     cdef readonly bytes default_reply
+    cdef readonly str on_full
     cdef cnp.dtype _header_dtype, _status_dtype, _length_dtype, _ns_dtype
     cdef bint _started
     cdef uint64_t _overflow_logged
@@ -239,7 +240,7 @@ cdef class _PumpCore:
 
     def __init__(self, _Source port not None, message, reply, uint32_t threads, uint32_t outstanding,
                  uint32_t batch, deadline, default_reply, uint32_t reply_threads,
-                 bint consumer_reap=True):
+                 bint consumer_reap=True, str on_full="wait"):
         if message is None or reply is None:
             raise TypeError("message and reply must be numpy dtypes (or what np.dtype accepts)")
         self.message_dtype = _np.dtype(message)
@@ -267,6 +268,10 @@ cdef class _PumpCore:
         cfg.reply_threads = reply_threads
         cfg.consumer_reap = 1 if consumer_reap else 0
         cfg.deadline_ns = _timeout_ns(deadline, "deadline")
+        if on_full not in ("default", "wait"):
+            raise ValueError(f"on_full must be 'default' or 'wait', not {on_full!r}")
+        self.on_full = on_full
+        cfg.overflow = 1 if on_full == "default" else 0
         cfg.message_size = <uint32_t>self.message_dtype.itemsize
         cfg.reply_size = <uint32_t>self.reply_dtype.itemsize
         cfg.default_reply = <const char *>self.default_reply
@@ -499,17 +504,19 @@ cdef class _PumpCore:
 
         received            messages received into slots (overflow slots included)
         replied             consumer replies the port accepted (batch.reply(), per-message)
-        reply_failed        consumer replies whose send failed (the kernel gave up, a reply
-                            longer than it accepts, the port gone): also in late_replies/errors
+        reply_failed        replies whose send failed, the consumer's or default ones (the
+                            kernel gave up, a reply longer than it accepts, the port gone):
+                            also in late_replies/errors
         no_reply            messages that expect no reply (ReplyLength 0): never answered
-        defaulted           default replies sent: the sum of the five defaulted_* below
+        defaulted           default replies the port accepted: the sum of the five
+                            defaulted_* below
         defaulted_deadline  ... by C, `deadline` seconds after receipt
         defaulted_error     ... because the handler raised (its batch, or in per-message mode
                             its message)
         defaulted_release   ... to messages left unanswered when their batch was released
         defaulted_stop      ... at stop() to messages nobody had answered
-        defaulted_overflow  ... at once, to messages that found no free chunk (with a deadline
-                            only; logged once)
+        defaulted_overflow  ... at once, to messages that found no free chunk (on_full
+                            "default"; logged once)
         late_replies        sends the port refused because the kernel no longer waited
                             (ERROR_FLT_NO_WAITER_FOR_REPLY)
         late_python         consumer replies not sent: the message was already answered

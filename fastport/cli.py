@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import numbers
+import os
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -112,7 +113,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="also measure this machine's memcpy bandwidth (the physical limit for "
                    "large messages) and print it with each payload's messages/s equivalent")
     b.add_argument("--json", metavar="FILE", help="write every result (and the machine) here")
-    b.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
+    b.add_argument("--plot", metavar="FILE.png",
+                   help="draw the results: throughput against load, latency against offered "
+                   "rate, CPU per message (needs matplotlib: pip install 'fastport[plot]')")
+    b.add_argument("--plot-from", metavar="RUN.json",
+                   help="run nothing: redraw the plot of a --json file into --plot (default: "
+                   "RUN.png beside it)")
     b.add_argument("--source", choices=["emulated", "fanotify"], default="emulated",
                    help="fanotify: K opener processes on a marked directory (Linux, root); "
                    "clients pump, c-reference, python-loop")
@@ -175,8 +181,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_plot(a: argparse.Namespace) -> None:
+    """Fail before a run, not after it, when --plot cannot draw."""
+    if a.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'fastport[plot]'")
+
+
+def _plot(path: str, results: list, machine: Optional[dict]) -> None:
+    from fastport import benchplot
+    benchplot.plot(path, results, machine)
+    print(f"wrote {path}")
+
+
+def _replot(a: argparse.Namespace) -> int:
+    from fastport import benchplot
+    a.plot = a.plot or os.path.splitext(a.plot_from)[0] + ".png"
+    _check_plot(a)
+    results, machine = benchplot.load_results(a.plot_from)
+    _plot(a.plot, results, machine)
+    return 0
+
+
 def _bench_fanotify(a: argparse.Namespace) -> int:
     from fastport import benchmark, fanbench
+    if a.scan and a.plot:
+        raise UsageError("--plot draws bench results; --scan has files/s, not a plot")
+    _check_plot(a)
     if a.scan:
         rows = fanbench.scan_bench(a.scan)
         print(fanbench.format_scan(rows))
@@ -195,11 +228,15 @@ def _bench_fanotify(a: argparse.Namespace) -> int:
     if a.json:
         benchmark.write_json(a.json, results)
         print(f"wrote {a.json}")
+    if a.plot:
+        _plot(a.plot, results, benchmark.machine_info())
     return 0
 
 
 def _bench(a: argparse.Namespace) -> int:
     from fastport import benchmark
+    if a.plot_from:
+        return _replot(a)
     if a.source == "fanotify":
         return _bench_fanotify(a)
     if a.scan:
@@ -226,11 +263,7 @@ def _bench(a: argparse.Namespace) -> int:
     if not a.seconds > 0:
         raise UsageError(f"--seconds must be > 0, got {a.seconds}")
     _nonneg("--timeout", a.timeout)
-    if a.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'fastport[plot]'")
+    _check_plot(a)
     settings = benchmark.Settings(threads=_positive_int("--threads", a.threads, 1, 1024),
                                   outstanding=_positive_int("--outstanding", a.outstanding, 1,
                                                             65536),
@@ -266,8 +299,7 @@ def _bench(a: argparse.Namespace) -> int:
         benchmark.write_json(a.json, results)
         print(f"wrote {a.json}")
     if a.plot:
-        benchmark.plot(a.plot, results)
-        print(f"wrote {a.plot}")
+        _plot(a.plot, results, m)
     return 0
 
 

@@ -1,13 +1,16 @@
 """`fastport bench --source fanotify`: K opener processes open files in a marked directory while
 one client answers the open permission events; the same table and JSON keys as the emulated
 bench (`source` = "fanotify"). Clients: pump, c-reference (src/cref/fan_loop.c), python-loop
-(os.read / os.write per event). Latency is what the opening process sees around open().
+(os.read / os.write per event). Latency is what the opening process sees around open();
+cpu_us_per_msg is this process's CPU (the client's threads; the openers are other processes)
+per event.
 
 `--scan RULES`: files/s and MB/s of each scan engine on a corpus of real files (the Python
 standard library), through the Scanner a `fastport scan` runs, served by the pump."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -113,12 +116,17 @@ def run_case(client: str, *, senders: int, seconds: float, workdir: str) -> dict
         stop = _serve(client, port)
         try:
             t0 = time.monotonic()
+            # the openers are other processes: this process's CPU is the client's (its main
+            # thread only waits for them)
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             kids = [subprocess.Popen([sys.executable, "-c", OPENER, str(seconds), o, *files])
                     for o in outs]
             codes = [k.wait() for k in kids]
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             wall = time.monotonic() - t0
         finally:
             stop()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     lat = np.concatenate([np.fromfile(o, dtype=np.int64) for o in outs if os.path.exists(o)])
     q = np.percentile(lat, [50, 90, 99, 99.9]) / 1e3 if len(lat) else [0.0] * 4
     return {
@@ -130,6 +138,7 @@ def run_case(client: str, *, senders: int, seconds: float, workdir: str) -> dict
         "timeouts": 0, "bad_replies": 0, "disconnects": 0,
         "errors": sum(1 for c in codes if c != 0), "threads": 2, "outstanding": 8,
         "histogram": None, "interrupted": False, "python_us_per_msg": None,
+        "cpu_us_per_msg": cpu * 1e6 / len(lat) if len(lat) else None,
         "wall_seconds": wall,
     }
 

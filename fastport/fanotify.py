@@ -17,6 +17,9 @@ leaves, that overflows the pump's slab, or that is pending when the pump stops g
 `port.default_reply`: ALLOW unless `on_overflow="deny"`. Pass it to the Pump as above. A zeroed
 reply also allows (a Pump made without default_reply fails open too), as clamonacc and the
 Windows scanner sample do: an on-access scanner that falls behind must not take the machine down.
+Falling behind is answered at once, not queued: a pump serving the port answers what finds its
+slab full with default_reply (its `on_full` is "default", deadline or not), and with the fd
+budget spent the backend answers in C with the on_overflow verdict (`port.stats["overflowed"]`).
 
 The process serving the group never waits on itself: its own events (and those of `exclude_pids`,
 `exclude_uids`) are allowed in C before any slot or Python sees them, so the handler can open
@@ -128,7 +131,7 @@ def open(paths: Union[str, _os.PathLike, Iterable[Union[str, _os.PathLike]]], *,
     try:
         return _fan_open(plist, flags, mask, _MARKS[mark], message_dtype(pb), REPLY,
                          default.tobytes(), bool(exclude_self), pids, uids, pb,
-                         int(deny_errno or 0), int(fd_budget or 0))
+                         int(deny_errno or 0), int(fd_budget or 0), int(default["verdict"]))
     except PermissionError:
         raise
     except OSError as e:

@@ -43,6 +43,10 @@ class Pump(_PumpCore):
     receiving: when every chunk of its slab is busy (batches or views kept alive, a handler far
     behind) new messages are answered with default_reply at once (stats['defaulted_overflow'],
     logged once); without one it applies backpressure (messages wait in the kernel).
+    on_full: what a message that finds the slab full meets, apart from the deadline: "default"
+    (answered with default_reply at once, as above) or "wait" (backpressure); None: the source's
+    choice when it has one (a fanotify port's is "default": a stalled group would stall every
+    open on the marked paths), else "default" with a deadline and "wait" without.
     default_reply: bytes, a record, or None: the source's own default when it has one (a
     fanotify port's is ALLOW: fail open), else zeros. on_error: what a handler exception does in
     run(): "default" logs it and goes on, "raise" stops the pump and re-raises; either way its
@@ -78,6 +82,7 @@ class Pump(_PumpCore):
         on_error: str = "default",
         reply_threads: Optional[int] = None,
         consumer_reap: bool = True,
+        on_full: Optional[str] = None,
     ) -> None:
         if on_error not in ("default", "raise"):
             raise ValueError(f"on_error must be 'default' or 'raise', not {on_error!r}")
@@ -85,6 +90,8 @@ class Pump(_PumpCore):
             reply_threads = threads
         if default_reply is None:
             default_reply = getattr(port, "default_reply", None)
+        if on_full is None:
+            on_full = getattr(port, "on_full", None) or ("wait" if deadline is None else "default")
         for name, value in (("threads", threads), ("outstanding", outstanding), ("batch", batch),
                             ("reply_threads", reply_threads)):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -95,7 +102,8 @@ class Pump(_PumpCore):
             if value < low or value > high:
                 raise ValueError(f"{name} must be between {low} and {high}, got {value}")
         super().__init__(port, message, reply, int(threads), int(outstanding), int(batch),
-                         deadline, default_reply, int(reply_threads), bool(consumer_reap))
+                         deadline, default_reply, int(reply_threads), bool(consumer_reap),
+                         on_full)
         self.on_error = on_error
         # per thread: a weak reference to the batch its `for b in pump` handed out last (weak:
         # a strong one would make a cycle pump -> batch -> cached view -> pump, which the GC

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -284,10 +285,21 @@ def test_compileall_workload_counts_equal(tmp_path):
     assert s["replied"] == s["delivered"] and s["held"] == 0 and s["stale"] == 0
 
 
+def wait_until(cond, timeout=CHILD_TIMEOUT):
+    """Polls observable state (never a fixed sleep): True once cond() holds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 @needs_root
 def test_fd_budget_bounds_held_fds(tree):
-    """With a budget of 2 fds and 6 processes opening at once, the handler sees every event but
-    never more than 2 event fds held (the rest wait in the kernel, not in our fd table)."""
+    """With a budget of 2 fds, the pump waiting when full, and 6 processes opening at once, the
+    handler sees every event but never more than 2 event fds held (the rest wait in the kernel,
+    not in our fd table)."""
     most = []
 
     def handler(batch):
@@ -296,7 +308,7 @@ def test_fd_budget_bounds_held_fds(tree):
         batch.reply()
 
     port = fan.open(tree, fd_budget=2)
-    with port, serving(port, handler) as pump:
+    with port, serving(port, handler, on_full="wait") as pump:
         kids = [subprocess.Popen([sys.executable, "-c", OPENER, str(tree / "clean.txt")],
                                  stdout=subprocess.DEVNULL) for _ in range(6)]
         codes = [k.wait(CHILD_TIMEOUT) for k in kids]
@@ -339,6 +351,7 @@ def test_bench_rows_have_the_emulated_bench_keys(tmp_path):
     for r in rows:
         assert r["source"] == "fanotify" and r["messages"] > 0 and r["errors"] == 0
         assert r["latency_us"]["p50"] > 0
+        assert r["cpu_us_per_msg"] > 0
     assert "pump" in benchmark.format_table(rows)
 
 
@@ -380,3 +393,119 @@ def test_listed_uids_are_allowed_in_c():
         assert st["received"] == 0 and port.stats["excluded"] == 1
     finally:
         shutil.rmtree(d)
+
+
+@needs_root
+@pytest.mark.parametrize("on_overflow, expect", [("allow", "ok"), ("deny", "EPERM")])
+def test_fd_budget_spent_answers_with_on_overflow(tree, on_overflow, expect):
+    """The queue-full policy: a consumer that keeps its batches unanswered holds the whole fd
+    budget (2); the next opens are answered in C with the on_overflow verdict at once instead of
+    waiting in the kernel, and the held ones get the consumer's verdict when it answers."""
+    port = fan.open(tree, fd_budget=2, on_overflow=on_overflow)
+    pump = fastport.Pump(port, message=port.message, reply=port.reply, batch=1)
+    clean = str(tree / "clean.txt")
+    batches, answer = [], threading.Event()
+
+    def keep_one():  # one batch (one event) per thread, kept unanswered until told
+        b = next(pump)
+        batches.append(b)
+        answer.wait()
+        b.replies["verdict"] = fan.DENY
+        b.reply()
+        b.release()
+
+    with port, pump:
+        consumers = [threading.Thread(target=keep_one) for _ in range(2)]
+        for t in consumers:
+            t.start()
+        held = [subprocess.Popen([sys.executable, "-c", OPENER, clean], stdout=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+        assert wait_until(lambda: len(batches) == 2)
+        more = [opens(clean) for _ in range(3)]  # they would wait forever without the policy
+        answer.set()
+        for t in consumers:
+            t.join()
+        firsts = [json.loads(k.communicate(timeout=CHILD_TIMEOUT)[0]) for k in held]
+        s = port.stats
+    assert more == [{clean: expect}] * 3
+    assert firsts == [{clean: "EPERM"}] * 2
+    assert s["overflowed"] == 3 and s["delivered"] == 2 and s["held"] == 0
+
+
+@needs_root
+def test_full_slab_answered_at_once_without_a_deadline(tree):
+    """A fanotify port's pump answers what finds its slab full at once (on_full="default", no
+    deadline needed): a handler that keeps every batch's views forever cannot stall the opens."""
+    kept = []
+
+    def hoarder(batch):
+        kept.append(batch.messages)  # the view keeps its chunk from being recycled
+        batch.replies["verdict"] = fan.ALLOW
+        batch.reply()
+
+    clean = str(tree / "clean.txt")
+    with fan.open(tree) as port:
+        with serving(port, hoarder, threads=1, outstanding=1, batch=1) as pump:
+            assert pump.on_full == "default"
+            got = [opens(clean) for _ in range(40)]
+            st = pump.stats
+        kept.clear()
+    assert got == [{clean: "ok"}] * 40
+    assert st["defaulted_overflow"] > 0
+    assert st["received"] == 40 and st["replied"] + st["defaulted_overflow"] == 40
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A private tmpfs mounted at tmp_path/mnt, and the same filesystem bound at tmp_path/bind."""
+    mnt, bind = tmp_path / "mnt", tmp_path / "bind"
+    mnt.mkdir()
+    bind.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "fastport-test", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        subprocess.run(["mount", "--bind", str(mnt), str(bind)], check=True)
+        try:
+            (mnt / "a" / "b").mkdir(parents=True)
+            (mnt / "a" / "b" / "sig.bin").write_bytes(SIGNATURE)
+            (mnt / "a" / "b" / "clean.txt").write_bytes(b"clean")
+            yield mnt, bind
+        finally:
+            subprocess.run(["umount", str(bind)], check=True)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@needs_root
+@pytest.mark.parametrize("mark, via_bind", [("inode", "ok"), ("mount", "ok"),
+                                            ("filesystem", "EPERM")])
+def test_marks_cover_what_they_say(tmpfs, mark, via_bind):
+    """inode: the directory's direct children only; mount: everything under that mount, not the
+    same files reached through another mount; filesystem: every mount of it."""
+    mnt, bind = tmpfs
+    nested = "EPERM" if mark != "inode" else "ok"
+    with fan.open(mnt, mark=mark) as port, serving(port, scan_handler):
+        got = opens(mnt / "a" / "b" / "sig.bin", mnt / "a" / "b" / "clean.txt",
+                    bind / "a" / "b" / "sig.bin")
+    assert got == {str(mnt / "a" / "b" / "sig.bin"): nested,
+                   str(mnt / "a" / "b" / "clean.txt"): "ok",
+                   str(bind / "a" / "b" / "sig.bin"): via_bind}
+
+
+@needs_root
+@pytest.mark.parametrize("audit", [True, False])
+def test_audit_verdicts(tree, audit):
+    """DENY | AUDIT: with audit=True the kernel takes it as it is (and writes an audit record);
+    without, it refuses the AUDIT bit and the backend sends the verdict without it: the opener
+    gets EPERM either way, never a process left waiting."""
+    def handler(batch):
+        batch.replies["verdict"] = fan.DENY | fan.AUDIT
+        batch.reply()
+
+    with fan.open(tree, audit=audit) as port, serving(port, handler) as pump:
+        got = opens(tree / "clean.txt")
+        st, s = pump.stats, port.stats
+    assert got == {str(tree / "clean.txt"): "EPERM"}
+    assert st["replied"] == 1 and s["replied"] == 1
+    assert s["audit_refused"] == (0 if audit else 1)

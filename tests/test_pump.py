@@ -441,8 +441,21 @@ def test_bad_configuration(served):
         Pump(port, message=MSG, reply=REP, reply_threads=5000)
     with pytest.raises(TypeError):
         Pump(port, message=MSG, reply=REP, linger_us=50)  # gone: gets stay in flight
+    with pytest.raises(ValueError, match="on_full"):
+        Pump(port, message=MSG, reply=REP, on_full="drop")
     with pytest.raises(RuntimeError):
         Pump.__new__(Pump).stats
+
+
+def test_on_full_follows_the_deadline_unless_chosen(served):
+    """Backpressure without a deadline, answers at once with one; either can be chosen."""
+    _, _, port = served
+    for kw, want, slots in (({}, "wait", 0), ({"deadline": 1.0}, "default", 16),
+                            ({"on_full": "default"}, "default", 16),
+                            ({"deadline": 1.0, "on_full": "wait"}, "wait", 0)):
+        pump = Pump(port, message=MSG, reply=REP, threads=2, outstanding=8, **kw)
+        assert (pump.on_full, pump.layout["overflow_slots"]) == (want, slots), kw
+        del pump
 
 
 def test_a_pump_never_started_says_so(served):

@@ -15,6 +15,8 @@ cdef extern from "backends/fanotify.h" nogil:
         uint64_t stale
         uint64_t overflows
         uint64_t notify
+        uint64_t overflowed
+        uint64_t audit_refused
         uint32_t held
         uint32_t budget
     ctypedef struct fp_fan_config:
@@ -23,6 +25,7 @@ cdef extern from "backends/fanotify.h" nogil:
         uint32_t path_bytes
         uint32_t fd_budget
         uint32_t deny_errno
+        uint32_t overflow_verdict
         int exclude_self
         const int32_t *exclude_pids
         uint32_t n_exclude_pids

@@ -16,6 +16,7 @@ cdef extern from "pump/pump.h" nogil:
         uint32_t batch
         uint32_t nchunks
         int64_t deadline_ns
+        int32_t overflow
         uint32_t message_size
         uint32_t reply_size
         const void *default_reply

@@ -12,6 +12,10 @@
  *   fd (closing first would let the kernel forget the event and the write fail); every fd is
  *   closed exactly once (reply, or destroy for what nobody answered, allowed first).
  * - The fd budget keeps the process clear of EMFILE: at most `budget` event fds held at once.
+ *   With it spent, events wait in the kernel, or (overflow_verdict set: the queue-full policy)
+ *   are read and answered with that verdict at once, here, so the group never stalls.
+ * - A response the kernel refuses for its FAN_AUDIT bit (a group without FAN_ENABLE_AUDIT) is
+ *   written again without it: an event is never left waiting for want of a valid response.
  */
 #ifdef __linux__
 #include <errno.h>
@@ -243,8 +247,17 @@ static uint32_t reap_cancelled(fan_backend *f, fp_completion *out, uint32_t max)
     return k;
 }
 
-/* One read() of at most `want` events into slots; returns completions written, or -errno. */
-static int64_t read_events(fan_backend *f, fp_completion *out, uint32_t want)
+static uint32_t to_kernel(const fan_backend *f, uint32_t v)
+{
+    uint32_t out = FAN_ALLOW;
+    if (v & FP_FAN_DENY)
+        out = f->cfg.deny_errno ? (uint32_t)FAN_DENY_ERRNO(f->cfg.deny_errno) : FAN_DENY;
+    return out | (v & FP_FAN_AUDIT ? FAN_AUDIT : 0);
+}
+
+/* One read() of at most `want` events into slots (overflow: answered with the overflow verdict
+ * instead, no slot taken); returns completions written, or -errno. */
+static int64_t read_events(fan_backend *f, fp_completion *out, uint32_t want, int overflow)
 {
     ssize_t got = read(f->cfg.fd, f->rbuf, (size_t)want * FAN_EVENT_METADATA_LEN);
     if (got < 0)
@@ -268,6 +281,12 @@ static int64_t read_events(fan_backend *f, fp_completion *out, uint32_t want)
             respond(f, m->fd, FAN_ALLOW);
             close(m->fd);
             f->st->excluded++;
+            continue;
+        }
+        if (overflow) {
+            respond(f, m->fd, to_kernel(f, f->cfg.overflow_verdict));
+            close(m->fd);
+            f->st->overflowed++;
             continue;
         }
         uint32_t slot = take_slot(f);
@@ -315,12 +334,14 @@ static fp_hresult fan_reap(fp_backend *b, fp_completion *out, uint32_t max, uint
         pthread_mutex_lock(&f->mu);
         uint32_t want = f->count < max ? f->count : max;
         uint32_t room = f->cfg.fd_budget > f->st->held ? f->cfg.fd_budget - f->st->held : 0;
-        if (want > room)
+        /* the budget spent: wait for a reply to free an fd, or answer what comes at once */
+        int overflow = room == 0 && f->cfg.overflow_verdict != 0;
+        if (want > room && !overflow)
             want = room;
         f->budget_waiting = room == 0;
         pthread_mutex_unlock(&f->mu);
         if (want) {
-            int64_t k = read_events(f, out, want);
+            int64_t k = read_events(f, out, want, overflow);
             if (k > 0) {
                 *n = (uint32_t)k;
                 return FP_S_OK;
@@ -386,10 +407,7 @@ static uint32_t verdict(const fan_backend *f, const fp_reply *r)
     uint32_t v = 0;
     if (r->size >= FP_REPLY_HEADER_AREA + sizeof v)
         memcpy(&v, r->buffer + FP_REPLY_HEADER_AREA, sizeof v);
-    uint32_t out = FAN_ALLOW;
-    if (v & FP_FAN_DENY)
-        out = f->cfg.deny_errno ? (uint32_t)FAN_DENY_ERRNO(f->cfg.deny_errno) : FAN_DENY;
-    return out | (v & FP_FAN_AUDIT ? FAN_AUDIT : 0);
+    return to_kernel(f, v);
 }
 
 static fp_hresult fan_reply(fp_backend *b, fp_reply *r, uint32_t n)
@@ -415,7 +433,16 @@ static fp_hresult fan_reply(fp_backend *b, fp_reply *r, uint32_t n)
             continue;
         }
         /* the response first: once the fd is closed the kernel no longer knows the event */
-        int e = respond(f, fd, verdict(f, &r[i]));
+        uint32_t v = verdict(f, &r[i]);
+        int e = respond(f, fd, v);
+        if (e == EINVAL && (v & FAN_AUDIT)) { /* no FAN_ENABLE_AUDIT: the verdict without it */
+            e = respond(f, fd, v & ~(uint32_t)FAN_AUDIT);
+            if (e == 0) {
+                pthread_mutex_lock(&f->mu);
+                f->st->audit_refused++;
+                pthread_mutex_unlock(&f->mu);
+            }
+        }
         close(fd);
         r[i].hr = e == 0 ? FP_S_OK : e == ENOENT ? FP_E_FLT_NO_WAITER_FOR_REPLY : from_errno(e);
         if (e == 0) {

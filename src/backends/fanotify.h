@@ -30,6 +30,9 @@ typedef struct fp_fan_stats {
     uint64_t stale;      /* replies for ids not (or no longer) held */
     uint64_t overflows;  /* FAN_Q_OVERFLOW events (the kernel dropped events) */
     uint64_t notify;     /* non-permission events (closed, not answered) */
+    uint64_t overflowed; /* answered with overflow_verdict in C: the fd budget was spent */
+    uint64_t audit_refused; /* verdicts the kernel refused with FAN_AUDIT (no FAN_ENABLE_AUDIT)
+                               and accepted without it */
     uint32_t held;       /* event fds held now */
     uint32_t budget;     /* the fd budget in force */
 } fp_fan_stats;
@@ -40,6 +43,9 @@ typedef struct fp_fan_config {
     uint32_t path_bytes;      /* 0: no path; else bytes of the path field (/proc/self/fd lookup) */
     uint32_t fd_budget;       /* most event fds held at once; 0: from RLIMIT_NOFILE */
     uint32_t deny_errno;      /* 0, or the errno a DENY carries (FAN_DENY_ERRNO, pre-content) */
+    uint32_t overflow_verdict; /* 0: with the fd budget spent, events wait in the kernel until a
+                                  reply frees an fd; else FP_FAN_ALLOW or FP_FAN_DENY: they are
+                                  read and answered so at once, in C (stats.overflowed) */
     int exclude_self;         /* events of this process are allowed in C */
     const int32_t *exclude_pids;
     uint32_t n_exclude_pids;

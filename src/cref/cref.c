@@ -1,6 +1,9 @@
-/* The C reference client (see cref.h): FltLib, overlapped gets, one completion port. */
-#define FLTSIM_EXT_REPLY_MESSAGES
+/* The C reference client (see cref.h): FltLib, overlapped gets, one completion port. Built
+ * against the real <windows.h> / <fltuser.h> on Windows, the emulator's Win32 face elsewhere. */
 #include <windows.h>
+#ifdef FLTSIM_WIN32_WINDOWS_H /* the emulator: ask for its one extension (one call, n replies) */
+#define FLTSIM_EXT_REPLY_MESSAGES 1
+#endif
 #include <fltuser.h>
 
 #include <stdatomic.h>
@@ -8,7 +11,7 @@
 #include <string.h>
 #include "cref.h"
 #include "protocols/bench.h"
-#include "common/fp_thread.h"
+#include "common/fp_os.h"
 
 #define RLX memory_order_relaxed
 #define STATUS_BUFFER_TOO_SMALL 0xC0000023u /* a truncated message: still delivered */
@@ -21,11 +24,22 @@ typedef struct record_tail {
     OVERLAPPED Ovlp;
 } record_tail;
 
+/* One reply to send: FltSimReplyMessages' entry on the emulator, the same fields on Windows. */
+#ifdef FLTSIM_EXT_REPLY_MESSAGES
+typedef FLTSIM_REPLY reply_entry;
+#else
+typedef struct reply_entry {
+    PFILTER_REPLY_HEADER Buffer;
+    DWORD Size;
+    HRESULT Result;
+} reply_entry;
+#endif
+
 typedef struct cref_thread {
     fp_cref *c;
     HANDLE thread;
     OVERLAPPED_ENTRY *entries; /* outstanding */
-    FLTSIM_REPLY *replies;     /* outstanding */
+    reply_entry *replies;      /* outstanding */
     uint8_t *rbufs;            /* outstanding x reply_stride */
     uint8_t **reissue;         /* outstanding */
     _Atomic uint64_t received, replied, no_reply, late, truncated, errors, batches;
@@ -155,7 +169,9 @@ static DWORD WINAPI cref_main(LPVOID arg)
                 continue;
             }
             uint8_t *rb = t->rbufs + k * c->reply_stride;
-            FILTER_REPLY_HEADER rh = {0, 0, mh->MessageId};
+            FILTER_REPLY_HEADER rh;
+            memset(&rh, 0, sizeof rh);
+            rh.MessageId = mh->MessageId;
             memcpy(rb, &rh, sizeof rh);
             DWORD bytes = t->entries[i].dwNumberOfBytesTransferred;
             uint32_t plen = bytes > sizeof *mh ? bytes - (uint32_t)sizeof *mh : 0;
@@ -220,14 +236,14 @@ static void cref_free(fp_cref *c)
                 CloseHandle(t->thread);
             free(t->entries);
             free(t->replies);
-            free(t->rbufs);
+            fp_aligned_free(t->rbufs);
             free(t->reissue);
         }
-        free(c->threads);
+        fp_aligned_free(c->threads);
     }
     if (c->iocp)
         CloseHandle(c->iocp);
-    free(c->records);
+    fp_aligned_free(c->records);
     free(c);
 }
 
@@ -261,8 +277,8 @@ fp_hresult fp_cref_start(void *port, uint32_t threads, uint32_t outstanding, int
                                               : E_OUTOFMEMORY;
     }
     size_t nrec = (size_t)threads * outstanding;
-    c->records = aligned_alloc(64, nrec * c->rec_stride);
-    c->threads = aligned_alloc(64, sizeof(cref_thread) * threads);
+    c->records = fp_aligned_alloc(64, nrec * c->rec_stride);
+    c->threads = fp_aligned_alloc(64, sizeof(cref_thread) * threads);
     if (!c->records || !c->threads) {
         cref_free(c);
         return E_OUTOFMEMORY;
@@ -274,7 +290,7 @@ fp_hresult fp_cref_start(void *port, uint32_t threads, uint32_t outstanding, int
         t->entries = calloc(outstanding, sizeof *t->entries);
         t->replies = calloc(outstanding, sizeof *t->replies);
         t->reissue = calloc(outstanding, sizeof *t->reissue);
-        t->rbufs = aligned_alloc(64, ((c->reply_stride * outstanding + 63u) & ~(size_t)63u));
+        t->rbufs = fp_aligned_alloc(64, ((c->reply_stride * outstanding + 63u) & ~(size_t)63u));
         if (!t->entries || !t->replies || !t->reissue || !t->rbufs) {
             cref_free(c);
             return E_OUTOFMEMORY;

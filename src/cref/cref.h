@@ -46,7 +46,8 @@ typedef struct fp_cref_stats {
     uint32_t threads_running; /* threads not yet exited */
 } fp_cref_stats;
 
-/* port: a Win32 HANDLE of the emulator's face (a SIM_HANDLE cast to a pointer). protocol:
+/* port: a FltLib port HANDLE opened for overlapped I/O (on Linux the emulator's face: a SIM_HANDLE
+ * cast to a pointer). protocol:
  * FP_PROTO_BENCH or FP_PROTO_SCANNER. max_payload: bytes after the message header (scanner: at
  * least 1032 is sensible). threads 1..1024, outstanding 1..65536, max_payload 1..1 MiB. Returns
  * FP_S_OK, FP_E_INVALIDARG (also: the handle already joined a completion port),

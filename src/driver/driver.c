@@ -1,6 +1,6 @@
 /* The load-generating test driver (see driver.h). */
 #include "driver.h"
-#include "../common/fp_thread.h"
+#include "../common/fp_os.h"
 #include "../common/fp_time.h"
 #include "../fltsim/internal.h" /* fsim_server_retain / release */
 

@@ -71,7 +71,8 @@ uint64_t answer_defaults_locked(fp_pump *p, fp_chunk *c, uint32_t from, uint32_t
     if (n) {
         send_entries(p, c, c->send, c->send_idx, n, &late, &errs);
         atomic_fetch_sub(&c->unanswered, n);
-        count(&p->defaulted[reason], n);
+        count(&p->defaulted[reason], n - late - errs); /* the defaults the port accepted */
+        count(&p->reply_failed, late + errs);
         add_outcomes(p, late, errs);
     }
     return next;
@@ -119,7 +120,7 @@ fp_hresult fp_batch_reply(fp_pump *p, const fp_batch *b, const uint8_t *mask, fp
     const size_t stride = p->reply_stride;
     const size_t payload = p->reply_bytes - FP_REPLY_HEADER_AREA;
     bool queue = false, kick = false;
-    pthread_mutex_lock(&c->mu);
+    fp_mutex_lock(&c->mu);
     for (uint32_t k = 0; k < b->count; k++) {
         if (mask && !mask[k])
             continue;
@@ -147,7 +148,7 @@ fp_hresult fp_batch_reply(fp_pump *p, const fp_batch *b, const uint8_t *mask, fp
         }
     }
     if (n) {
-        pthread_mutex_lock(&p->o_mu);
+        fp_mutex_lock(&p->o_mu);
         bool here = (p->b->flags & FP_BACKEND_LOCAL_REPLY) && n <= FP_PUMP_INLINE_REPLIES &&
                     !p->o_head && !c->out_queued; /* (the outbox then holds only these n) */
         if (p->o_started && !p->o_stop && !here) {
@@ -163,20 +164,20 @@ fp_hresult fp_batch_reply(fp_pump *p, const fp_batch *b, const uint8_t *mask, fp
                 kick = true;
             }
         }
-        pthread_mutex_unlock(&p->o_mu);
+        fp_mutex_unlock(&p->o_mu);
         if (kick) { /* the reply thread's hold, dropped after it sent */
-            pthread_mutex_lock(&p->q_mu);
+            fp_mutex_lock(&p->q_mu);
             if (c->holds++ == 0)
                 p->nheld++;
-            pthread_mutex_unlock(&p->q_mu);
+            fp_mutex_unlock(&p->q_mu);
         }
         if (!queue)
             hr = flush_outbox_locked(p, c, &r.late, &r.errors);
     }
-    pthread_mutex_unlock(&c->mu);
+    fp_mutex_unlock(&c->mu);
     /* Signalled with no lock held: the reply thread then never wakes into a lock we hold. */
     if (kick)
-        pthread_cond_signal(&p->o_cv);
+        fp_cond_signal(&p->o_cv);
     r.sent = n;
     count(&p->late_python, r.already);
     add_outcomes(p, r.late, r.errors);
@@ -188,27 +189,27 @@ fp_hresult fp_batch_reply(fp_pump *p, const fp_batch *b, const uint8_t *mask, fp
 /* A reply thread: takes a chunk's queued replies under its lock, then sends them without it, so
  * the consumer's next batch never waits for the port. The chunk stays held (and its outbox slots
  * untouched: every message is answered once) until the send is done. */
-void *replier_main(void *arg)
+fp_thread_ret FP_THREAD_API replier_main(void *arg)
 {
     replier *r = arg;
     fp_pump *p = r->pump;
     fp_thread_name("fp-reply-", (unsigned)(r - p->o_args));
     for (;;) {
-        pthread_mutex_lock(&p->o_mu);
+        fp_mutex_lock(&p->o_mu);
         while (!p->o_head && !p->o_stop)
-            pthread_cond_wait(&p->o_cv, &p->o_mu);
+            fp_cond_wait(&p->o_cv, &p->o_mu);
         fp_chunk *c = p->o_head;
         if (!c) { /* stopping and drained */
-            pthread_mutex_unlock(&p->o_mu);
-            return NULL;
+            fp_mutex_unlock(&p->o_mu);
+            return 0;
         }
         p->o_head = c->out_next;
         if (!p->o_head)
             p->o_tail = NULL;
         c->out_next = NULL;
-        pthread_mutex_unlock(&p->o_mu);
+        fp_mutex_unlock(&p->o_mu);
 
-        pthread_mutex_lock(&c->mu);
+        fp_mutex_lock(&c->mu);
         c->out_queued = false;
         uint32_t n = c->out_n;
         for (uint32_t k = 0; k < n; k++) {
@@ -216,7 +217,7 @@ void *replier_main(void *arg)
             r->send[k] = outbox_entry(p, c, c->out_idx[k]);
         }
         c->out_n = 0;
-        pthread_mutex_unlock(&c->mu);
+        fp_mutex_unlock(&c->mu);
         if (n) {
             uint32_t late = 0, errs = 0;
             send_entries(p, c, r->send, r->idx, n, &late, &errs);
@@ -235,10 +236,10 @@ fp_hresult fp_batch_finish(fp_pump *p, const fp_batch *b, int reason)
         (reason != FP_FINISH_RELEASE && reason != FP_FINISH_ERROR))
         return FP_E_INVALIDARG;
     fp_chunk *c = b->chunk;
-    pthread_mutex_lock(&c->mu);
+    fp_mutex_lock(&c->mu);
     answer_defaults_locked(p, c, b->start, b->start + b->count, UINT64_MAX,
                            reason == FP_FINISH_ERROR ? DEF_ERROR : DEF_RELEASE);
-    pthread_mutex_unlock(&c->mu);
+    fp_mutex_unlock(&c->mu);
     return FP_S_OK;
 }
 
@@ -278,14 +279,15 @@ void answer_overflow(fp_pump *p, const fp_completion *comp, uint32_t n)
             else if (!FP_SUCCEEDED(e))
                 errs++;
         }
-        count(&p->defaulted[DEF_OVERFLOW], k);
+        count(&p->defaulted[DEF_OVERFLOW], k - late - errs);
+        count(&p->reply_failed, late + errs);
         add_outcomes(p, late, errs);
     }
     count(&p->no_reply, noreply);
-    pthread_mutex_lock(&p->post_mu);
+    fp_mutex_lock(&p->post_mu);
     for (uint32_t j = 0; j < n; j++) {
         p->ofl_state[comp[j].slot - base] = OFL_FREE;
         p->ofl_free[p->ofl_nfree++] = comp[j].slot - base;
     }
-    pthread_mutex_unlock(&p->post_mu);
+    fp_mutex_unlock(&p->post_mu);
 }

@@ -1,30 +1,21 @@
 /* Completions become messages in slots, runs of messages become batches, and chunks go back to
  * the free list when nothing needs them anymore. See internal.h for the locks. */
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
-/* eventfd level: readable iff a batch is ready or next() would return stopped/failed. q_mu held. */
+/* The wake-up object's level: set iff a batch is ready or next() would return stopped/failed.
+ * q_mu held. */
 void efd_update_locked(fp_pump *p)
 {
-    if (p->efd < 0)
+    if (p->efd == FP_EVENT_NONE)
         return;
     bool want = p->ready_head || p->user_stop || p->ended;
     if (want && !p->efd_armed) {
-        uint64_t one = 1;
-        ssize_t r;
-        do
-            r = write(p->efd, &one, sizeof one);
-        while (r < 0 && errno == EINTR);
+        fp_event_set(p->efd);
         p->efd_armed = true;
     } else if (!want && p->efd_armed) {
-        uint64_t v;
-        ssize_t r;
-        do
-            r = read(p->efd, &v, sizeof v);
-        while (r < 0 && errno == EINTR);
+        fp_event_clear(p->efd);
         p->efd_armed = false;
     }
 }
@@ -61,7 +52,7 @@ static void ready_unlink(fp_pump *p, fp_chunk *c)
     c->next = c->prev = NULL;
     c->in_ready = false;
     p->nready--;
-    efd_update_locked(p); /* the fd is readable exactly while something can be handed out */
+    efd_update_locked(p); /* set exactly while something can be handed out */
 }
 
 /* Nothing needs c anymore: every slot posted and completed, every message answered (its send
@@ -110,30 +101,30 @@ static void after_free(fp_pump *p)
     if (atomic_load(&p->inflight) != 0)
         return;
     top_up(p);
-    pthread_mutex_lock(&p->q_mu); /* whoever waits for something to reap may lead now */
-    pthread_cond_broadcast(&p->ready_cv);
-    pthread_cond_broadcast(&p->w_cv);
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu); /* whoever waits for something to reap may lead now */
+    fp_cond_broadcast(&p->ready_cv);
+    fp_cond_broadcast(&p->w_cv);
+    fp_mutex_unlock(&p->q_mu);
 }
 
 void chunk_check_free(fp_pump *p, fp_chunk *c)
 {
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     bool freed = free_if_done_locked(p, c);
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (freed)
         after_free(p);
 }
 
 void chunk_unhold(fp_pump *p, fp_chunk *c)
 {
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     bool freed = false;
     if (c->holds && --c->holds == 0) {
         p->nheld--;
         freed = free_if_done_locked(p, c);
     }
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (freed)
         after_free(p);
 }
@@ -168,8 +159,8 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
         uint32_t i = e->slot % batch;
         if (c != locked) {
             if (locked)
-                pthread_mutex_unlock(&locked->mu);
-            pthread_mutex_lock(&c->mu);
+                fp_mutex_unlock(&locked->mu);
+            fp_mutex_lock(&c->mu);
             locked = c;
         }
         uint8_t *s = slot_at(p, c, i);
@@ -196,7 +187,7 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
         msgs++;
     }
     if (locked)
-        pthread_mutex_unlock(&locked->mu);
+        fp_mutex_unlock(&locked->mu);
 
     /* counted before anything is published: a consumer never holds a message stats lack */
     count(&p->received, msgs + ofl_msgs);
@@ -206,7 +197,7 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
     fp_chunk *touched[REAP_MAX];
     uint32_t nt = 0;
     bool wake_leader = false;
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     for (uint32_t k = 0; k < n; k++) {
         const fp_completion *e = &comp[k];
         if (e->slot >= chunk_slots)
@@ -242,10 +233,10 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
     if (was_empty && p->ready_head) {
         efd_update_locked(p);
         if (p->next_waiters)
-            pthread_cond_signal(&p->ready_cv);
+            fp_cond_signal(&p->ready_cv);
         wake_leader = p->leader == LEAD_CONSUMER;
     }
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     /* a consumer blocked in reap would not see what we published: make its reap return */
     if (wake_leader)
         p->b->ops->wake(p->b);
@@ -258,7 +249,7 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
         answer_overflow(p, ofl, nofl);
     overflow_recheck(p); /* a touched chunk may have been freed above */
     /* pairs with the reaper's idle store before it scans (see reaper_main) */
-    if (pend && p->cfg.deadline_ns >= 0 && atomic_load(&p->reaper_idle))
+    if (pend && p->cfg.deadline_ns >= 0 && !p->reaper_polls && atomic_load(&p->reaper_idle))
         reaper_kick(p);
     if (fail != FP_S_OK)
         pump_fail(p, fail);

@@ -1,9 +1,7 @@
-/* The consumer's side: fp_pump_next (which reaps itself while idle, see workers.c), the event fd
- * for event loops, and the stats. */
+/* The consumer's side: fp_pump_next (which reaps itself while idle, see workers.c), the wake-up
+ * object for event loops, and the stats. */
 #include <errno.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -13,7 +11,7 @@ static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
 {
     fp_completion comp[REAP_MAX];
     p->leader = LEAD_CONSUMER;
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     top_up(p);
     bool ran = atomic_load(&p->inflight) > 0;
     if (ran) {
@@ -26,11 +24,11 @@ static bool consumer_reap_locked(fp_pump *p, int64_t timeout_ns, uint64_t until)
         }
         lead_reap(p, comp, ms);
     } else {
-        pthread_mutex_lock(&p->q_mu);
+        fp_mutex_lock(&p->q_mu);
         token_released_locked(p);
-        pthread_mutex_unlock(&p->q_mu);
+        fp_mutex_unlock(&p->q_mu);
     }
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     return ran;
 }
 
@@ -42,7 +40,7 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
     /* only a consumer that may wait counts as "around" (workers stand by for it); one that polls
      * (timeout 0, an event loop's try_next) never leads, so it must not keep workers away */
     const bool waits = timeout_ns != 0;
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     p->consumers_in += waits;
     for (;;) {
         bool failed = atomic_load_explicit(&p->terminal, RLX) != FP_S_OK;
@@ -53,7 +51,7 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         if (chunks_take_locked(p, out)) {
             rc = FP_PUMP_BATCH;
             if (p->ready_head && p->next_waiters) /* more ready: the next waiting consumer */
-                pthread_cond_signal(&p->ready_cv);
+                fp_cond_signal(&p->ready_cv);
             break;
         }
         if (p->ended) {
@@ -70,10 +68,9 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         p->consumers_idle++;
         p->next_waiters++;
         if (timeout_ns < 0) {
-            pthread_cond_wait(&p->ready_cv, &p->q_mu);
+            fp_cond_wait(&p->ready_cv, &p->q_mu);
         } else {
-            struct timespec ts = fp_timespec_at(until);
-            pthread_cond_timedwait(&p->ready_cv, &p->q_mu, &ts);
+            fp_cond_wait_until(&p->ready_cv, &p->q_mu, until);
         }
         p->next_waiters--;
         p->consumers_idle--;
@@ -82,7 +79,7 @@ int fp_pump_next(fp_pump *p, int64_t timeout_ns, fp_batch *out)
         p->consumers_in--;
         p->consumer_left_ns = fp_now_ns();
     }
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     overflow_recheck(p); /* taking may have freed a chunk whose messages the deadline answered */
     return rc;
 }
@@ -97,23 +94,50 @@ fp_hresult fp_pump_error(fp_pump *p)
     return atomic_load(&p->terminal);
 }
 
-int fp_pump_fd(fp_pump *p)
+/* The wake-up object, created on first use (FP_EVENT_NONE if it cannot be). */
+static fp_event wakeup(fp_pump *p)
 {
-    pthread_mutex_lock(&p->q_mu);
-    if (p->efd < 0) {
-        p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (p->efd >= 0) {
+    fp_mutex_lock(&p->q_mu);
+    if (p->efd == FP_EVENT_NONE) {
+        if (fp_event_open(&p->efd)) {
             p->efd_armed = false;
             efd_update_locked(p);
+        } else {
+            p->efd = FP_EVENT_NONE;
         }
         /* an event-loop consumer never blocks in the pump: workers reap from now on */
         p->consumer_reap = false;
-        pthread_cond_broadcast(&p->w_cv);
+        fp_cond_broadcast(&p->w_cv);
     }
-    int fd = p->efd;
-    pthread_mutex_unlock(&p->q_mu);
-    return fd;
+    fp_event e = p->efd;
+    fp_mutex_unlock(&p->q_mu);
+    return e;
 }
+
+#ifdef _WIN32
+int fp_pump_fd(fp_pump *p)
+{
+    (void)p;
+    errno = ENOSYS;
+    return -1;
+}
+
+void *fp_pump_wait_handle(fp_pump *p)
+{
+    return wakeup(p);
+}
+#else
+int fp_pump_fd(fp_pump *p)
+{
+    return wakeup(p);
+}
+
+void *fp_pump_wait_handle(fp_pump *p)
+{
+    (void)p;
+    return NULL;
+}
+#endif
 
 void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
 {
@@ -136,7 +160,7 @@ void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
     out->late_python = atomic_load_explicit(&p->late_python, RLX);
     out->reply_calls = atomic_load_explicit(&p->reply_calls, RLX);
     out->inflight = atomic_load(&p->inflight);
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     out->chunks_total = p->cfg.nchunks;
     for (uint32_t i = 0; i < p->cfg.nchunks; i++) {
         const fp_chunk *c = &p->chunks[i];
@@ -148,7 +172,7 @@ void fp_pump_stats_get(fp_pump *p, fp_pump_stats *out)
         out->chunks_ready += c->in_ready;
         out->chunks_filling += !c->holds && !c->in_ready;
     }
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     fp_hist_summary s;
     fp_hist_summarize(&p->lat, &s);
     out->latency_count = s.count;

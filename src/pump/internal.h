@@ -3,7 +3,7 @@
  *   chunks.c    completions -> slots -> batches: recording, publishing, taking, holds, freeing
  *   answer.c    exactly one answer per message: consumer replies, defaults, reply threads
  *   workers.c   posting gets, the leader token, worker threads, the deadline reaper, start/stop
- *   consumer.c  fp_pump_next, the event fd, stats
+ *   consumer.c  fp_pump_next, the wake-up object (event fd / event), stats
  *
  * Locks, and their order (a lock on the left may be held while taking one on its right, never
  * the reverse): post_mu -> q_mu;  chunk mu -> q_mu;  chunk mu -> o_mu.  r_mu and join_mu alone.
@@ -19,13 +19,11 @@
 #ifndef FP_PUMP_INTERNAL_H
 #define FP_PUMP_INTERNAL_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../common/fp_thread.h"
-#include "../common/fp_time.h"
+#include "../common/fp_os.h"
 #include "pump.h"
 
 #define CACHELINE 64u
@@ -49,9 +47,10 @@ enum { LEAD_NONE = 0, LEAD_WORKER = 1, LEAD_CONSUMER = 2 };
 #define REAP_MAX 64u            /* completions taken per reap */
 #define TAKEOVER_NS 200000u     /* consumer away this long: a worker reaps (see workers.c) */
 #define PARK_MAX_NS 10000000u   /* a parked worker looks again at least this often */
+#define REAPER_POLL_MIN_NS 1000000u /* deadlines from 1 ms: an idle reaper polls once a deadline */
 
 struct fp_chunk {
-    _Alignas(CACHELINE) pthread_mutex_t mu;
+    _Alignas(CACHELINE) fp_mutex mu;
     fp_pump *pump;
     uint32_t index;
     /* fixed at create */
@@ -91,7 +90,7 @@ typedef struct replier {
 
 typedef struct worker {
     _Alignas(CACHELINE) fp_pump *pump;
-    pthread_t tid;
+    fp_thread tid;
     bool started;
     uint64_t park_ns;
 } worker;
@@ -103,7 +102,7 @@ struct fp_pump {
     uint32_t target;      /* gets to keep in flight: threads * outstanding */
     uint32_t nslots;      /* nchunks * batch + noverflow */
     uint32_t noverflow;   /* overflow slots (answered from C when no chunk is free) */
-    bool overflow_on;     /* deadline set: a message that finds no free chunk is answered now */
+    bool overflow_on;     /* a message that finds no free chunk is answered now (cfg.overflow) */
     size_t slot_size, message_bytes, reply_stride, reply_bytes, chunk_bytes, chunk_reply_bytes;
     uint8_t *slab;
     size_t slab_bytes;
@@ -115,7 +114,7 @@ struct fp_pump {
     uint8_t *ofl_slots;   /* noverflow slots of slot_size */
     uint8_t *ofl_replies; /* noverflow default replies of reply_stride */
 
-    _Alignas(CACHELINE) pthread_mutex_t post_mu;
+    _Alignas(CACHELINE) fp_mutex post_mu;
     fp_chunk *cur;        /* chunk being posted into */
     uint32_t *ofl_free;   /* stack of free overflow slot numbers (0..noverflow-1) */
     uint32_t ofl_nfree;
@@ -124,8 +123,8 @@ struct fp_pump {
     bool post_stop;       /* no more posts (stop or failure) */
     _Atomic uint32_t inflight; /* gets posted and not processed, every chunk and overflow */
 
-    _Alignas(CACHELINE) pthread_mutex_t q_mu;
-    pthread_cond_t ready_cv, exit_cv, w_cv; /* consumers wait on ready_cv, workers on w_cv */
+    _Alignas(CACHELINE) fp_mutex q_mu;
+    fp_cond ready_cv, exit_cv, w_cv; /* consumers wait on ready_cv, workers on w_cv */
     fp_chunk *free_head, *ready_head, *ready_tail;
     uint32_t nfree, nready, nheld;
     uint32_t workers_live, next_waiters, parked;
@@ -135,26 +134,27 @@ struct fp_pump {
     uint64_t consumer_left_ns;
     bool consumer_reap;       /* an idle consumer reaps itself (off once the event fd is used) */
     bool started, user_stop, ended;
-    int efd;
+    fp_event efd;  /* the consumer's wake-up object (fp_pump_fd / fp_pump_wait_handle) */
     bool efd_armed;
     _Atomic int stopping;
     _Atomic fp_hresult terminal;
 
-    _Alignas(CACHELINE) pthread_mutex_t r_mu;
-    pthread_cond_t r_cv;
+    _Alignas(CACHELINE) fp_mutex r_mu;
+    fp_cond r_cv;
     bool r_kick, r_stop, r_started;
-    pthread_t r_tid;
+    fp_thread r_tid;
     _Atomic int reaper_idle;
+    bool reaper_polls; /* deadline >= REAPER_POLL_MIN_NS: idle, it wakes once a deadline, unkicked */
 
-    pthread_mutex_t join_mu;
+    fp_mutex join_mu;
     bool joined;
 
-    _Alignas(CACHELINE) pthread_mutex_t o_mu;
-    pthread_cond_t o_cv;
+    _Alignas(CACHELINE) fp_mutex o_mu;
+    fp_cond o_cv;
     fp_chunk *o_head, *o_tail;
     bool o_stop;
     uint32_t o_started;
-    pthread_t *o_tids;
+    fp_thread *o_tids;
     replier *o_args;
 
     _Alignas(CACHELINE) _Atomic uint64_t received, truncated, no_reply, errors, batches, posts,
@@ -175,8 +175,6 @@ static inline void count(_Atomic uint64_t *c, uint64_t n)
         atomic_fetch_add_explicit(c, n, RLX);
 }
 
-int fp_cond_init_mono(pthread_cond_t *cv);
-
 /* chunks.c */
 void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n);
 bool chunks_take_locked(fp_pump *p, fp_batch *out);
@@ -189,7 +187,7 @@ void efd_update_locked(fp_pump *p);
 uint64_t answer_defaults_locked(fp_pump *p, fp_chunk *c, uint32_t from, uint32_t to,
                                 uint64_t cutoff, int reason);
 void answer_overflow(fp_pump *p, const fp_completion *comp, uint32_t n);
-void *replier_main(void *arg);
+fp_thread_ret FP_THREAD_API replier_main(void *arg);
 
 /* workers.c */
 void top_up(fp_pump *p);
@@ -204,7 +202,7 @@ void token_released_locked(fp_pump *p);
 void lead_reap(fp_pump *p, fp_completion *comp, uint32_t timeout_ms);
 void pump_fail(fp_pump *p, fp_hresult hr);
 void reaper_kick(fp_pump *p);
-void *worker_main(void *arg);
-void *reaper_main(void *arg);
+fp_thread_ret FP_THREAD_API worker_main(void *arg);
+fp_thread_ret FP_THREAD_API reaper_main(void *arg);
 
 #endif

@@ -1,7 +1,6 @@
 /* The pump's plan: configuration, geometry, the one allocation of everything, layout, destroy. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -29,19 +28,6 @@ static bool mul_ok(size_t a, size_t b, size_t *out)
     return !__builtin_mul_overflow(a, b, out);
 }
 
-int fp_cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    int rc = pthread_condattr_init(&a);
-    if (rc)
-        return rc;
-    rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    if (!rc)
-        rc = pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-    return rc;
-}
-
 void fp_pump_config_init(fp_pump_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -49,6 +35,7 @@ void fp_pump_config_init(fp_pump_config *cfg)
     cfg->outstanding = 16;
     cfg->batch = 64;
     cfg->deadline_ns = -1;
+    cfg->overflow = -1;
     cfg->consumer_reap = 1;
 }
 
@@ -56,18 +43,18 @@ static void free_all(fp_pump *p)
 {
     if (p->chunks) {
         for (uint32_t i = 0; i < p->cfg.nchunks; i++)
-            pthread_mutex_destroy(&p->chunks[i].mu);
+            fp_mutex_destroy(&p->chunks[i].mu);
         DBG_ADD(dbg_chunks_freed, p->cfg.nchunks);
     }
     if (p->slab)
         DBG_ADD(dbg_slabs_freed, 1);
-    free(p->slab);
-    free(p->reply_area);
-    free(p->meta);
-    free(p->chunks);
-    free(p->workers);
-    free(p->ofl_slots);
-    free(p->ofl_replies);
+    fp_aligned_free(p->slab);
+    fp_aligned_free(p->reply_area);
+    fp_aligned_free(p->meta);
+    fp_aligned_free(p->chunks);
+    fp_aligned_free(p->workers);
+    fp_aligned_free(p->ofl_slots);
+    fp_aligned_free(p->ofl_replies);
     free(p->ofl_free);
     free(p->ofl_state);
     free(p->o_tids);
@@ -78,19 +65,19 @@ static void free_all(fp_pump *p)
         }
     free(p->o_args);
     free(p->default_reply);
-    if (p->efd >= 0)
-        close(p->efd);
-    pthread_mutex_destroy(&p->post_mu);
-    pthread_mutex_destroy(&p->q_mu);
-    pthread_cond_destroy(&p->ready_cv);
-    pthread_cond_destroy(&p->exit_cv);
-    pthread_cond_destroy(&p->w_cv);
-    pthread_mutex_destroy(&p->r_mu);
-    pthread_cond_destroy(&p->r_cv);
-    pthread_mutex_destroy(&p->join_mu);
-    pthread_mutex_destroy(&p->o_mu);
-    pthread_cond_destroy(&p->o_cv);
-    free(p);
+    if (p->efd != FP_EVENT_NONE)
+        fp_event_close(p->efd);
+    fp_mutex_destroy(&p->post_mu);
+    fp_mutex_destroy(&p->q_mu);
+    fp_cond_destroy(&p->ready_cv);
+    fp_cond_destroy(&p->exit_cv);
+    fp_cond_destroy(&p->w_cv);
+    fp_mutex_destroy(&p->r_mu);
+    fp_cond_destroy(&p->r_cv);
+    fp_mutex_destroy(&p->join_mu);
+    fp_mutex_destroy(&p->o_mu);
+    fp_cond_destroy(&p->o_cv);
+    fp_aligned_free(p);
 }
 
 static bool config_valid(const fp_pump_config *c)
@@ -120,7 +107,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         uint64_t n = ((uint64_t)target + cfg.batch - 1) / cfg.batch + 1 + 2u * cfg.threads + 4u;
         cfg.nchunks = n > FP_PUMP_MAX_CHUNKS ? FP_PUMP_MAX_CHUNKS : (uint32_t)n;
     }
-    bool overflow_on = cfg.deadline_ns >= 0;
+    bool overflow_on = cfg.overflow < 0 ? cfg.deadline_ns >= 0 : cfg.overflow > 0;
     uint32_t noverflow = overflow_on ? target : 0;
 
     size_t slot_size = round_up(FP_SLOT_HEADER + (size_t)cfg.message_size, FP_PUMP_SLOT_ALIGN);
@@ -158,24 +145,23 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
         return FP_E_OUTOFMEMORY;
     /* Every page is touched at create: refuse more than half the machine's memory rather than
      * invite the OOM killer. */
-    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page_size > 0 &&
-        slab_bytes / 2 + area_bytes / 2 + meta_bytes / 2 + ofl_bytes / 2 >
-            (size_t)pages / 2 * (size_t)page_size / 2)
+    uint64_t phys = fp_phys_memory();
+    if (phys && (uint64_t)(slab_bytes / 2 + area_bytes / 2 + meta_bytes / 2 + ofl_bytes / 2) >
+                    phys / 4)
         return FP_E_OUTOFMEMORY;
 
-    fp_pump *p = NULL;
-    if (posix_memalign((void **)&p, CACHELINE, sizeof *p))
+    fp_pump *p = fp_aligned_alloc(CACHELINE, sizeof *p);
+    if (!p)
         return FP_E_OUTOFMEMORY;
     memset(p, 0, sizeof *p);
-    p->efd = -1;
-    if (pthread_mutex_init(&p->post_mu, NULL) || pthread_mutex_init(&p->q_mu, NULL) ||
-        fp_cond_init_mono(&p->ready_cv) ||
-        fp_cond_init_mono(&p->exit_cv) || fp_cond_init_mono(&p->w_cv) ||
-        pthread_mutex_init(&p->r_mu, NULL) || fp_cond_init_mono(&p->r_cv) ||
-        pthread_mutex_init(&p->join_mu, NULL) || pthread_mutex_init(&p->o_mu, NULL) ||
-        fp_cond_init_mono(&p->o_cv)) {
-        free(p); /* init failures on Linux only happen for bad attributes; nothing to destroy */
+    p->efd = FP_EVENT_NONE;
+    if (fp_mutex_init(&p->post_mu) || fp_mutex_init(&p->q_mu) ||
+        fp_cond_init(&p->ready_cv) ||
+        fp_cond_init(&p->exit_cv) || fp_cond_init(&p->w_cv) ||
+        fp_mutex_init(&p->r_mu) || fp_cond_init(&p->r_cv) ||
+        fp_mutex_init(&p->join_mu) || fp_mutex_init(&p->o_mu) ||
+        fp_cond_init(&p->o_cv)) {
+        fp_aligned_free(p); /* init failures on Linux only happen for bad attributes; nothing to destroy */
         return FP_E_OUTOFMEMORY;
     }
     p->b = backend;
@@ -183,6 +169,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     p->target = target;
     p->noverflow = noverflow;
     p->overflow_on = overflow_on;
+    p->reaper_polls = cfg.deadline_ns >= (int64_t)REAPER_POLL_MIN_NS;
     p->nslots = cfg.nchunks * cfg.batch + noverflow;
     p->consumer_reap = cfg.consumer_reap != 0;
     p->slot_size = slot_size;
@@ -196,28 +183,28 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     fp_hist_init(&p->lat);
 
     void *mem;
-    if (posix_memalign(&mem, PAGE, slab_bytes))
+    if (!(mem = fp_aligned_alloc(PAGE, slab_bytes)))
         goto oom;
     p->slab = mem;
     DBG_ADD(dbg_slabs_alloc, 1);
-    if (posix_memalign(&mem, PAGE, p->reply_area_bytes))
+    if (!(mem = fp_aligned_alloc(PAGE, p->reply_area_bytes)))
         goto oom;
     p->reply_area = mem;
-    if (posix_memalign(&mem, CACHELINE, meta_bytes))
+    if (!(mem = fp_aligned_alloc(CACHELINE, meta_bytes)))
         goto oom;
     p->meta = mem;
-    if (posix_memalign(&mem, CACHELINE, sizeof(fp_chunk) * cfg.nchunks))
+    if (!(mem = fp_aligned_alloc(CACHELINE, sizeof(fp_chunk) * cfg.nchunks)))
         goto oom;
     p->chunks = mem;
-    if (posix_memalign(&mem, CACHELINE, sizeof(worker) * cfg.threads))
+    if (!(mem = fp_aligned_alloc(CACHELINE, sizeof(worker) * cfg.threads)))
         goto oom;
     p->workers = mem;
     memset(p->workers, 0, sizeof(worker) * cfg.threads);
     if (noverflow) {
-        if (posix_memalign(&mem, CACHELINE, ofl_bytes))
+        if (!(mem = fp_aligned_alloc(CACHELINE, ofl_bytes)))
             goto oom;
         p->ofl_slots = mem;
-        if (posix_memalign(&mem, CACHELINE, ofl_reply_bytes))
+        if (!(mem = fp_aligned_alloc(CACHELINE, ofl_reply_bytes)))
             goto oom;
         p->ofl_replies = mem;
         if (!(p->ofl_free = calloc(noverflow, sizeof(uint32_t))) ||
@@ -225,7 +212,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
             goto oom;
     }
     if (cfg.reply_threads) {
-        if (!(p->o_tids = calloc(cfg.reply_threads, sizeof(pthread_t))) ||
+        if (!(p->o_tids = calloc(cfg.reply_threads, sizeof(fp_thread))) ||
             !(p->o_args = calloc(cfg.reply_threads, sizeof(replier))))
             goto oom;
         for (uint32_t t = 0; t < cfg.reply_threads; t++) {
@@ -258,7 +245,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     for (uint32_t i = 0; i < cfg.nchunks; i++) {
         fp_chunk *c = &p->chunks[i];
         memset(c, 0, sizeof *c);
-        pthread_mutex_init(&c->mu, NULL);
+        fp_mutex_init(&c->mu);
         c->pump = p;
         c->index = i;
         c->slots = p->slab + (size_t)i * chunk_bytes;
@@ -299,7 +286,7 @@ fp_hresult fp_pump_create(fp_backend *backend, const fp_pump_config *cfg_in, fp_
     return FP_S_OK;
 oom:
     if (p->chunks) { /* mutexes not initialised yet on this path */
-        free(p->chunks);
+        fp_aligned_free(p->chunks);
         p->chunks = NULL;
     }
     free_all(p);
@@ -311,9 +298,9 @@ fp_hresult fp_pump_destroy(fp_pump *p)
     if (!p)
         return FP_S_OK;
     fp_pump_join(p);
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     uint32_t held = p->nheld;
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (held)
         return FP_PUMP_E_BUSY;
     DBG_ADD(dbg_pumps_live, -1);

@@ -11,7 +11,7 @@
  *            default_reply when the message arrives). fp_batch_reply copies a reply into the
  *            chunk's outbox, from which it is sent with size 16 + reply_size (the padding rule);
  *            default replies go from a third area, prefilled once.
- *   overflow: `threads * outstanding` extra slots outside the slab (only with a deadline).
+ *   overflow: `threads * outstanding` extra slots outside the slab (with a deadline, or overflow > 0).
  *
  * Gets in flight. threads * outstanding gets are posted at all times, in slot order, running on
  * from one chunk into the next free one, so the number in flight never dips at a chunk's end or
@@ -21,12 +21,12 @@
  * a chunk may yield several batches. A chunk returns to the free list when all its slots were
  * posted and completed, every message in it is answered, and no batch of it is held.
  *
- * Never stop receiving. With a deadline, a message finds a slot whatever the consumer does: when
+ * Never stop receiving. With a deadline (or overflow > 0), a message finds a slot whatever the
+ * consumer does: when
  * no chunk is free (a hung handler, views kept forever) gets are posted into overflow slots, and
  * what lands there is answered with default_reply at once (defaulted_overflow); chunks whose
- * messages were all answered before the consumer took them go back into circulation. Without a
- * deadline the pump applies backpressure instead: messages wait in the kernel until a chunk is
- * free.
+ * messages were all answered before the consumer took them go back into circulation. Otherwise
+ * the pump applies backpressure: messages wait in the kernel until a chunk is free.
  *
  * Answers: each message is answered exactly once, by whoever gets there first under the chunk's
  *   lock: the consumer (fp_batch_reply), the deadline reaper (default_reply, deadline_ns after
@@ -91,12 +91,18 @@ typedef struct fp_pump_config {
     uint32_t reply_threads; /* threads that send the consumer's replies: fp_batch_reply queues
                               them and returns at once, so the consumer never waits on the
                               port. 0 = fp_batch_reply sends in the calling thread. */
+    int32_t overflow;      /* what a message that finds no free chunk meets: < 0 (default): as
+                              deadline_ns says (answered at once with a deadline, backpressure
+                              without); 0: backpressure (it waits in the kernel until a chunk is
+                              free); > 0: answered at once with default_reply (defaulted_overflow)
+                              even without a deadline (a fanotify group must never stall) */
     uint32_t consumer_reap; /* 1 (default): a consumer waiting in fp_pump_next reaps completions
                               itself when no worker is, and takes its batch without a thread
                               hand-off; workers reap while it is away. 0: only workers reap. */
 } fp_pump_config;
 
-/* threads 2, outstanding 16, batch 64, no deadline, sizes 0, auto nchunks, consumer_reap 1. */
+/* threads 2, outstanding 16, batch 64, no deadline, overflow -1 (as the deadline says), sizes 0,
+ * auto nchunks, consumer_reap 1. */
 void fp_pump_config_init(fp_pump_config *cfg);
 
 /* Validates cfg, attaches the backend (backend->ops->attach) and allocates everything; starts no
@@ -148,12 +154,21 @@ int fp_pump_try_next(fp_pump *p, fp_batch *out); /* = fp_pump_next(p, 0, out) */
 /* The terminal error (the backend HRESULT that ended the pump), or FP_S_OK. */
 fp_hresult fp_pump_error(fp_pump *p);
 
-/* An eventfd (EFD_NONBLOCK) that is readable exactly while fp_pump_next would not block: a batch
- * is ready, or the pump is stopped or has ended. The pump keeps it so (level semantics). The
- * consumer NEVER reads it; it polls it (asyncio add_reader), then calls fp_pump_try_next until
- * FP_PUMP_TIMEOUT. Created on first call; from then on only workers reap (an event-loop consumer
- * never blocks in the pump). -1 (errno set) if it cannot be created. */
+/* The consumer's wake-up object, for event loops. It is SET exactly while fp_pump_next would not
+ * block: a batch is ready, or the pump is stopped or has ended; the pump keeps it so (level
+ * semantics). The consumer never reads, resets or closes it: it waits for it, then calls
+ * fp_pump_try_next until FP_PUMP_TIMEOUT. Created on first call (of either function); from then
+ * on only workers reap (an event-loop consumer never blocks in the pump). It lives until
+ * fp_pump_destroy.
+ *
+ * fp_pump_fd (POSIX): an eventfd (EFD_NONBLOCK), readable while set, for poll/epoll (asyncio
+ * add_reader). -1 (errno set) if it cannot be created; on Windows always -1 (errno ENOSYS).
+ * fp_pump_wait_handle (Windows): a manual-reset event HANDLE, signalled while set, for
+ * WaitForSingleObject / WaitForMultipleObjects / RegisterWaitForSingleObject (asyncio's Proactor
+ * loop: _overlapped.RegisterWaitWithQueue, as its wait_for_handle does). NULL (GetLastError set)
+ * if it cannot be created; elsewhere always NULL. */
 int fp_pump_fd(fp_pump *p);
+void *fp_pump_wait_handle(fp_pump *p);
 
 /* Everything the consumer needs to build its views of one batch. */
 typedef struct fp_batch_info {
@@ -215,9 +230,11 @@ void fp_batch_release(fp_pump *p, const fp_batch *b);
 typedef struct fp_pump_stats {
     uint64_t received;           /* messages received into slots (overflow slots included) */
     uint64_t replied;            /* consumer replies the port accepted */
-    uint64_t reply_failed;       /* consumer replies whose send failed (also in late_replies or
-                                    errors): the port refused or was gone */
+    uint64_t reply_failed;       /* replies, the consumer's or default ones, whose send failed
+                                    (also in late_replies or errors): the port refused or was
+                                    gone */
     uint64_t no_reply;           /* messages expecting no reply (never replied) */
+    /* defaulted_*: default replies the port accepted, by who sent them */
     uint64_t defaulted_deadline; /* default replies sent by the reaper */
     uint64_t defaulted_error;    /* ... by fp_batch_finish(FP_FINISH_ERROR) */
     uint64_t defaulted_release;  /* ... by fp_batch_finish(FP_FINISH_RELEASE) / release */

@@ -20,7 +20,7 @@
 /* A free chunk to post into, reset for its new life (q_mu for the cursors, its mu for answers). */
 static fp_chunk *take_free(fp_pump *p)
 {
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     fp_chunk *c = p->free_head;
     if (c) {
         p->free_head = c->next;
@@ -31,12 +31,12 @@ static fp_chunk *take_free(fp_pump *p)
         memset(c->kind, SLOT_EMPTY, p->cfg.batch);
         atomic_store(&c->posted, 0); /* now, under q_mu: a free check never sees a stale count */
     }
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (c) {
-        pthread_mutex_lock(&c->mu);
+        fp_mutex_lock(&c->mu);
         for (uint32_t i = 0; i < p->cfg.batch; i++)
             atomic_store_explicit(&c->answered[i], ANS_NONE, RLX);
-        pthread_mutex_unlock(&c->mu);
+        fp_mutex_unlock(&c->mu);
     }
     return c;
 }
@@ -49,7 +49,7 @@ void top_up(fp_pump *p)
     const uint32_t batch = p->cfg.batch, base = p->cfg.nchunks * batch;
     fp_hresult fail = FP_S_OK;
     uint32_t posted = 0;
-    pthread_mutex_lock(&p->post_mu);
+    fp_mutex_lock(&p->post_mu);
     while (!p->post_stop && atomic_load(&p->inflight) < p->target) {
         fp_chunk *c = p->cur;
         if (!c || atomic_load(&c->posted) == batch) {
@@ -89,7 +89,7 @@ void top_up(fp_pump *p)
         }
         posted++;
     }
-    pthread_mutex_unlock(&p->post_mu);
+    fp_mutex_unlock(&p->post_mu);
     count(&p->posts, posted);
     if (fail != FP_S_OK)
         pump_fail(p, fail);
@@ -102,23 +102,23 @@ void cancel_overflow(fp_pump *p)
     const uint32_t base = p->cfg.nchunks * p->cfg.batch;
     if (!atomic_exchange(&p->ofl_recheck, false))
         return;
-    pthread_mutex_lock(&p->post_mu);
+    fp_mutex_lock(&p->post_mu);
     if (!p->post_stop && p->ofl_nfree < p->noverflow)
         for (uint32_t j = 0; j < p->noverflow; j++)
             if (p->ofl_state[j] == OFL_POSTED) {
                 p->ofl_state[j] = OFL_CANCELLED;
                 p->b->ops->cancel(p->b, base + j);
             }
-    pthread_mutex_unlock(&p->post_mu);
+    fp_mutex_unlock(&p->post_mu);
 }
 
 /* ---------------------------------------------------------------- failure and stop */
 
 static void stop_posting_and_cancel(fp_pump *p)
 {
-    pthread_mutex_lock(&p->post_mu); /* after this no get is posted, so the cancel reaches all */
+    fp_mutex_lock(&p->post_mu); /* after this no get is posted, so the cancel reaches all */
     p->post_stop = true;
-    pthread_mutex_unlock(&p->post_mu);
+    fp_mutex_unlock(&p->post_mu);
     p->b->ops->cancel(p->b, FP_SLOT_ALL);
     p->b->ops->wake(p->b); /* a leader with nothing in flight would wait forever */
 }
@@ -127,15 +127,15 @@ static void stop_posting_and_cancel(fp_pump *p)
  * unless the user had already asked to stop (then failures are part of shutting down). */
 void pump_fail(fp_pump *p, fp_hresult hr)
 {
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     if (!p->user_stop) {
         fp_hresult expect = FP_S_OK;
         atomic_compare_exchange_strong(&p->terminal, &expect, hr);
     }
     bool first = !atomic_exchange(&p->stopping, 1);
-    pthread_cond_broadcast(&p->w_cv);
-    pthread_cond_broadcast(&p->ready_cv);
-    pthread_mutex_unlock(&p->q_mu);
+    fp_cond_broadcast(&p->w_cv);
+    fp_cond_broadcast(&p->ready_cv);
+    fp_mutex_unlock(&p->q_mu);
     if (first)
         stop_posting_and_cancel(p);
 }
@@ -144,20 +144,20 @@ void fp_pump_stop(fp_pump *p)
 {
     if (!p)
         return;
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     p->user_stop = true;
     bool first = !atomic_exchange(&p->stopping, 1);
     efd_update_locked(p);
-    pthread_cond_broadcast(&p->w_cv);
-    pthread_cond_broadcast(&p->ready_cv);
+    fp_cond_broadcast(&p->w_cv);
+    fp_cond_broadcast(&p->ready_cv);
     bool started = p->started;
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (started && first)
         stop_posting_and_cancel(p);
     else if (!started) {
-        pthread_mutex_lock(&p->post_mu);
+        fp_mutex_lock(&p->post_mu);
         p->post_stop = true;
-        pthread_mutex_unlock(&p->post_mu);
+        fp_mutex_unlock(&p->post_mu);
     }
 }
 
@@ -169,10 +169,13 @@ void token_released_locked(fp_pump *p)
     p->leader = LEAD_NONE;
     /* an idle consumer leads next; else a worker: consumers may not lead anymore (the event fd
      * is in use), and while stopping only workers drain */
-    if (p->consumer_reap && p->consumers_idle && !atomic_load(&p->stopping))
-        pthread_cond_signal(&p->ready_cv);
-    else if (p->parked)
-        pthread_cond_signal(&p->w_cv);
+    bool stopping = atomic_load(&p->stopping);
+    if (p->consumer_reap && p->consumers_idle && !stopping)
+        fp_cond_signal(&p->ready_cv);
+    else if (p->parked && !(p->consumer_reap && p->consumers_in && !stopping))
+        fp_cond_signal(&p->w_cv); /* not while a consumer is in next(): no worker would lead
+                                     then, it would only wake to park again; they take over by
+                                     their timed park once it has left */
 }
 
 void lead_reap(fp_pump *p, fp_completion *comp, uint32_t timeout_ms)
@@ -180,23 +183,23 @@ void lead_reap(fp_pump *p, fp_completion *comp, uint32_t timeout_ms)
     uint32_t got = 0;
     fp_hresult hr = p->b->ops->reap(p->b, comp, REAP_MAX, timeout_ms, &got);
     count(&p->reaps, got ? 1 : 0);
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     token_released_locked(p); /* before processing: another thread may reap meanwhile */
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (FP_SUCCEEDED(hr) && got)
         chunks_process(p, comp, got);
     else if (!FP_SUCCEEDED(hr) && hr != FP_E_TIMEOUT)
         pump_fail(p, hr);
 }
 
-void *worker_main(void *arg)
+fp_thread_ret FP_THREAD_API worker_main(void *arg)
 {
     worker *w = arg;
     fp_pump *p = w->pump;
     fp_thread_name("fp-worker-", (unsigned)(w - p->workers));
     fp_completion comp[REAP_MAX];
     w->park_ns = TAKEOVER_NS;
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     for (;;) {
         bool stopping = atomic_load(&p->stopping);
         if (stopping && atomic_load(&p->inflight) == 0)
@@ -216,12 +219,12 @@ void *worker_main(void *arg)
         }
         if (lead && !stopping && atomic_load(&p->inflight) == 0) {
             /* nothing to reap: post first (a chunk may have been freed) */
-            pthread_mutex_unlock(&p->q_mu);
+            fp_mutex_unlock(&p->q_mu);
             top_up(p);
-            pthread_mutex_lock(&p->q_mu);
+            fp_mutex_lock(&p->q_mu);
             if (atomic_load(&p->inflight) == 0 && !atomic_load(&p->stopping)) {
                 p->parked++;
-                pthread_cond_wait(&p->w_cv, &p->q_mu); /* a freed chunk or stop wakes us */
+                fp_cond_wait(&p->w_cv, &p->q_mu); /* a freed chunk or stop wakes us */
                 p->parked--;
             }
             continue;
@@ -233,49 +236,52 @@ void *worker_main(void *arg)
                     until = fp_now_ns() + w->park_ns;
                     w->park_ns = w->park_ns * 2 > PARK_MAX_NS ? PARK_MAX_NS : w->park_ns * 2;
                 }
-                struct timespec ts = fp_timespec_at(until);
-                pthread_cond_timedwait(&p->w_cv, &p->q_mu, &ts);
+                fp_cond_wait_until(&p->w_cv, &p->q_mu, until);
             } else {
-                pthread_cond_wait(&p->w_cv, &p->q_mu);
+                fp_cond_wait(&p->w_cv, &p->q_mu);
             }
             p->parked--;
             continue;
         }
         p->leader = LEAD_WORKER;
         w->park_ns = TAKEOVER_NS;
-        pthread_mutex_unlock(&p->q_mu);
+        fp_mutex_unlock(&p->q_mu);
         top_up(p);
         lead_reap(p, comp, FP_INFINITE_MS);
-        pthread_mutex_lock(&p->q_mu);
+        fp_mutex_lock(&p->q_mu);
     }
     if (--p->workers_live == 0) {
         p->ended = true;
         efd_update_locked(p);
-        pthread_cond_broadcast(&p->ready_cv);
-        pthread_cond_broadcast(&p->exit_cv);
+        fp_cond_broadcast(&p->ready_cv);
+        fp_cond_broadcast(&p->exit_cv);
     }
-    pthread_cond_broadcast(&p->w_cv); /* the others see the drain too */
-    pthread_mutex_unlock(&p->q_mu);
-    return NULL;
+    fp_cond_broadcast(&p->w_cv); /* the others see the drain too */
+    fp_mutex_unlock(&p->q_mu);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- deadline reaper */
 
 void reaper_kick(fp_pump *p)
 {
-    pthread_mutex_lock(&p->r_mu);
+    fp_mutex_lock(&p->r_mu);
     p->r_kick = true;
-    pthread_cond_signal(&p->r_cv);
-    pthread_mutex_unlock(&p->r_mu);
+    fp_cond_signal(&p->r_cv);
+    fp_mutex_unlock(&p->r_mu);
 }
 
-/* Sleeps until the earliest deadline among pending messages. When nothing is pending it sleeps
- * until a completion kicks it: chunks_process adds a message's answer state under the chunk
- * mutex, then loads reaper_idle; the reaper stores reaper_idle = 1, then reads every chunk under
- * the same mutexes, so either the reaper sees the new messages or the worker sees idle and kicks.
+/* Sleeps until the earliest deadline among pending messages. When nothing is pending:
+ * - deadline >= REAPER_POLL_MIN_NS: it sleeps one deadline from the start of its scan, no kicks
+ *   (a message that arrived after the scan started is due after that, and one before it was
+ *   seen by the scan), so a message costs the reaper nothing at low load;
+ * - shorter deadlines: it sleeps until a completion kicks it: chunks_process adds a message's
+ *   answer state under the chunk mutex, then loads reaper_idle; the reaper stores
+ *   reaper_idle = 1, then reads every chunk under the same mutexes, so either the reaper sees the
+ *   new messages or the worker sees idle and kicks.
  * A new message's deadline is later than the ones already pending, so the timed sleep never
  * oversleeps one. */
-void *reaper_main(void *arg)
+fp_thread_ret FP_THREAD_API reaper_main(void *arg)
 {
     fp_pump *p = arg;
     const uint64_t dl = (uint64_t)p->cfg.deadline_ns;
@@ -289,37 +295,39 @@ void *reaper_main(void *arg)
             fp_chunk *c = &p->chunks[i];
             if (!atomic_load(&c->unanswered))
                 continue;
-            pthread_mutex_lock(&c->mu);
+            fp_mutex_lock(&c->mu);
             uint64_t r = answer_defaults_locked(p, c, 0, p->cfg.batch, cutoff, DEF_DEADLINE);
             bool all = atomic_load(&c->unanswered) == 0;
-            pthread_mutex_unlock(&c->mu);
+            fp_mutex_unlock(&c->mu);
             if (r < next)
                 next = r;
             if (all) /* answered before the consumer took them: back into circulation */
                 chunk_check_free(p, c);
         }
-        pthread_mutex_lock(&p->r_mu);
+        fp_mutex_lock(&p->r_mu);
         if (p->r_stop) {
-            pthread_mutex_unlock(&p->r_mu);
+            fp_mutex_unlock(&p->r_mu);
             break;
         }
         if (next != UINT64_MAX) {
             atomic_store(&p->reaper_idle, 0);
             if (!p->r_kick) {
-                struct timespec ts = fp_timespec_at(next + dl);
-                pthread_cond_timedwait(&p->r_cv, &p->r_mu, &ts);
+                fp_cond_wait_until(&p->r_cv, &p->r_mu, next + dl);
             }
+        } else if (p->reaper_polls) {
+            if (!p->r_kick && !p->r_stop)
+                fp_cond_wait_until(&p->r_cv, &p->r_mu, now + dl);
         } else {
             while (!p->r_kick && !p->r_stop)
-                pthread_cond_wait(&p->r_cv, &p->r_mu);
+                fp_cond_wait(&p->r_cv, &p->r_mu);
         }
         p->r_kick = false;
         bool stop = p->r_stop;
-        pthread_mutex_unlock(&p->r_mu);
+        fp_mutex_unlock(&p->r_mu);
         if (stop)
             break;
     }
-    return NULL;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- start / join */
@@ -328,26 +336,26 @@ fp_hresult fp_pump_start(fp_pump *p)
 {
     if (!p)
         return FP_E_INVALIDARG;
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     if (p->started || p->user_stop) {
-        pthread_mutex_unlock(&p->q_mu);
+        fp_mutex_unlock(&p->q_mu);
         return FP_E_INVALIDARG;
     }
     p->started = true;
     p->workers_live = p->cfg.threads;
-    pthread_mutex_unlock(&p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
 
     bool failed = false;
     for (uint32_t t = 0; t < p->cfg.reply_threads && !failed; t++) {
-        pthread_mutex_lock(&p->o_mu);
-        if (pthread_create(&p->o_tids[t], NULL, replier_main, &p->o_args[t]) == 0)
+        fp_mutex_lock(&p->o_mu);
+        if (fp_thread_start(&p->o_tids[t], replier_main, &p->o_args[t]) == 0)
             p->o_started++;
         else
             failed = true;
-        pthread_mutex_unlock(&p->o_mu);
+        fp_mutex_unlock(&p->o_mu);
     }
     if (!failed && p->cfg.deadline_ns >= 0) {
-        if (pthread_create(&p->r_tid, NULL, reaper_main, p) == 0)
+        if (fp_thread_start(&p->r_tid, reaper_main, p) == 0)
             p->r_started = true;
         else
             failed = true;
@@ -356,18 +364,18 @@ fp_hresult fp_pump_start(fp_pump *p)
         top_up(p);
     for (uint32_t t = 0; t < p->cfg.threads; t++) {
         worker *w = &p->workers[t];
-        if (!failed && pthread_create(&w->tid, NULL, worker_main, w) == 0) {
+        if (!failed && fp_thread_start(&w->tid, worker_main, w) == 0) {
             w->started = true;
             continue;
         }
         failed = true;
-        pthread_mutex_lock(&p->q_mu); /* account for the worker that will never run */
+        fp_mutex_lock(&p->q_mu); /* account for the worker that will never run */
         if (--p->workers_live == 0) {
             p->ended = true;
-            pthread_cond_broadcast(&p->exit_cv);
-            pthread_cond_broadcast(&p->ready_cv);
+            fp_cond_broadcast(&p->exit_cv);
+            fp_cond_broadcast(&p->ready_cv);
         }
-        pthread_mutex_unlock(&p->q_mu);
+        fp_mutex_unlock(&p->q_mu);
     }
     if (failed) {
         fp_pump_join(p);
@@ -380,17 +388,17 @@ void fp_pump_join(fp_pump *p)
 {
     if (!p)
         return;
-    pthread_mutex_lock(&p->join_mu);
+    fp_mutex_lock(&p->join_mu);
     if (p->joined) {
-        pthread_mutex_unlock(&p->join_mu);
+        fp_mutex_unlock(&p->join_mu);
         return;
     }
     fp_pump_stop(p);
-    pthread_mutex_lock(&p->q_mu);
+    fp_mutex_lock(&p->q_mu);
     bool drain_here = p->started && p->workers_live == 0 && atomic_load(&p->inflight) > 0;
     while (p->started && p->workers_live > 0)
-        pthread_cond_wait(&p->exit_cv, &p->q_mu);
-    pthread_mutex_unlock(&p->q_mu);
+        fp_cond_wait(&p->exit_cv, &p->q_mu);
+    fp_mutex_unlock(&p->q_mu);
     if (drain_here) { /* no worker ever ran (thread creation failed): reap what start posted */
         fp_completion comp[REAP_MAX];
         while (atomic_load(&p->inflight) > 0) {
@@ -404,49 +412,49 @@ void fp_pump_join(fp_pump *p)
     }
     for (uint32_t t = 0; t < p->cfg.threads; t++) {
         if (p->workers[t].started) {
-            pthread_join(p->workers[t].tid, NULL);
+            fp_thread_join(p->workers[t].tid);
             p->workers[t].started = false;
         }
     }
     if (p->r_started) {
-        pthread_mutex_lock(&p->r_mu);
+        fp_mutex_lock(&p->r_mu);
         p->r_stop = true;
-        pthread_cond_signal(&p->r_cv);
-        pthread_mutex_unlock(&p->r_mu);
-        pthread_join(p->r_tid, NULL);
+        fp_cond_signal(&p->r_cv);
+        fp_mutex_unlock(&p->r_mu);
+        fp_thread_join(p->r_tid);
         p->r_started = false;
     }
     /* reply threads send what is queued, then exit; replies queued later are sent in place */
-    pthread_mutex_lock(&p->o_mu);
+    fp_mutex_lock(&p->o_mu);
     p->o_stop = true;
-    pthread_cond_broadcast(&p->o_cv);
+    fp_cond_broadcast(&p->o_cv);
     uint32_t repliers = p->o_started;
-    pthread_mutex_unlock(&p->o_mu);
+    fp_mutex_unlock(&p->o_mu);
     for (uint32_t t = 0; t < repliers; t++)
-        pthread_join(p->o_tids[t], NULL);
+        fp_thread_join(p->o_tids[t]);
     /* the chunk being posted into gets no more gets: it may go back to the free list */
-    pthread_mutex_lock(&p->post_mu);
+    fp_mutex_lock(&p->post_mu);
     fp_chunk *cur = p->cur;
     p->cur = NULL;
     if (cur)
         atomic_store(&cur->posted, p->cfg.batch);
-    pthread_mutex_unlock(&p->post_mu);
+    fp_mutex_unlock(&p->post_mu);
     /* every get has completed: answer what is left, wherever it is */
     for (uint32_t i = 0; i < p->cfg.nchunks; i++) {
         fp_chunk *c = &p->chunks[i];
-        pthread_mutex_lock(&c->mu);
+        fp_mutex_lock(&c->mu);
         if (atomic_load(&c->unanswered))
             answer_defaults_locked(p, c, 0, p->cfg.batch, UINT64_MAX, DEF_STOP);
-        pthread_mutex_unlock(&c->mu);
+        fp_mutex_unlock(&c->mu);
     }
     if (atomic_load(&p->terminal) == FP_S_OK) { /* a user stop: nothing more is handed out */
-        pthread_mutex_lock(&p->q_mu);
+        fp_mutex_lock(&p->q_mu);
         chunks_drop_ready_locked(p);
         efd_update_locked(p);
-        pthread_mutex_unlock(&p->q_mu);
+        fp_mutex_unlock(&p->q_mu);
     }
     for (uint32_t i = 0; i < p->cfg.nchunks; i++)
         chunk_check_free(p, &p->chunks[i]);
     p->joined = true;
-    pthread_mutex_unlock(&p->join_mu);
+    fp_mutex_unlock(&p->join_mu);
 }

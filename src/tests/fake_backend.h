@@ -18,7 +18,6 @@
 #define FP_FAKE_BACKEND_H
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,7 +26,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
-#include "common/fp_time.h"
+#include "common/fp_os.h"
 #include "common/fp_wire.h"
 
 enum { FAKE_UNSENT = 0, FAKE_QUEUED, FAKE_DELIVERED, FAKE_REPLIED, FAKE_EXPIRED };
@@ -53,8 +52,8 @@ typedef struct fake_get {
 
 typedef struct fake_backend {
     fp_backend base;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;     /* reapers wait for completions; test waiters for state */
+    fp_mutex mu;
+    fp_cond cv;     /* reapers wait for completions; test waiters for state */
     uint64_t *ring;        /* queued ids */
     size_t cap, head, tail;
     fake_rec *rec;         /* index = id, 1..cap */
@@ -70,7 +69,7 @@ typedef struct fake_backend {
     bool disconnected, attached;
     uint64_t delivered, answered, reply_entries, nowaiter, toolong, double_posts, cancels;
     _Atomic uint64_t posts, reaps, reply_calls;
-    pthread_t last_reply_thread; /* who made the last reply call (under mu) */
+    fp_thread_id last_reply_thread; /* who made the last reply call (under mu) */
 } fake_backend;
 
 static uint64_t fake_now(void)
@@ -86,7 +85,7 @@ static inline uint8_t fake_payload_byte(uint64_t id, uint32_t j)
 static void fake_complete_locked(fake_backend *f, fp_completion c)
 {
     f->done[f->d_tail++ % f->d_cap] = c;
-    pthread_cond_broadcast(&f->cv);
+    fp_cond_broadcast(&f->cv);
 }
 
 /* Delivers queued messages to posted gets (mu held). */
@@ -125,7 +124,7 @@ static void fake_pump_locked(fake_backend *f)
 static fp_hresult fake_attach(fp_backend *b, uint32_t nslots)
 {
     fake_backend *f = (fake_backend *)b;
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     free(f->gets);
     free(f->slot_busy);
     free(f->done);
@@ -137,7 +136,7 @@ static fp_hresult fake_attach(fp_backend *b, uint32_t nslots)
     f->d_head = f->d_tail = 0;
     f->ngets = 0;
     f->attached = true;
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return f->gets && f->slot_busy && f->done ? FP_S_OK : FP_E_OUTOFMEMORY;
 }
 
@@ -145,20 +144,20 @@ static fp_hresult fake_post(fp_backend *b, uint32_t slot, void *buffer, uint32_t
 {
     fake_backend *f = (fake_backend *)b;
     atomic_fetch_add(&f->posts, 1);
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     if (f->disconnected) {
-        pthread_mutex_unlock(&f->mu);
+        fp_mutex_unlock(&f->mu);
         return FP_E_INVALID_HANDLE;
     }
     if (slot >= f->nslots || f->slot_busy[slot]) {
         f->double_posts++;
-        pthread_mutex_unlock(&f->mu);
+        fp_mutex_unlock(&f->mu);
         return FP_E_INVALIDARG;
     }
     f->slot_busy[slot] = 1;
     f->gets[f->ngets++] = (fake_get){slot, size, buffer};
     fake_pump_locked(f);
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return FP_S_OK;
 }
 
@@ -169,16 +168,15 @@ static fp_hresult fake_reap(fp_backend *b, fp_completion *out, uint32_t max, uin
     *n = 0;
     uint64_t until = timeout_ms == FP_INFINITE_MS ? UINT64_MAX
                                                   : fake_now() + (uint64_t)timeout_ms * 1000000u;
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     while (f->d_head == f->d_tail && !f->wakes) {
         if (until == UINT64_MAX) {
-            pthread_cond_wait(&f->cv, &f->mu);
+            fp_cond_wait(&f->cv, &f->mu);
         } else {
             uint64_t now = fake_now();
             if (now >= until)
                 break;
-            struct timespec ts = fp_timespec_at(until);
-            pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+            fp_cond_wait_until(&f->cv, &f->mu, until);
         }
     }
     uint32_t k = 0;
@@ -201,17 +199,17 @@ static fp_hresult fake_reap(fp_backend *b, fp_completion *out, uint32_t max, uin
     *n = k;
     if (k)
         atomic_fetch_add(&f->reaps, 1);
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return k || woken ? FP_S_OK : FP_E_TIMEOUT;
 }
 
 static void fake_wake(fp_backend *b)
 {
     fake_backend *f = (fake_backend *)b;
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     f->wakes++;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
+    fp_cond_broadcast(&f->cv);
+    fp_mutex_unlock(&f->mu);
 }
 
 /* Completes the posted gets in `slot` (FP_SLOT_ALL: all) with hr, no message (mu held). */
@@ -230,10 +228,10 @@ static void fake_fail_gets_locked(fake_backend *f, uint32_t slot, fp_hresult hr)
 static fp_hresult fake_cancel(fp_backend *b, uint32_t slot)
 {
     fake_backend *f = (fake_backend *)b;
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     f->cancels++;
     fake_fail_gets_locked(f, slot, FP_E_OPERATION_ABORTED);
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return FP_S_OK;
 }
 
@@ -241,13 +239,13 @@ static fp_hresult fake_reply(fp_backend *b, fp_reply *e, uint32_t n)
 {
     fake_backend *f = (fake_backend *)b;
     atomic_fetch_add(&f->reply_calls, 1);
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     if (f->disconnected) {
-        pthread_mutex_unlock(&f->mu);
+        fp_mutex_unlock(&f->mu);
         return FP_E_INVALID_HANDLE;
     }
     uint64_t now = fake_now();
-    f->last_reply_thread = pthread_self();
+    f->last_reply_thread = fp_thread_self();
     for (uint32_t k = 0; k < n; k++) {
         f->reply_entries++;
         uint64_t id = e[k].id;
@@ -279,16 +277,16 @@ static fp_hresult fake_reply(fp_backend *b, fp_reply *e, uint32_t n)
                e[k].size - 16u < 8u ? e[k].size - 16u : 8u);
         e[k].hr = FP_S_OK;
     }
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
+    fp_cond_broadcast(&f->cv);
+    fp_mutex_unlock(&f->mu);
     return FP_S_OK;
 }
 
 static void fake_destroy(fp_backend *b)
 {
     fake_backend *f = (fake_backend *)b;
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cv);
+    fp_mutex_destroy(&f->mu);
+    fp_cond_destroy(&f->cv);
     free(f->ring);
     free(f->rec);
     free(f->gets);
@@ -310,28 +308,24 @@ static fake_backend *fake_new(size_t capacity)
     f->ring = calloc(capacity, sizeof *f->ring);
     f->rec = calloc(capacity + 1, sizeof *f->rec);
     f->next_id = 1;
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->cv, &a);
-    pthread_condattr_destroy(&a);
+    fp_mutex_init(&f->mu);
+    fp_cond_init(&f->cv);
     return f;
 }
 
 static void fake_set_order(fake_backend *f, int order)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     f->order = order;
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
 }
 
 /* Queues one message; returns its id (0 if the fake is full). */
 static uint64_t fake_push(fake_backend *f, uint32_t len, uint32_t reply_length)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     if (f->next_id > f->cap) {
-        pthread_mutex_unlock(&f->mu);
+        fp_mutex_unlock(&f->mu);
         return 0;
     }
     uint64_t id = f->next_id++;
@@ -340,43 +334,42 @@ static uint64_t fake_push(fake_backend *f, uint32_t len, uint32_t reply_length)
     f->rec[id].state = FAKE_QUEUED;
     f->ring[f->tail++ % f->cap] = id;
     fake_pump_locked(f);
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
+    fp_cond_broadcast(&f->cv);
+    fp_mutex_unlock(&f->mu);
     return id;
 }
 
 static void fake_disconnect(fake_backend *f)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     f->disconnected = true;
     fake_fail_gets_locked(f, FP_SLOT_ALL, FP_E_INVALID_HANDLE);
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
+    fp_cond_broadcast(&f->cv);
+    fp_mutex_unlock(&f->mu);
 }
 
 /* The "kernel" stops waiting for id's reply (FltSendMessage timed out). */
 static void fake_expire(fake_backend *f, uint64_t id)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     if (f->rec[id].state == FAKE_DELIVERED) {
         f->rec[id].state = FAKE_EXPIRED;
         if (f->rec[id].reply_length)
             f->answered++;
     }
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
 }
 
 /* Waits until cond (an expression over f, evaluated under f->mu) holds, or timeout_ms passed. */
 #define FAKE_WAIT(f, cond, timeout_ms)                                                            \
     ({                                                                                            \
         uint64_t until_ = fake_now() + (uint64_t)(timeout_ms) * 1000000u;                         \
-        pthread_mutex_lock(&(f)->mu);                                                             \
+        fp_mutex_lock(&(f)->mu);                                                             \
         while (!(cond) && fake_now() < until_) {                                                  \
-            struct timespec ts_ = fp_timespec_at(fake_now() + 10000000u);                         \
-            pthread_cond_timedwait(&(f)->cv, &(f)->mu, &ts_);                                     \
+            fp_cond_wait_until(&(f)->cv, &(f)->mu, fake_now() + 10000000u);                       \
         }                                                                                         \
         bool ok_ = (cond);                                                                        \
-        pthread_mutex_unlock(&(f)->mu);                                                           \
+        fp_mutex_unlock(&(f)->mu);                                                           \
         ok_;                                                                                      \
     })
 
@@ -394,26 +387,26 @@ static bool fake_wait_gets(fake_backend *f, uint32_t n, uint32_t timeout_ms)
 
 static uint64_t fake_delivered(fake_backend *f)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     uint64_t d = f->delivered;
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return d;
 }
 
 static uint32_t fake_pending_gets(fake_backend *f)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     uint32_t n = f->ngets;
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return n;
 }
 
 /* Copy of id's record, under the lock. */
 static fake_rec fake_record(fake_backend *f, uint64_t id)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     fake_rec r = f->rec[id];
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return r;
 }
 

@@ -192,6 +192,107 @@ static void test_budget_destroy(int g)
     CHECK((e1 == EPERM && e2 == 0) || (e1 == 0 && e2 == EPERM));
 }
 
+/* The queue-full policy: with the fd budget spent and overflow_verdict set, what comes is read
+ * and answered with that verdict at once, in C, while the held event still waits for its reply. */
+static void test_budget_spent_overflow_verdict(int g)
+{
+    fp_fan_config cfg = {.fd = g, .reply_size = 4, .fd_budget = 1, .exclude_self = 1,
+                         .overflow_verdict = FP_FAN_DENY};
+    fp_hresult hr;
+    fp_backend *b = fp_fan_backend_new(&cfg, &hr);
+    CHECK_EQ(b->ops->attach(b, 8), FP_S_OK);
+    for (uint32_t s = 0; s < 4; s++)
+        CHECK_EQ(b->ops->post(b, s, slots[s], SLOT), FP_S_OK);
+    pid_t p1 = opener();
+    fp_completion c[8];
+    uint32_t n = 0;
+    CHECK_EQ(b->ops->reap(b, c, 8, 10000, &n), FP_S_OK);
+    CHECK_EQ(n, 1);
+    pid_t p2 = opener(), p3 = opener();
+    fp_fan_stats st;
+    for (int i = 0; i < 200 && (fp_fan_backend_stats(b, &st), st.overflowed < 2); i++)
+        b->ops->reap(b, c + 1, 7, 50, &n); /* reads and answers them, nothing completes */
+    fp_fan_backend_stats(b, &st);
+    CHECK_EQ(st.overflowed, 2);
+    CHECK_EQ(st.delivered, 1);
+    CHECK_EQ(st.held, 1);
+    CHECK_EQ(exit_code(p2), EPERM); /* answered without us */
+    CHECK_EQ(exit_code(p3), EPERM);
+    CHECK_EQ(send_verdict(b, c[0].id, FP_FAN_ALLOW), FP_S_OK);
+    CHECK_EQ(exit_code(p1), 0);
+    b->ops->cancel(b, FP_SLOT_ALL);
+    CHECK_EQ(b->ops->reap(b, c, 8, 1000, &n), FP_S_OK);
+    CHECK_EQ(n, 3);
+    b->ops->destroy(b);
+}
+
+/* A verdict with FP_FAN_AUDIT on a group without FAN_ENABLE_AUDIT: the kernel refuses the
+ * response, the backend sends it again without the bit, and the opener gets the verdict. */
+static void test_audit_refused_resent(int g)
+{
+    fp_fan_config cfg = {.fd = g, .reply_size = 4, .exclude_self = 1};
+    fp_hresult hr;
+    fp_backend *b = fp_fan_backend_new(&cfg, &hr);
+    CHECK_EQ(b->ops->attach(b, 8), FP_S_OK);
+    fp_completion c;
+    CHECK_EQ(one_open(b, FP_FAN_DENY | FP_FAN_AUDIT, &c), EPERM);
+    fp_fan_stats st;
+    fp_fan_backend_stats(b, &st);
+    CHECK_EQ(st.audit_refused, 1);
+    CHECK_EQ(st.replied, 1);
+    CHECK_EQ(st.held, 0);
+    b->ops->destroy(b);
+}
+
+/* More events than the kernel queues (max_queued_events, 16384 by default): the kernel drops
+ * the rest and queues one FAN_Q_OVERFLOW, which the backend counts. Notification events (FAN_OPEN
+ * on a directory while files are created in it) fill the queue without blocking anyone. */
+static void test_queue_overflow_counted(void)
+{
+    char sub[320], path[400];
+    snprintf(sub, sizeof sub, "%s/flood", dir);
+    CHECK_EQ(mkdir(sub, 0700), 0);
+    int g = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY);
+    CHECK(g >= 0);
+    CHECK_EQ(fanotify_mark(g, FAN_MARK_ADD, FAN_OPEN | FAN_EVENT_ON_CHILD, AT_FDCWD, sub), 0);
+    unsigned max = 16384;
+    FILE *q = fopen("/proc/sys/fs/fanotify/max_queued_events", "r");
+    if (q) {
+        if (fscanf(q, "%u", &max) != 1)
+            max = 16384;
+        fclose(q);
+    }
+    unsigned files = max + 64, made = 0; /* distinct files: events on one file would merge */
+    for (unsigned i = 0; i < files; i++) {
+        snprintf(path, sizeof path, "%s/%u", sub, i);
+        int fd = open(path, O_CREAT | O_WRONLY, 0600);
+        made += fd >= 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    CHECK_EQ(made, files);
+    fp_fan_config cfg = {.fd = g, .reply_size = 4, .exclude_self = 1};
+    fp_hresult hr;
+    fp_backend *b = fp_fan_backend_new(&cfg, &hr);
+    CHECK_EQ(b->ops->attach(b, 8), FP_S_OK);
+    CHECK_EQ(b->ops->post(b, 0, slots[0], SLOT), FP_S_OK);
+    fp_completion c[8];
+    uint32_t n = 0;
+    CHECK_EQ(b->ops->reap(b, c, 8, 0, &n), FP_E_TIMEOUT); /* reads all, completes nothing */
+    fp_fan_stats st;
+    fp_fan_backend_stats(b, &st);
+    CHECK_EQ(st.overflows, 1);
+    CHECK_EQ(st.notify, max);
+    CHECK_EQ(st.delivered, 0);
+    b->ops->destroy(b);
+    close(g);
+    for (unsigned i = 0; i < files; i++) {
+        snprintf(path, sizeof path, "%s/%u", sub, i);
+        unlink(path);
+    }
+    rmdir(sub);
+}
+
 int main(void)
 {
     int g = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY);
@@ -212,6 +313,9 @@ int main(void)
     test_verdicts(g);
     test_self_wake_cancel(g);
     test_budget_destroy(g);
+    test_budget_spent_overflow_verdict(g);
+    test_audit_refused_resent(g);
+    test_queue_overflow_counted();
     close(g);
     unlink(file);
     rmdir(dir);

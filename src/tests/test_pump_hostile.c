@@ -4,8 +4,6 @@
  * Plain C, no framework: the last line is "N passed, M failed". */
 #define _GNU_SOURCE
 #include <inttypes.h>
-#include <sched.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +14,7 @@
 /* the fake offers more than these tests use */
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "tests/fake_backend.h"
+#include "tests/pump_kit.h"
 #include "check.h"
 
 #define MS 1000000LL
@@ -41,25 +40,19 @@ static fp_pump *must_start(fake_backend *f, const fp_pump_config *c)
     return p;
 }
 
-static int readable(int fd, int ms)
-{
-    struct pollfd pf = {fd, POLLIN, 0};
-    return poll(&pf, 1, ms) == 1 && (pf.revents & POLLIN);
-}
-
 /* A pump field read under q_mu (the lock that guards it). */
 #define QREAD(p, expr)                                                                            \
     ({                                                                                            \
-        pthread_mutex_lock(&(p)->q_mu);                                                           \
+        fp_mutex_lock(&(p)->q_mu);                                                           \
         __typeof__(expr) v_ = (expr);                                                             \
-        pthread_mutex_unlock(&(p)->q_mu);                                                         \
+        fp_mutex_unlock(&(p)->q_mu);                                                         \
         v_;                                                                                       \
     })
 
 /* Queues n messages under one lock of the fake, so one reap sees all their completions. */
 static void push_together(fake_backend *f, uint32_t n)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     for (uint32_t k = 0; k < n; k++) {
         uint64_t id = f->next_id++;
         f->rec[id].len = MSG_SIZE;
@@ -68,7 +61,7 @@ static void push_together(fake_backend *f, uint32_t n)
         f->ring[f->tail++ % f->cap] = id;
     }
     fake_pump_locked(f); /* completes them all; a reaper waiting on f->cv wakes after we unlock */
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
 }
 
 typedef struct consumer {
@@ -79,21 +72,21 @@ typedef struct consumer {
     _Atomic int done;
 } consumer;
 
-static void *consumer_main(void *arg)
+static fp_thread_ret FP_THREAD_API consumer_main(void *arg)
 {
     consumer *c = arg;
     c->rc = fp_pump_next(c->p, c->timeout_ns, &c->b);
     atomic_store(&c->done, 1);
-    return NULL;
+    return 0;
 }
 
-static void consumer_go(consumer *c, pthread_t *t, fp_pump *p, int64_t timeout_ns)
+static void consumer_go(consumer *c, fp_thread *t, fp_pump *p, int64_t timeout_ns)
 {
     memset(c, 0, sizeof *c);
     c->p = p;
     c->timeout_ns = timeout_ns;
     c->rc = -1;
-    pthread_create(t, NULL, consumer_main, c);
+    fp_thread_start(t, consumer_main, c);
 }
 
 static int done_count(consumer *cs, int n)
@@ -128,7 +121,7 @@ static void test_two_batches_wake_one_consumer(void)
     CHECK(fake_wait_gets(f, 4, 2000));
     enum { N = 3 };
     consumer cs[N];
-    pthread_t th[N];
+    fp_thread th[N];
     for (int i = 0; i < N; i++)
         consumer_go(&cs[i], &th[i], p, -1);
     CHECK(WAIT_UNTIL(QREAD(p, p->next_waiters) == N, 2000)); /* all asleep on ready_cv */
@@ -141,7 +134,7 @@ static void test_two_batches_wake_one_consumer(void)
     fp_pump_stop(p); /* wakes whoever still sleeps */
     int batches = 0;
     for (int i = 0; i < N; i++) {
-        pthread_join(th[i], NULL);
+        fp_thread_join(th[i]);
         batches += cs[i].rc == FP_PUMP_BATCH;
     }
     /* N batches were ready: each consumer should have one (the bug: the worker's token release
@@ -173,16 +166,16 @@ static void test_fd_while_consumer_leads(void)
     /* no consumer was ever around: the worker leads (else a would take the lead itself) */
     CHECK(WAIT_UNTIL(QREAD(p, p->leader) == LEAD_WORKER, 2000));
     consumer a, b;
-    pthread_t ta, tb;
+    fp_thread ta, tb;
     consumer_go(&a, &ta, p, 5000 * MS);
     CHECK(WAIT_UNTIL(QREAD(p, p->consumers_idle) == 1, 2000)); /* the worker leads; a waits */
     f->base.ops->wake(&f->base); /* the worker's reap returns and hands the token to a */
     CHECK(WAIT_UNTIL(QREAD(p, p->leader) == LEAD_CONSUMER, 2000)); /* a blocks in reap */
     consumer_go(&b, &tb, p, 5000 * MS);
     CHECK(WAIT_UNTIL(QREAD(p, p->consumers_idle) == 1, 2000));     /* b waits for the token */
-    int fd = fp_pump_fd(p); /* an event-loop consumer shows up */
-    CHECK(fd >= 0);
-    /* The worker, woken by fp_pump_fd, re-parks (now untimed: consumer_reap is off) because a
+    wakeup_t fd = wakeup_of(p); /* an event-loop consumer shows up */
+    CHECK(wakeup_valid(fd));
+    /* The worker, woken by the wake-up object's creation, re-parks (now untimed: consumer_reap is off) because a
      * still leads; whether it has done so yet or not, the token must reach it. */
     fake_push(f, MSG_SIZE, REPLY_LEN); /* a's reap returns; one of a, b gets the batch */
     CHECK(WAIT_UNTIL(atomic_load(&a.done) || atomic_load(&b.done), 2000));
@@ -196,8 +189,8 @@ static void test_fd_while_consumer_leads(void)
     fp_pump_stats_get(p, &st);
     CHECK_EQ(st.received, 2);
     fp_pump_stop(p); /* unsticks the worker if the bug hit */
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
+    fp_thread_join(ta);
+    fp_thread_join(tb);
     CHECK(waiting->rc == FP_PUMP_BATCH);
     consumer_release(&a);
     consumer_release(&b);
@@ -221,8 +214,8 @@ static void test_fd_readable_after_deadline_freed_chunk(void)
     c.deadline_ns = 30 * MS;
     fp_pump *p = NULL;
     CHECK_EQ((uint32_t)fp_pump_create(&f->base, &c, &p), (uint32_t)FP_S_OK);
-    int fd = fp_pump_fd(p);
-    CHECK(fd >= 0);
+    wakeup_t fd = wakeup_of(p);
+    CHECK(wakeup_valid(fd));
     CHECK_EQ((uint32_t)fp_pump_start(p), (uint32_t)FP_S_OK);
     CHECK(fake_wait_gets(f, 2, 2000));
     fake_push(f, MSG_SIZE, REPLY_LEN);
@@ -264,12 +257,12 @@ static void test_failure_while_consumer_leads(void)
         CHECK(WAIT_UNTIL(QREAD(p, p->leader) == LEAD_WORKER, 2000)); /* no consumer yet */
         enum { N = 3 };
         consumer cs[N];
-        pthread_t th[N];
+        fp_thread th[N];
         for (int i = 0; i < N; i++)
             consumer_go(&cs[i], &th[i], p, -1);
         CHECK(WAIT_UNTIL(QREAD(p, p->consumers_idle) == N, 2000));
-        pthread_mutex_lock(&p->chunks[0].mu); /* the worker will stop in chunks_process phase 1 */
-        pthread_mutex_lock(&f->mu);
+        fp_mutex_lock(&p->chunks[0].mu); /* the worker will stop in chunks_process phase 1 */
+        fp_mutex_lock(&f->mu);
         uint64_t id = f->next_id++; /* a message into the oldest get (slot 0) ... */
         f->rec[id].len = MSG_SIZE;
         f->rec[id].reply_length = REPLY_LEN;
@@ -277,18 +270,18 @@ static void test_failure_while_consumer_leads(void)
         f->ring[f->tail++ % f->cap] = id;
         fake_pump_locked(f);
         fake_fail_gets_locked(f, 5, FP_E_INVALID_HANDLE); /* ... and a get that failed */
-        pthread_mutex_unlock(&f->mu);
+        fp_mutex_unlock(&f->mu);
         CHECK(WAIT_UNTIL(QREAD(p, p->leader) == LEAD_CONSUMER, 2000)); /* X took the token */
-        pthread_mutex_unlock(&p->chunks[0].mu);
+        fp_mutex_unlock(&p->chunks[0].mu);
         if (!WAIT_UNTIL(QREAD(p, p->ended), 1000)) {
             stuck++;
-            pthread_mutex_lock(&p->q_mu); /* rescue, so the round can end */
-            pthread_cond_broadcast(&p->w_cv);
-            pthread_mutex_unlock(&p->q_mu);
+            fp_mutex_lock(&p->q_mu); /* rescue, so the round can end */
+            fp_cond_broadcast(&p->w_cv);
+            fp_mutex_unlock(&p->q_mu);
         }
         int batches = 0, fails = 0;
         for (int i = 0; i < N; i++) {
-            pthread_join(th[i], NULL);
+            fp_thread_join(th[i]);
             batches += cs[i].rc == FP_PUMP_BATCH;
             fails += cs[i].rc == FP_PUMP_FAILED;
             consumer_release(&cs[i]);
@@ -314,21 +307,21 @@ static void test_failure_while_consumer_leads(void)
  * (defaulted_overflow) although a chunk is free. */
 static bool overflow_get_pending(fake_backend *f, uint32_t base)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     bool any = false;
     for (uint32_t i = 0; i < f->ngets; i++)
         any |= f->gets[i].slot >= base;
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return any;
 }
 
 static bool get_pending_in(fake_backend *f, uint32_t slot)
 {
-    pthread_mutex_lock(&f->mu);
+    fp_mutex_lock(&f->mu);
     bool any = false;
     for (uint32_t i = 0; i < f->ngets; i++)
         any |= f->gets[i].slot == slot;
-    pthread_mutex_unlock(&f->mu);
+    fp_mutex_unlock(&f->mu);
     return any;
 }
 
@@ -372,20 +365,20 @@ static void test_chunk_freed_by_completion_keeps_overflow_gets(void)
  * that writes status again after reply() returned (numpy `batch.status[:] = ...` between two
  * masked replies) changes what is sent for a reply already made; it is also a data race. The
  * reply thread is held in the port (a gated reply) so that the second reply stays queued. */
-static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static fp_mutex gate_mu = FP_MUTEX_INIT;
+static fp_cond gate_cv = FP_COND_INIT;
 static bool gate_closed;
 static int gate_waiting;
 
 static fp_hresult gated_reply(fp_backend *b, fp_reply *e, uint32_t n)
 {
-    pthread_mutex_lock(&gate_mu);
+    fp_mutex_lock(&gate_mu);
     gate_waiting++;
-    pthread_cond_broadcast(&gate_cv);
+    fp_cond_broadcast(&gate_cv);
     while (gate_closed)
-        pthread_cond_wait(&gate_cv, &gate_mu);
+        fp_cond_wait(&gate_cv, &gate_mu);
     gate_waiting--;
-    pthread_mutex_unlock(&gate_mu);
+    fp_mutex_unlock(&gate_mu);
     return fake_reply(b, e, n);
 }
 
@@ -409,22 +402,22 @@ static void test_status_read_after_reply_returned(void)
     fp_batch_info i1, i2;
     fp_batch_get_info(p, &b1, &i1);
     fp_batch_get_info(p, &b2, &i2);
-    pthread_mutex_lock(&gate_mu);
+    fp_mutex_lock(&gate_mu);
     gate_closed = true;
-    pthread_mutex_unlock(&gate_mu);
+    fp_mutex_unlock(&gate_mu);
     i1.status[0] = 1;
     CHECK_EQ((uint32_t)fp_batch_reply(p, &b1, NULL, NULL), (uint32_t)FP_S_OK);
-    pthread_mutex_lock(&gate_mu); /* the reply thread sends the first one: held in the port */
+    fp_mutex_lock(&gate_mu); /* the reply thread sends the first one: held in the port */
     while (gate_waiting == 0)
-        pthread_cond_wait(&gate_cv, &gate_mu);
-    pthread_mutex_unlock(&gate_mu);
+        fp_cond_wait(&gate_cv, &gate_mu);
+    fp_mutex_unlock(&gate_mu);
     i2.status[0] = 5;
     CHECK_EQ((uint32_t)fp_batch_reply(p, &b2, NULL, NULL), (uint32_t)FP_S_OK); /* queued */
     i2.status[0] = 9; /* after reply() returned: must not change what it sends */
-    pthread_mutex_lock(&gate_mu);
+    fp_mutex_lock(&gate_mu);
     gate_closed = false;
-    pthread_cond_broadcast(&gate_cv);
-    pthread_mutex_unlock(&gate_mu);
+    fp_cond_broadcast(&gate_cv);
+    fp_mutex_unlock(&gate_mu);
     CHECK(fake_wait_answered(f, 2, 2000));
     CHECK_EQ(fake_record(f, id1).status, 1);
     CHECK_EQ(fake_record(f, id2).status, 5); /* the bug: 9 */
@@ -442,15 +435,15 @@ typedef struct storm {
     uint64_t cancels;
 } storm;
 
-static void *storm_main(void *arg)
+static fp_thread_ret FP_THREAD_API storm_main(void *arg)
 {
     storm *st = arg;
     while (!atomic_load(&st->stop)) {
         st->f->base.ops->cancel(&st->f->base, FP_SLOT_ALL);
         st->cancels++;
-        sched_yield();
+        fp_yield();
     }
-    return NULL;
+    return 0;
 }
 
 typedef struct pusher {
@@ -458,15 +451,15 @@ typedef struct pusher {
     uint32_t n;
 } pusher;
 
-static void *pusher_main(void *arg)
+static fp_thread_ret FP_THREAD_API pusher_main(void *arg)
 {
     pusher *pu = arg;
     for (uint32_t i = 0; i < pu->n; i++) {
         fake_push(pu->f, MSG_SIZE, (i % 7) ? REPLY_LEN : 0);
         if (i % 16 == 0)
-            sched_yield();
+            fp_yield();
     }
-    return NULL;
+    return 0;
 }
 
 typedef struct eater {
@@ -475,7 +468,7 @@ typedef struct eater {
     int mode;
 } eater;
 
-static void *eater_main(void *arg)
+static fp_thread_ret FP_THREAD_API eater_main(void *arg)
 {
     eater *e = arg;
     for (;;) {
@@ -483,9 +476,9 @@ static void *eater_main(void *arg)
         int rc = e->mode == 2 ? fp_pump_try_next(e->p, &b)
                               : fp_pump_next(e->p, e->mode ? 5 * MS : -1, &b);
         if (rc == FP_PUMP_STOPPED || rc == FP_PUMP_FAILED)
-            return NULL;
+            return 0;
         if (rc != FP_PUMP_BATCH) {
-            sched_yield();
+            fp_yield();
             continue;
         }
         e->msgs += b.count;
@@ -510,19 +503,19 @@ static void test_cancel_storm_probe(void)
     storm st = {f, 0, 0};
     pusher pu = {f, total};
     eater es[3] = {{p, 0, 0}, {p, 0, 1}, {p, 0, 2}};
-    pthread_t ts, tp, te[3];
-    pthread_create(&ts, NULL, storm_main, &st);
+    fp_thread ts, tp, te[3];
+    fp_thread_start(&ts, storm_main, &st);
     for (int i = 0; i < 3; i++)
-        pthread_create(&te[i], NULL, eater_main, &es[i]);
-    pthread_create(&tp, NULL, pusher_main, &pu);
-    pthread_join(tp, NULL);
+        fp_thread_start(&te[i], eater_main, &es[i]);
+    fp_thread_start(&tp, pusher_main, &pu);
+    fp_thread_join(tp);
     bool all = fake_wait_answered(f, total, 20000);
     CHECK(all);
     atomic_store(&st.stop, 1);
-    pthread_join(ts, NULL);
+    fp_thread_join(ts);
     fp_pump_stop(p);
     for (int i = 0; i < 3; i++)
-        pthread_join(te[i], NULL);
+        fp_thread_join(te[i]);
     fp_pump_join(p);
     fp_pump_stats s;
     fp_pump_stats_get(p, &s);
