@@ -135,10 +135,10 @@ typedef struct sk_reader {
     int fd;
     uint8_t *buf;
     uint32_t cap;
-    /* How long the rest of a frame may take once its first record is in, in ms; 0: no bound. The
-     * kernel side bounds it (a peer that sends half a frame must not pin a thread forever); the
-     * user side trusts its kernel side (see sk_check_dir) and bounds its waits by
-     * SK_PEER_TIMEOUT_MS instead. */
+    /* How long the rest of a frame may take once its first record is in, in ms; 0: no bound.
+     * The kernel side: SK_FRAME_TIMEOUT_MS (a peer that sends half a frame must not pin a thread
+     * forever); the user side: SK_PEER_TIMEOUT_MS (a kernel side stuck inside a frame is hung up
+     * on, as one that does not answer a request). */
     uint32_t rest_timeout_ms;
 } sk_reader;
 /* Reads one frame into r->buf (*out points at it). Returns 1, 0 at EOF before a frame starts, -1

@@ -676,6 +676,7 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     }
     u->fd = fd;
     u->rd.fd = fd;
+    u->rd.rest_timeout_ms = peer_timeout_ms(); /* a kernel side stuck inside a frame: hang up */
     u->rec_max = sk_tune_socket(fd);
     u->next_id = 1;
     u->queued = 1; /* until the kernel says otherwise */

@@ -1809,6 +1809,20 @@ static void test_garbage_to_user(void)
         CHECK_EQ(SimFilterClose(h), FP_S_OK);
         fake_stop(&f, "\\Fake");
     }
+    /* a kernel side that sends the start of a frame and no more: hung up on after the peer
+     * timeout ($FASTPORT_SOCK_PEER_TIMEOUT_MS, 200 ms here, read at connect), which ends the get */
+    sk_hdr half = {5000, SK_MSGS, 0, 1, 0, 0};
+    fake_start(&f, "\\Fake", FP_S_OK, &half, sizeof half);
+    setenv("FASTPORT_SOCK_PEER_TIMEOUT_MS", "200", 1);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Fake", 0, NULL, 0, NULL, &h), FP_S_OK);
+    unsetenv("FASTPORT_SOCK_PEER_TIMEOUT_MS");
+    msgbuf m;
+    uint32_t got;
+    uint64_t t0 = now_ms();
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 60000, &got), FP_E_INVALID_HANDLE);
+    CHECK(now_ms() - t0 < 30000); /* not the get's own timeout withdrawing it */
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    fake_stop(&f, "\\Fake");
 }
 
 /* ---- hostile peers: time and memory the kernel side gives them are bounded ---- */
