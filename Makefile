@@ -1,6 +1,8 @@
 # C core only: build and run the C test programs without Python.
 #   make ctest      -Wall -Wextra -Werror, optimised
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make tsan       the same tests under ThreadSanitizer (gcc; out/tsan-*)
+#   make fuzz       the socket transport's frame parser under libFuzzer for FUZZ_SECONDS (clang)
 #   make lib        out/libfastport.a: the C core (common, fltsim, backends, pump, driver, cref)
 #   make win        the C core for Windows (mingw-w64, the REAL <windows.h> / <fltuser.h>) in
 #                   out/win/: libfastport.a, and fastport-cref.exe linked against the real FltLib
@@ -15,16 +17,39 @@ SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover
 CORE = $(sort $(wildcard src/common/*.c src/fltsim/*.c src/backends/*.c src/pump/*.c src/driver/*.c src/cref/*.c))
 HEADERS = $(wildcard src/*/*.h src/fltsim/win32/*.h)
 TESTS = $(patsubst src/tests/%.c,%,$(wildcard src/tests/test_*.c))
+TSAN_TESTS ?= $(TESTS)
 OUT = out
 # The Windows-style test: what a C file written for Windows is compiled with here.
 WIN32_TEST_FLAGS = -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc/fltsim/win32 -Isrc
 
-.PHONY: ctest asan lib win wine clean
+.PHONY: ctest asan tsan fuzz lib win wine clean
 ctest: $(addprefix $(OUT)/,$(TESTS))
 	@set -e; for t in $^; do echo "== $$t"; ./$$t; done
 
 asan: $(addprefix $(OUT)/asan-,$(TESTS))
 	@set -e; for t in $^; do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
+
+# halt_on_error: a race fails the run. src/tests/tsan.supp says why each suppression is there.
+TSAN = -fsanitize=thread -fno-omit-frame-pointer
+TSAN_OPTIONS_RUN = halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/src/tests/tsan.supp
+tsan: $(addprefix $(OUT)/tsan-,$(TSAN_TESTS))
+	@set -e; for t in $^; do echo "== $$t"; TSAN_OPTIONS="$(TSAN_OPTIONS_RUN)" ./$$t; done
+
+# libFuzzer (clang's; Debian: clang and libclang-rt-<version>-dev) on src/tests/fuzz/fuzz_frame.c:
+# starts from the committed seeds (src/tests/fuzz/corpus, written by make_seeds.py) and keeps
+# what it finds in out/fuzz-corpus. A crash leaves its input in out/ and fails the target.
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_SRC = src/tests/fuzz/fuzz_frame.c src/fltsim/sock_frame.c src/fltsim/sock_common.c
+fuzz: $(OUT)/fuzz-frame
+	@mkdir -p $(OUT)/fuzz-corpus
+	./$(OUT)/fuzz-frame -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	    -artifact_prefix=$(OUT)/ -print_final_stats=1 $(OUT)/fuzz-corpus src/tests/fuzz/corpus
+
+$(OUT)/fuzz-frame: $(FUZZ_SRC) $(HEADERS)
+	@mkdir -p $(OUT)
+	$(FUZZ_CC) -std=gnu11 -Wall -Wextra -Werror -pthread -Isrc -g -O1 \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $(FUZZ_SRC)
 
 lib: $(OUT)/libfastport.a
 
@@ -50,6 +75,21 @@ $(OUT)/test_win32_scanner: src/tests/test_win32_scanner.c $(OUT)/obj/tests/scann
 
 $(OUT)/asan-test_win32_scanner: src/tests/test_win32_scanner.c $(OUT)/obj-asan/tests/scanner_kernel.o $(OUT)/libfastport-asan.a
 	$(CC) $(WIN32_TEST_FLAGS) -O1 -g $(SAN) -o $@ $< $(OUT)/obj-asan/tests/scanner_kernel.o $(OUT)/libfastport-asan.a -lm
+
+$(OUT)/libfastport-tsan.a: $(patsubst src/%.c,$(OUT)/obj-tsan/%.o,$(CORE))
+	rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/obj-tsan/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 -g $(TSAN) -c -o $@ $<
+
+$(OUT)/tsan-test_win32_scanner: src/tests/test_win32_scanner.c $(OUT)/obj-tsan/tests/scanner_kernel.o $(OUT)/libfastport-tsan.a
+	$(CC) $(WIN32_TEST_FLAGS) -O1 -g $(TSAN) -o $@ $< $(OUT)/obj-tsan/tests/scanner_kernel.o $(OUT)/libfastport-tsan.a -lm
+
+$(OUT)/tsan-%: src/tests/%.c $(CORE) $(HEADERS)
+	@mkdir -p $(OUT)
+	$(CC) $(CFLAGS_BASE) -O1 -g $(TSAN) -o $@ $< $(CORE) -lm
 
 $(OUT)/%: src/tests/%.c $(CORE) $(HEADERS)
 	@mkdir -p $(OUT)

@@ -32,6 +32,13 @@ class ClientPort:
     def uid(self) -> int: ...
     def close(self) -> None: ...
 
+# ServerPort.stats (its docstring says what each key counts); types only, not in the module
+class ServerPortStats(TypedDict):
+    peers_timed_out: int
+    connections_refused: int
+    sends_dropped: int
+    slow_peers_dropped: int
+
 @disjoint_base
 class ServerPort:
     name: str
@@ -43,6 +50,8 @@ class ServerPort:
     def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def stats(self) -> ServerPortStats: ...
     @property
     def clients(self) -> list[ClientPort]: ...
     def send(self, client: ClientPort, data: _Buffer, *, reply_length: Optional[int] = ...,

@@ -20,5 +20,5 @@ def _connect_sim(str name not None, context, bint sync):
                                      <uint32_t>ctx.len, &h)
     finally:
         PyBuffer_Release(&ctx)
-    _check_hr(hr, f"FilterConnectCommunicationPort({name!r})")
+    _check_hr(hr, _sim_context(f"FilterConnectCommunicationPort({name!r})"))
     return _connected(name, h, &fp_port_sim, sync)

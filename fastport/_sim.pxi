@@ -5,7 +5,7 @@
 import logging as _logging
 
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 # Its own name: every .pxi shares one module namespace (a `_log` in another .pxi would replace
 # this one).
@@ -22,6 +22,13 @@ import weakref as _weakref
 # ServerPort is gone finds nothing and does nothing.
 cdef object _servers = _weakref.WeakValueDictionary()
 cdef uint64_t _next_server_key = 1
+
+
+cdef str _sim_context(str what):
+    """`what`, plus why this thread's last port creation or connect failed when the emulator says
+    more than the code (a refused runtime directory: its path and the reason)."""
+    cdef bytes detail = fsim_error_detail()
+    return f"{what}: {detail.decode(errors='replace')}" if detail else what
 
 
 cdef class SendResult:
@@ -178,6 +185,7 @@ cdef class ServerPort:
     cdef dict _clients          # id -> ClientPort, while connected
     cdef readonly list callback_errors  # (callback name, exception): the newest failures
     cdef readonly uint64_t callback_errors_dropped  # older failures no longer kept
+    cdef dict _closed_stats     # stats as of close()
     cdef object __weakref__
 
     def __cinit__(self):
@@ -201,6 +209,25 @@ cdef class ServerPort:
     def closed(self):
         """True once close() was called (live connections may still go on)."""
         return self._s is NULL
+
+    @property
+    def stats(self):
+        """What the socket transport refused or cut off to protect this port from hostile or
+        broken local peers (all 0 on inproc; as of close() once closed), a dict:
+
+        - ``peers_timed_out``: connections hung up on because the peer did not send its HELLO, or
+          the rest of a frame it had begun, within the frame deadline
+          ($FASTPORT_SOCK_FRAME_TIMEOUT_MS, default 10 s).
+        - ``connections_refused``: connections closed unheard because 128 were already in their
+          handshake.
+        - ``sends_dropped``: FilterSendMessage requests answered E_OUTOFMEMORY at once because
+          the connection's queue (64 requests or 8 MiB of input beyond the 16 running) was full.
+        - ``slow_peers_dropped``: connections hung up on because they left more than 128 MiB of
+          answers to their own requests unread ($FASTPORT_SOCK_MAX_UNREAD_ANSWERS)."""
+        if self._s is NULL:
+            return dict(self._closed_stats) if self._closed_stats is not None else \
+                _server_stats(NULL)
+        return _server_stats(self._s)
 
     @property
     def clients(self):
@@ -248,6 +275,7 @@ cdef class ServerPort:
     def close(self):
         """FltCloseCommunicationPort: stop accepting connections; live ones go on."""
         if self._s is not NULL:
+            self._closed_stats = _server_stats(self._s)
             with nogil:
                 fsim_close_server(self._s)
             self._s = NULL
@@ -318,6 +346,17 @@ cdef class ServerPort:
             self.callback_errors_dropped += extra
 
 
+cdef dict _server_stats(fsim_server *s):
+    cdef fsim_server_stats st
+    memset(&st, 0, sizeof(st))
+    if s is not NULL:
+        fsim_server_stats_get(s, &st)
+    return {"peers_timed_out": st.peers_timed_out,
+            "connections_refused": st.connections_refused,
+            "sends_dropped": st.sends_dropped,
+            "slow_peers_dropped": st.slow_peers_dropped}
+
+
 def _create_port(str name not None, str transport not None, max_connections, access,
                  connect_notify, disconnect_notify, message_notify):
     """Backs fastport.sim.FilterManager.create_port (which documents the arguments)."""
@@ -368,14 +407,15 @@ def _create_port(str name not None, str transport not None, max_connections, acc
         st = fsim_create_port(cname, tr, maxc, acc, &cbs, &sp._s)
     if st < 0:
         _servers.pop(sp._key, None)
-        _check_nt(st, f"FltCreateCommunicationPort({name!r})")
+        _check_nt(st, _sim_context(f"FltCreateCommunicationPort({name!r})"))
     _sim_log.info("server port %r created (%s transport, max_connections %d, access %s)", name,
               transport, maxc, access)
     return sp
 
 
 def runtime_dir():
-    """Where socket-transport ports live: $FASTPORT_RUNTIME_DIR, else /tmp/fastport-<uid>."""
+    """Where this process's socket-transport ports go: $FASTPORT_RUNTIME_DIR, else
+    $XDG_RUNTIME_DIR/fastport, else /tmp/fastport-<uid> (the README's "Runtime directory")."""
     return fsim_runtime_dir().decode()
 
 

@@ -18,7 +18,9 @@ Where Windows does not say, the emulator decides; the README lists those choices
 emulator's choices").
 
 Transports: "inproc" (the service connects from this process) and "socket" (from any process,
-over AF_UNIX SOCK_SEQPACKET sockets in $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid>)."""
+over AF_UNIX SOCK_SEQPACKET sockets in a runtime directory: $FASTPORT_RUNTIME_DIR, else
+$XDG_RUNTIME_DIR/fastport, else /tmp/fastport-<uid>; one that is not the user's own or that
+others may write to is refused with AccessDenied naming it and the reason)."""
 from __future__ import annotations
 
 import sys

@@ -36,6 +36,12 @@ cdef extern from "fltsim/fltsim.h" nogil:
     void fsim_close_server(fsim_server *server)
     void fsim_disconnect_all(fsim_server *server)
     size_t fsim_server_clients(fsim_server *server, fsim_client **out, size_t cap)
+    ctypedef struct fsim_server_stats:
+        uint64_t peers_timed_out
+        uint64_t connections_refused
+        uint64_t sends_dropped
+        uint64_t slow_peers_dropped
+    void fsim_server_stats_get(fsim_server *server, fsim_server_stats *out)
     int32_t fsim_send(fsim_client *client, const void *data, uint32_t length, void *reply,
                       uint32_t *reply_length, int64_t timeout_ns, int32_t *reply_status)
     void fsim_close_client(fsim_client *client)
@@ -76,5 +82,6 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterGetTransport(SIM_HANDLE port, fsim_transport *transport)
     int32_t SimFilterClose(SIM_HANDLE port)
     const char *fsim_runtime_dir()
+    const char *fsim_error_detail()
     int64_t fsim_debug_live_clients()
     int64_t fsim_debug_live_servers()

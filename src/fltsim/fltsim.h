@@ -81,6 +81,19 @@ void fsim_close_server(fsim_server *server);
 /* Disconnect every client of the server (filter unload). */
 void fsim_disconnect_all(fsim_server *server);
 
+/* What the socket transport refused or cut off to protect a server port from hostile or broken
+ * local peers (all 0 on inproc). The bounds behind them: the top of sock_kernel.c (and the
+ * README's "The socket transport's bounds"). */
+typedef struct fsim_server_stats {
+    uint64_t peers_timed_out;     /* connections hung up on: no HELLO, or not the rest of a frame,
+                                     within the frame deadline */
+    uint64_t connections_refused; /* connections closed unheard: too many handshakes at once */
+    uint64_t sends_dropped;       /* FilterSendMessage requests answered E_OUTOFMEMORY at once: the
+                                     connection's queue was full */
+    uint64_t slow_peers_dropped;  /* connections hung up on: too many answers left unread */
+} fsim_server_stats;
+void fsim_server_stats_get(fsim_server *server, fsim_server_stats *out);
+
 /* Connected clients: fills up to cap referenced pointers (release each with fsim_client_release),
  * returns how many are connected (may exceed cap). */
 size_t fsim_server_clients(fsim_server *server, fsim_client **out, size_t cap);
@@ -251,7 +264,13 @@ fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport
 fp_hresult SimFilterClose(SIM_HANDLE port);
 
 /* ---- misc ---- */
-const char *fsim_runtime_dir(void); /* socket transport: $FASTPORT_RUNTIME_DIR or /tmp/fastport-<uid> */
+/* Socket transport: where this process's ports go: $FASTPORT_RUNTIME_DIR, else
+ * $XDG_RUNTIME_DIR/fastport, else /tmp/fastport-<euid> (the rules: sock_proto.h). */
+const char *fsim_runtime_dir(void);
+/* Why this thread's last fsim_create_port or SimFilterConnectCommunicationPort failed, beyond its
+ * code, e.g. "refusing the runtime directory /tmp/fastport-1000: it is owned by uid 1001, not by
+ * uid 1000 (...)"; "" when there is nothing more to say. */
+const char *fsim_error_detail(void);
 
 /* Live object counts, for leak checks (always compiled in). */
 int64_t fsim_debug_live_clients(void);

@@ -96,6 +96,8 @@ struct fsim_server {
     struct fsim_server *reg_next; /* registry list (registry lock) */
     const fsim_kernel_transport *kt; /* NULL: in-process only */
     void *listener;               /* the transport's listener */
+    /* fsim_server_stats (the socket transport counts them) */
+    atomic_uint_fast64_t peers_timed_out, connections_refused, sends_dropped, slow_peers_dropped;
 };
 
 /* core.c */
@@ -168,6 +170,8 @@ void fsim_iocp_put(void *iocp);
 uint32_t fsim_iocp_waiting(SIM_HANDLE h);
 
 /* sock_*.c */
+/* Empties this thread's fsim_error_detail() (at the start of every call that may set it). */
+void fsim_error_detail_clear(void);
 /* Connects over the socket transport; FP_E_FILE_NOT_FOUND if no such socket port. */
 fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_size, SIM_HANDLE *out);
 

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +109,26 @@ static ssize_t recv_retry(int fd, void *buf, size_t len)
     return r;
 }
 
+/* Waits until fd is readable or the CLOCK_MONOTONIC time end_ns passes: 1, or 0 with errno
+ * ETIMEDOUT. */
+static int readable_by(int fd, uint64_t end_ns)
+{
+    for (;;) {
+        uint64_t now = fp_now_ns();
+        if (now >= end_ns)
+            break;
+        uint64_t left_ms = (end_ns - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return 1; /* let recv report it */
+    }
+    errno = ETIMEDOUT;
+    return 0;
+}
+
 int sk_read_frame(sk_reader *r, sk_hdr **out)
 {
     if (!r->buf) {
@@ -118,25 +140,25 @@ int sk_read_frame(sk_reader *r, sk_hdr **out)
     ssize_t n = recv_retry(r->fd, r->buf, SK_REC_MAX);
     if (n <= 0)
         return (int)n;
-    sk_hdr h;
-    if ((size_t)n > SK_REC_MAX || (size_t)n < sizeof h)
+    uint32_t len = sk_frame_start(r->buf, (size_t)n);
+    if (len == 0)
         goto bad;
-    memcpy(&h, r->buf, sizeof h);
-    if (h.len < sizeof h || h.len > SK_FRAME_MAX || h.len < (size_t)n)
-        goto bad;
-    if (h.len > r->cap) {
-        uint8_t *nb = realloc(r->buf, h.len);
+    if (len > r->cap) {
+        uint8_t *nb = realloc(r->buf, len);
         if (!nb)
             return -1;
         r->buf = nb;
-        r->cap = h.len;
+        r->cap = len;
     }
+    uint64_t end = r->rest_timeout_ms ? fp_now_ns() + r->rest_timeout_ms * FP_NS_PER_MS : 0;
     size_t got = (size_t)n;
-    while (got < h.len) {
-        n = recv_retry(r->fd, r->buf + got, h.len - got);
+    while (got < len) {
+        if (end && !readable_by(r->fd, end))
+            return -1;
+        n = recv_retry(r->fd, r->buf + got, len - got);
         if (n < 0)
             return -1;
-        if (n == 0 || (size_t)n > h.len - got) /* EOF inside a frame, or a record too long */
+        if (n == 0 || (size_t)n > len - got) /* EOF inside a frame, or a record too long */
             goto bad;
         got += (size_t)n;
     }
@@ -202,49 +224,113 @@ void sk_default_dir(uint32_t uid, char *dir, size_t cap)
     snprintf(dir, cap, "/tmp/fastport-%u", uid);
 }
 
+int sk_own_dirs(char dirs[2][SK_DIR_MAX])
+{
+    const char *e = getenv("FASTPORT_RUNTIME_DIR");
+    if (e && *e) {
+        snprintf(dirs[0], SK_DIR_MAX, "%s", e);
+        return strlen(e) < SK_DIR_MAX ? 1 : -1;
+    }
+    int n = 0;
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    if (x && x[0] == '/') { /* the spec: an absolute path, else ignored */
+        int w = snprintf(dirs[0], SK_DIR_MAX, "%s/fastport", x);
+        if (w > 0 && w < SK_DIR_MAX)
+            n++;
+    }
+    sk_default_dir((uint32_t)geteuid(), dirs[n], SK_DIR_MAX);
+    return n + 1;
+}
+
 static __thread char tl_dir[PATH_MAX];
+static __thread char tl_detail[PATH_MAX + 200];
 
 const char *fsim_runtime_dir(void)
 {
     const char *e = getenv("FASTPORT_RUNTIME_DIR");
+    char dirs[2][SK_DIR_MAX];
     if (e && *e)
         snprintf(tl_dir, sizeof tl_dir, "%s", e);
-    else
-        sk_default_dir((uint32_t)geteuid(), tl_dir, sizeof tl_dir);
+    else if (sk_own_dirs(dirs) > 0)
+        snprintf(tl_dir, sizeof tl_dir, "%s", dirs[0]);
     return tl_dir;
+}
+
+const char *fsim_error_detail(void) { return tl_detail; }
+void fsim_error_detail_clear(void) { tl_detail[0] = 0; }
+
+void sk_set_detail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_detail, sizeof tl_detail, fmt, ap);
+    va_end(ap);
+}
+
+fp_ntstatus sk_check_dir(const char *dir, int64_t uid, int nofollow, uint32_t *owner)
+{
+    /* O_PATH: no read permission needed (a 0711 directory of another user) */
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (e == ENOENT)
+            return FP_STATUS_OBJECT_NAME_NOT_FOUND;
+        if (e == ELOOP || e == ENOTDIR) /* O_NOFOLLOW on a symlink gives ELOOP */
+            sk_set_detail("refusing the runtime directory %s: it is not a directory (a symlink "
+                          "or a file)", dir);
+        else
+            sk_set_detail("refusing the runtime directory %s: %s", dir, strerror(e));
+        return FP_STATUS_ACCESS_DENIED;
+    }
+    close(fd);
+    if (uid >= 0 && st.st_uid != (uid_t)uid) {
+        sk_set_detail("refusing the runtime directory %s: it is owned by uid %u, not by uid %lld "
+                      "(someone else may have created it to plant a fake port)",
+                      dir, (unsigned)st.st_uid, (long long)uid);
+        return FP_STATUS_ACCESS_DENIED;
+    }
+    if (st.st_mode & 022) {
+        sk_set_detail("refusing the runtime directory %s: its mode %04o lets others write to it "
+                      "(it must not be group or world writable; 0711 or 0700)",
+                      dir, (unsigned)(st.st_mode & 07777));
+        return FP_STATUS_ACCESS_DENIED;
+    }
+    if (owner)
+        *owner = (uint32_t)st.st_uid;
+    return FP_STATUS_SUCCESS;
 }
 
 fp_ntstatus sk_prepare_dir(char *dir, size_t cap)
 {
-    const char *e = getenv("FASTPORT_RUNTIME_DIR");
-    int from_env = e && *e;
-    if (from_env) {
-        int n = snprintf(dir, cap, "%s", e);
-        if (n <= 0 || (size_t)n >= cap)
-            return FP_STATUS_OBJECT_NAME_INVALID;
-    } else {
-        sk_default_dir((uint32_t)geteuid(), dir, cap);
+    char dirs[2][SK_DIR_MAX];
+    int n = sk_own_dirs(dirs);
+    if (n < 0 || strlen(dirs[0]) >= cap) {
+        sk_set_detail("the runtime directory %s is too long for a socket path", dirs[0]);
+        return FP_STATUS_OBJECT_NAME_INVALID;
     }
+    snprintf(dir, cap, "%s", dirs[0]); /* the first: where our ports go */
+    int from_env = getenv("FASTPORT_RUNTIME_DIR") && *getenv("FASTPORT_RUNTIME_DIR");
     int created = mkdir(dir, 0711) == 0;
-    if (!created && errno != EEXIST)
-        return errno == EACCES || errno == EPERM ? FP_STATUS_ACCESS_DENIED
-               : errno == ENOENT || errno == ENOTDIR ? FP_STATUS_OBJECT_NAME_NOT_FOUND
-                                                     : FP_STATUS_INSUFFICIENT_RESOURCES;
-    /* The default directory sits in /tmp, where anyone may have created it first: never follow a
-     * symlink there, and accept only a directory of ours that nobody else can write to. */
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (from_env ? 0 : O_NOFOLLOW));
-    if (fd < 0)
-        return FP_STATUS_ACCESS_DENIED;
-    struct stat st;
-    fp_ntstatus status = FP_STATUS_SUCCESS;
-    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
-        status = FP_STATUS_ACCESS_DENIED;
-    else if (created)
-        (void)fchmod(fd, 0711); /* exactly 0711 whatever the umask: others traverse, not list */
-    else if (st.st_mode & 022)
-        status = FP_STATUS_ACCESS_DENIED;
-    close(fd);
-    return status;
+    if (!created && errno != EEXIST) {
+        int e = errno;
+        sk_set_detail("cannot create the runtime directory %s: %s", dir, strerror(e));
+        return e == EACCES || e == EPERM ? FP_STATUS_ACCESS_DENIED
+               : e == ENOENT || e == ENOTDIR ? FP_STATUS_OBJECT_NAME_NOT_FOUND
+                                             : FP_STATUS_INSUFFICIENT_RESOURCES;
+    }
+    /* The default directory in /tmp is a predictable name anyone may have created first: never
+     * follow a symlink there, and accept only a directory of ours that nobody else can write to. */
+    fp_ntstatus st = sk_check_dir(dir, geteuid(), !from_env, NULL);
+    if (st == FP_STATUS_OBJECT_NAME_NOT_FOUND) { /* removed meanwhile */
+        sk_set_detail("the runtime directory %s disappeared", dir);
+        st = FP_STATUS_ACCESS_DENIED;
+    }
+    if (FP_NT_SUCCESS(st) && created)
+        (void)chmod(dir, 0711); /* exactly 0711 whatever the umask: others traverse, not list */
+    return st;
 }
 
 int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)

@@ -41,6 +41,23 @@
  *   frames never reorder.
  * - FilterSendMessage (SEND) runs MessageNotify on a small pool of worker threads, so a slow or
  *   re-entrant MessageNotify never stalls the connection's replies and gets.
+ *
+ * What a hostile local peer can take (emulator's choices; what was refused is counted in the
+ * server's fsim_server_stats)
+ * - Time: a peer has SK_FRAME_TIMEOUT_MS ($FASTPORT_SOCK_FRAME_TIMEOUT_MS, read when the port is
+ *   created) to send its HELLO once connected, and as long for the rest of any frame once its first
+ *   record is in; then it is hung up on (peers_timed_out). A connection still in its handshake
+ *   holds a thread; at most SK_MAX_HANDSHAKES do at once per port, later ones are closed unheard
+ *   (connections_refused), and closing the port hangs up on all of them, so it returns at once.
+ * - Memory: FilterSendMessage requests wait for a worker in a queue of at most SK_MAX_QUEUED_JOBS
+ *   requests and SK_MAX_QUEUED_BYTES input bytes per connection; one more is answered
+ *   E_OUTOFMEMORY at once (sends_dropped). Output the peer does not read waits in the backlog.
+ *   Messages there are bounded by the peer's credits (gets it asked for: SK_MAX_GROUPS). Answers
+ *   to its requests (acks) are not, so a peer that keeps asking without reading is hung up on once
+ *   more than SK_MAX_UNREAD_ANSWERS bytes of them wait ($FASTPORT_SOCK_MAX_UNREAD_ANSWERS, read
+ *   when the port is created; slow_peers_dropped). The kernel side never stops reading a peer to
+ *   push back: the user side's receiver may wait for its own writers (a get submitted from a
+ *   completion), so a kernel that stopped reading could deadlock a connection.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,8 +73,6 @@
 #include <unistd.h>
 #include "sock_proto.h"
 
-#define K_MAX_WORKERS 16
-#define K_HELLO_TIMEOUT_MS 10000
 #define K_BATCH 64
 
 typedef struct kgroup { /* the credit of one pending remote get */
@@ -68,6 +83,7 @@ typedef struct kgroup { /* the credit of one pending remote get */
 typedef struct kchunk { /* backlog: the unsent rest of one frame */
     struct kchunk *next;
     size_t len, done;
+    int answer; /* an answer to the peer's request (not a delivery): counts in o_answer_bytes */
     uint8_t data[];
 } kchunk;
 
@@ -78,10 +94,15 @@ typedef struct kjob { /* one FilterSendMessage */
     uint8_t in[];
 } kjob;
 
+typedef struct kpending kpending;
+
 typedef struct kconn {
     int fd;
     uint32_t rec_max;
     fsim_server *server; /* during the handshake */
+    fsim_server *srv;    /* for its stats: the same server, held by the client after the handshake */
+    kpending *pend;      /* during the handshake: its listener's list (see kpending) */
+    struct kconn *p_next, *p_prev;
     fsim_client *client;
     pthread_t thread;
     pthread_mutex_t start_mu; /* orders the store of `thread` before the thread runs */
@@ -96,6 +117,7 @@ typedef struct kconn {
     pthread_mutex_t out_mu;
     pthread_cond_t out_cv;
     kchunk *o_head, *o_tail;
+    size_t o_answer_bytes, max_answer_bytes; /* answers in the backlog, and their bound */
     int o_dead, o_stop, hello_sent, shut_pending, defer_shut, writer_started;
     pthread_t writer;
 
@@ -104,14 +126,27 @@ typedef struct kconn {
     pthread_cond_t w_cv;
     kjob *j_head, *j_tail;
     uint32_t njobs, idle, nworkers;
+    size_t jbytes; /* input bytes of the queued jobs */
     int w_stop;
-    pthread_t workers[K_MAX_WORKERS];
+    pthread_t workers[SK_MAX_WORKERS];
 } kconn;
+
+/* The connections of one listener still in their handshake: closing the port hangs up on them.
+ * Shared by the listener and those connections (freed by whoever leaves last). */
+struct kpending {
+    pthread_mutex_t mu;
+    uint32_t refs, n;
+    int closed;
+    kconn *head;
+};
 
 typedef struct klistener {
     int fd, wake;
     pthread_t thread;
     fsim_server *server;
+    kpending *pend;
+    uint32_t frame_timeout_ms;
+    size_t max_answer_bytes;
     struct sockaddr_un addr;
     dev_t dev;
     ino_t ino;
@@ -141,6 +176,7 @@ static void *writer_main(void *p)
             while (k->o_head) {
                 kchunk *ch = k->o_head;
                 k->o_head = ch->next;
+                k->o_answer_bytes -= ch->answer ? ch->len : 0;
                 free(ch);
             }
         if (k->o_head) {
@@ -154,6 +190,7 @@ static void *writer_main(void *p)
                 continue;
             }
             k->o_head = ch->next;
+            k->o_answer_bytes -= ch->answer ? ch->len : 0;
             free(ch);
             continue;
         }
@@ -167,14 +204,20 @@ static void *writer_main(void *p)
 }
 
 /* Copies bytes [done, total) of the frame to the backlog. out_mu held. */
-static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, size_t done)
+static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, size_t done,
+                   int answer)
 {
+    if (answer && k->o_answer_bytes + (total - done) > k->max_answer_bytes) {
+        atomic_fetch_add(&k->srv->slow_peers_dropped, 1); /* it asks and never reads */
+        return -1;
+    }
     kchunk *ch = malloc(sizeof *ch + (total - done));
     if (!ch)
         return -1;
     ch->next = NULL;
     ch->len = total - done;
     ch->done = 0;
+    ch->answer = answer;
     size_t skip = done, at = 0;
     for (int i = 0; i < iovcnt; i++) {
         size_t l = iov[i].iov_len, o = 0;
@@ -199,12 +242,14 @@ static int backlog(kconn *k, const struct iovec *iov, int iovcnt, size_t total, 
     else
         k->o_head = ch;
     k->o_tail = ch;
+    k->o_answer_bytes += answer ? ch->len : 0;
     pthread_cond_signal(&k->out_cv);
     return 0;
 }
 
-/* Sends one frame after every frame written before it, without blocking. -1: connection dead. */
-static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total)
+/* Sends one frame after every frame written before it, without blocking. answer: the frame
+ * answers the peer (anything but a delivery). -1: connection dead. */
+static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total, int answer)
 {
     int rc = 0;
     pthread_mutex_lock(&k->out_mu);
@@ -221,7 +266,7 @@ static int k_write(kconn *k, const struct iovec *iov, int iovcnt, size_t total)
                 goto out;
             }
         }
-        if (backlog(k, iov, iovcnt, total, done) != 0) {
+        if (backlog(k, iov, iovcnt, total, done, answer) != 0) {
             out_dead_locked(k);
             rc = -1;
         }
@@ -236,7 +281,7 @@ static int k_write_frame(kconn *k, uint16_t type, uint16_t flags, uint64_t req, 
 {
     sk_hdr h = {(uint32_t)(sizeof h + body_len), type, flags, count, hr, req};
     struct iovec v[2] = {{&h, sizeof h}, {(void *)body, body_len}};
-    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len);
+    return k_write(k, v, body_len ? 2 : 1, sizeof h + body_len, 1);
 }
 
 static int k_write_hdr(kconn *k, uint16_t type, uint64_t req, uint32_t count, int32_t hr,
@@ -298,7 +343,7 @@ static int k_deliver(void *remote, fsim_msg *const *msgs, uint32_t n)
             h.flags = SK_F_EMPTY;
             k->hinted = 0;
         }
-        rc = k_write(k, iov, nv, total);
+        rc = k_write(k, iov, nv, total, 0);
     }
 out:
     if (ents != stack_ents)
@@ -404,6 +449,7 @@ static void *worker_main(void *p)
         if (!k->j_head)
             k->j_tail = NULL;
         k->njobs--;
+        k->jbytes -= j->in_size;
         pthread_mutex_unlock(&k->w_mu);
         run_job(k, j);
         pthread_mutex_lock(&k->w_mu);
@@ -412,9 +458,15 @@ static void *worker_main(void *p)
     return NULL;
 }
 
-static void submit_job(kconn *k, kjob *j)
+/* Queues j for a worker; -1 (j not taken) when the connection's queue is full. */
+static int submit_job(kconn *k, kjob *j)
 {
     pthread_mutex_lock(&k->w_mu);
+    if (k->njobs && (k->njobs >= SK_MAX_QUEUED_JOBS ||
+                     k->jbytes + j->in_size > SK_MAX_QUEUED_BYTES)) {
+        pthread_mutex_unlock(&k->w_mu);
+        return -1;
+    }
     j->next = NULL;
     if (k->j_tail)
         k->j_tail->next = j;
@@ -422,18 +474,21 @@ static void submit_job(kconn *k, kjob *j)
         k->j_head = j;
     k->j_tail = j;
     k->njobs++;
-    if (k->njobs > k->idle && k->nworkers < K_MAX_WORKERS &&
+    k->jbytes += j->in_size;
+    if (k->njobs > k->idle && k->nworkers < SK_MAX_WORKERS &&
         sk_thread_create(&k->workers[k->nworkers], worker_main, k) == 0)
         k->nworkers++;
     if (k->nworkers == 0) { /* no thread to be had: serve it here */
         k->j_head = k->j_tail = NULL;
         k->njobs = 0;
+        k->jbytes = 0;
         pthread_mutex_unlock(&k->w_mu);
         run_job(k, j);
-        return;
+        return 0;
     }
     pthread_cond_signal(&k->w_cv);
     pthread_mutex_unlock(&k->w_mu);
+    return 0;
 }
 
 /* ---- the user's frames ---- */
@@ -469,23 +524,11 @@ static int revoke_locked(kconn *k, uint64_t tag)
     return k_write_frame(k, SK_REVOKE_ACK, flags, tag, found, FP_S_OK, NULL, 0);
 }
 
-/* The tags of a GET / REVOKE frame, or NULL if the frame is malformed. */
-static const uint64_t *frame_tags(const sk_hdr *h)
-{
-    if (h->count == 0 || h->count > SK_MAX_TAGS ||
-        h->len != sizeof *h + (size_t)h->count * sizeof(uint64_t))
-        return NULL;
-    return (const uint64_t *)(const void *)(h + 1);
-}
-
-static int on_get(kconn *k, const sk_hdr *h)
+static int on_get(kconn *k, const sk_frame *f)
 {
     fsim_client *c = k->client;
-    const uint64_t *tags = frame_tags(h);
-    if (!tags)
-        return -1;
     pthread_mutex_lock(&c->lock);
-    for (uint32_t i = 0; i < h->count; i++) {
+    for (uint32_t i = 0; i < f->h.count; i++) {
         kgroup *g = k->g_free;
         if (g)
             k->g_free = g->next;
@@ -499,9 +542,7 @@ static int on_get(kconn *k, const sk_hdr *h)
             pthread_mutex_unlock(&c->lock);
             return -1;
         }
-        uint64_t tag;
-        memcpy(&tag, &tags[i], sizeof tag);
-        *g = (kgroup){NULL, tag};
+        *g = (kgroup){NULL, sk_frame_tag(f, i)};
         if (k->g_tail)
             k->g_tail->next = g;
         else
@@ -512,32 +553,24 @@ static int on_get(kconn *k, const sk_hdr *h)
     pthread_mutex_unlock(&c->lock);
     /* The groups are queued behind every earlier one before their credits exist, so no delivery
      * can reach them before they do. */
-    fsim_client_grant(c, h->count);
+    fsim_client_grant(c, f->h.count);
     return 0;
 }
 
-static int on_revoke(kconn *k, const sk_hdr *h)
+static int on_revoke(kconn *k, const sk_frame *f)
 {
     fsim_client *c = k->client;
-    const uint64_t *tags = frame_tags(h);
-    if (!tags)
-        return -1;
     int rc = 0;
     pthread_mutex_lock(&c->lock);
-    for (uint32_t i = 0; i < h->count && rc == 0; i++) {
-        uint64_t tag;
-        memcpy(&tag, &tags[i], sizeof tag);
-        rc = revoke_locked(k, tag);
-    }
+    for (uint32_t i = 0; i < f->h.count && rc == 0; i++)
+        rc = revoke_locked(k, sk_frame_tag(f, i));
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
 
-static int on_reply(kconn *k, const sk_hdr *h)
+static int on_reply(kconn *k, const sk_frame *f)
 {
-    uint32_t n = h->count;
-    if (n == 0 || n > (h->len - sizeof *h) / sizeof(sk_reply_ent))
-        return -1;
+    uint32_t n = f->h.count;
     SIM_REPLY_ENTRY stack_e[K_BATCH];
     int32_t stack_hr[K_BATCH];
     SIM_REPLY_ENTRY *e = n <= K_BATCH ? stack_e : malloc(n * sizeof *e);
@@ -545,25 +578,15 @@ static int on_reply(kconn *k, const sk_hdr *h)
     int rc = -1;
     if (!e || !hrs)
         goto out;
-    const uint8_t *b = (const uint8_t *)h;
-    size_t off = sizeof *h;
-    for (uint32_t i = 0; i < n; i++) {
-        sk_reply_ent re;
-        if (h->len - off < sizeof re)
-            goto out;
-        memcpy(&re, b + off, sizeof re);
-        off += sizeof re;
-        if (re.size > h->len - off || SK_ALIGN8(re.size) > h->len - off)
-            goto out;
-        e[i] = (SIM_REPLY_ENTRY){(const FP_REPLY_HEADER *)(const void *)(b + off), re.size, 0};
-        off += SK_ALIGN8(re.size);
-    }
-    if (off != h->len)
-        goto out;
+    size_t off = 0;
+    const uint8_t *data;
+    uint32_t size;
+    for (uint32_t i = 0; i < n && sk_next_reply(f, &off, &data, &size); i++)
+        e[i] = (SIM_REPLY_ENTRY){(const FP_REPLY_HEADER *)(const void *)data, size, 0};
     fp_hresult hr = fsim_client_reply(k->client, e, n);
     for (uint32_t i = 0; i < n; i++)
         hrs[i] = FP_SUCCEEDED(hr) ? e[i].hr : hr;
-    rc = k_write_hdr(k, SK_REPLY_ACK, h->req, n, hr, hrs, n * sizeof *hrs);
+    rc = k_write_hdr(k, SK_REPLY_ACK, f->h.req, n, hr, hrs, n * sizeof *hrs);
 out:
     if (e != stack_e)
         free(e);
@@ -572,30 +595,34 @@ out:
     return rc;
 }
 
-static int on_send(kconn *k, const sk_hdr *h)
+static int on_send(kconn *k, const sk_frame *f)
 {
-    uint32_t in_size = h->len - (uint32_t)sizeof *h;
-    if (in_size > FSIM_MAX_MESSAGE || h->count > FSIM_MAX_MESSAGE)
-        return -1;
+    uint32_t in_size = (uint32_t)f->body_len;
     kjob *j = malloc(sizeof *j + in_size);
     if (!j)
-        return k_write_hdr(k, SK_SEND_ACK, h->req, 0, FP_E_OUTOFMEMORY, NULL, 0);
-    j->req = h->req;
-    j->out_size = h->count;
+        return k_write_hdr(k, SK_SEND_ACK, f->h.req, 0, FP_E_OUTOFMEMORY, NULL, 0);
+    j->req = f->h.req;
+    j->out_size = f->h.count;
     j->in_size = in_size;
-    memcpy(j->in, (const uint8_t *)h + sizeof *h, in_size);
-    submit_job(k, j);
-    return 0;
+    memcpy(j->in, f->body, in_size);
+    if (submit_job(k, j) == 0)
+        return 0;
+    free(j); /* the queue is full: refused at once (what STATUS_INSUFFICIENT_RESOURCES maps to) */
+    atomic_fetch_add(&k->srv->sends_dropped, 1);
+    return k_write_hdr(k, SK_SEND_ACK, f->h.req, 0, FP_E_OUTOFMEMORY, NULL, 0);
 }
 
 static int dispatch(kconn *k, const sk_hdr *h)
 {
-    switch (h->type) {
-    case SK_GET: return on_get(k, h);
-    case SK_REVOKE: return on_revoke(k, h);
-    case SK_REPLY: return on_reply(k, h);
-    case SK_SEND: return on_send(k, h);
-    default: return -1; /* garbage: disconnect */
+    sk_frame f;
+    if (sk_parse_frame(h, h->len, SK_FROM_USER, &f) != 0)
+        return -1; /* garbage: disconnect */
+    switch (f.h.type) {
+    case SK_GET: return on_get(k, &f);
+    case SK_REVOKE: return on_revoke(k, &f);
+    case SK_REPLY: return on_reply(k, &f);
+    case SK_SEND: return on_send(k, &f);
+    default: return -1; /* a second HELLO */
     }
 }
 
@@ -618,35 +645,67 @@ static int wait_readable(int fd, int timeout_ms)
     }
 }
 
+static void pend_free(kpending *p)
+{
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* Takes k off its listener's list of handshakes. Returns 0 if the port was closed meanwhile. */
+static int pend_leave(kconn *k)
+{
+    kpending *p = k->pend;
+    if (!p)
+        return 1;
+    k->pend = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (k->p_prev)
+        k->p_prev->p_next = k->p_next;
+    else
+        p->head = k->p_next;
+    if (k->p_next)
+        k->p_next->p_prev = k->p_prev;
+    p->n--;
+    int open = !p->closed;
+    int last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last)
+        pend_free(p);
+    return open;
+}
+
 /* Reads HELLO, admits the connection (access rule, MaxConnections, ConnectNotify) and answers.
  * Returns the client, or NULL when refused (the answer, if any, has been sent). */
 static fsim_client *handshake(kconn *k)
 {
     struct ucred cr;
     socklen_t cl = sizeof cr;
-    sk_hdr *h;
-    if (getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
-        !wait_readable(k->fd, K_HELLO_TIMEOUT_MS) || sk_read_frame(&k->rd, &h) != 1 ||
-        h->type != SK_HELLO || h->count != SK_MAGIC || h->len < sizeof *h + sizeof(sk_hello))
-        return NULL; /* not one of ours (or a liveness probe): just hang up */
+    sk_hdr *h = NULL;
+    int rc = -1;
+    errno = 0;
+    if (getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0) {
+        if (wait_readable(k->fd, (int)k->rd.rest_timeout_ms))
+            rc = sk_read_frame(&k->rd, &h);
+        else
+            errno = ETIMEDOUT;
+    }
+    if (rc < 0 && errno == ETIMEDOUT)
+        atomic_fetch_add(&k->srv->peers_timed_out, 1);
+    sk_frame f;
+    if (!pend_leave(k) || rc != 1 || sk_parse_frame(h, h->len, SK_FROM_USER, &f) != 0 ||
+        f.h.type != SK_HELLO)
+        return NULL; /* not one of ours (or a liveness probe), or the port closed: hang up */
     fp_hresult hr = FP_S_OK;
-    if (h->hr != SK_VERSION)
+    if (f.h.hr != SK_VERSION)
         hr = FP_E_INVALIDARG;
-    sk_hello hello;
-    memcpy(&hello, (uint8_t *)h + sizeof *h, sizeof hello);
-    const uint8_t *name = (uint8_t *)h + sizeof *h + sizeof hello;
-    size_t avail = h->len - sizeof *h - sizeof hello;
-    if (hello.name_len > FSIM_MAX_NAME || hello.ctx_len > FSIM_MAX_CONTEXT ||
-        (size_t)hello.name_len + hello.ctx_len != avail)
-        return NULL;
-    if (hr == FP_S_OK && (hello.name_len != strlen(k->server->name) ||
-                          memcmp(name, k->server->name, hello.name_len) != 0))
+    if (hr == FP_S_OK && (f.hello.name_len != strlen(k->server->name) ||
+                          memcmp(f.name, k->server->name, f.hello.name_len) != 0))
         hr = FP_E_FILE_NOT_FOUND; /* another port whose hashed file name collided */
     fsim_client *c = NULL;
     if (hr == FP_S_OK)
-        hr = fsim_server_connect(k->server, hello.ctx_len ? name + hello.name_len : NULL,
-                                 hello.ctx_len, (uint32_t)cr.pid, (uint32_t)cr.uid, &fsim_sock_kernel_transport, k,
-                                 &c);
+        hr = fsim_server_connect(k->server, f.hello.ctx_len ? f.ctx : NULL, f.hello.ctx_len,
+                                 (uint32_t)cr.pid, (uint32_t)cr.uid, &fsim_sock_kernel_transport,
+                                 k, &c);
     if (!c) { /* a refusal: 24 bytes into an empty socket buffer, no backlog needed */
         sk_hdr a = {sizeof a, SK_HELLO_ACK, 0, 0, hr, 0};
         struct iovec v = {&a, sizeof a};
@@ -679,10 +738,16 @@ static void *conn_main(void *p)
         return NULL;
     }
     sk_hdr *h;
-    while (sk_read_frame(&k->rd, &h) == 1 && dispatch(k, h) == 0)
-        ;
-    /* EOF (the user closed or died), an error, garbage, or our own shutdown. The user's close
-     * waits for our hang-up: give it after DisconnectNotify (unless someone else closed first). */
+    for (;;) {
+        int r = sk_read_frame(&k->rd, &h);
+        if (r < 0 && errno == ETIMEDOUT)
+            atomic_fetch_add(&k->srv->peers_timed_out, 1);
+        if (r != 1 || dispatch(k, h) != 0)
+            break;
+    }
+    /* EOF (the user closed or died), an error, garbage, a peer too slow, or our own shutdown. The
+     * user's close waits for our hang-up: give it after DisconnectNotify (unless someone else
+     * closed first). */
     pthread_mutex_lock(&k->out_mu);
     k->defer_shut = 1;
     pthread_mutex_unlock(&k->out_mu);
@@ -709,23 +774,45 @@ static void *conn_main(void *p)
     return NULL;
 }
 
-static kconn *k_new(int fd, fsim_server *s)
+static kconn *k_new(int fd, const klistener *l)
 {
     kconn *k = calloc(1, sizeof *k);
     if (!k)
         return NULL;
     k->fd = fd;
     k->rd.fd = fd;
+    k->rd.rest_timeout_ms = l->frame_timeout_ms;
+    k->max_answer_bytes = l->max_answer_bytes;
     k->rec_max = sk_tune_socket(fd);
     k->hinted = 1; /* a new user assumes something may be queued until told otherwise */
-    fsim_server_retain(s);
-    k->server = s;
+    fsim_server_retain(l->server);
+    k->server = l->server;
+    k->srv = l->server;
     pthread_mutex_init(&k->start_mu, NULL);
     pthread_mutex_init(&k->out_mu, NULL);
     pthread_cond_init(&k->out_cv, NULL);
     pthread_mutex_init(&k->w_mu, NULL);
     pthread_cond_init(&k->w_cv, NULL);
     return k;
+}
+
+/* Puts k on the listener's list of handshakes; 0 if SK_MAX_HANDSHAKES are there already. */
+static int pend_join(kpending *p, kconn *k)
+{
+    pthread_mutex_lock(&p->mu);
+    int ok = p->n < SK_MAX_HANDSHAKES;
+    if (ok) {
+        k->p_prev = NULL;
+        k->p_next = p->head;
+        if (p->head)
+            p->head->p_prev = k;
+        p->head = k;
+        p->n++;
+        p->refs++;
+        k->pend = p;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ok;
 }
 
 /* ---- listening ---- */
@@ -753,15 +840,21 @@ static void *accept_main(void *p)
             }
             continue;
         }
-        kconn *k = k_new(fd, l->server);
+        kconn *k = k_new(fd, l);
         if (!k) {
             close(fd);
             continue;
         }
-        pthread_mutex_lock(&k->start_mu);
-        int r = sk_thread_create(&k->thread, conn_main, k);
-        pthread_mutex_unlock(&k->start_mu);
-        if (r != 0) {
+        int r = -1;
+        if (pend_join(l->pend, k)) {
+            pthread_mutex_lock(&k->start_mu);
+            r = sk_thread_create(&k->thread, conn_main, k);
+            pthread_mutex_unlock(&k->start_mu);
+            if (r != 0)
+                (void)pend_leave(k);
+        }
+        if (r != 0) { /* too many handshakes already (or no thread to be had): closed unheard */
+            atomic_fetch_add(&l->server->connections_refused, 1);
             fsim_server_release(k->server);
             k_free(k);
         }
@@ -800,6 +893,31 @@ static int live(const struct sockaddr_un *a)
     return r == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
+/* A bound from the environment (see the top of the file), or its default when unset or outside
+ * [lo, hi]. */
+static size_t env_knob(const char *name, size_t lo, size_t hi, size_t dflt)
+{
+    const char *e = getenv(name);
+    unsigned long long v = e && *e ? strtoull(e, NULL, 10) : 0;
+    return v >= lo && v <= hi ? (size_t)v : dflt;
+}
+
+/* Hangs up on every connection still in its handshake (they see EOF at once: closing a port
+ * returns at once whatever its peers do; live connections go on), then frees the listener. */
+static void l_free(klistener *l)
+{
+    kpending *p = l->pend;
+    pthread_mutex_lock(&p->mu);
+    p->closed = 1;
+    for (kconn *k = p->head; k; k = k->p_next)
+        (void)shutdown(k->fd, SHUT_RDWR);
+    int last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last)
+        pend_free(p);
+    free(l);
+}
+
 static fp_ntstatus k_listen(fsim_server *s)
 {
     char dir[sizeof(struct sockaddr_un)];
@@ -807,12 +925,23 @@ static fp_ntstatus k_listen(fsim_server *s)
     if (!FP_NT_SUCCESS(st))
         return st;
     klistener *l = calloc(1, sizeof *l);
-    if (!l)
+    kpending *pend = calloc(1, sizeof *pend);
+    if (!l || !pend) {
+        free(l);
+        free(pend);
         return FP_STATUS_INSUFFICIENT_RESOURCES;
+    }
+    pthread_mutex_init(&pend->mu, NULL);
+    pend->refs = 1;
+    l->pend = pend;
     l->fd = l->wake = -1;
     l->server = s;
+    l->frame_timeout_ms = (uint32_t)env_knob("FASTPORT_SOCK_FRAME_TIMEOUT_MS", 1, 3600000,
+                                             SK_FRAME_TIMEOUT_MS);
+    l->max_answer_bytes = env_knob("FASTPORT_SOCK_MAX_UNREAD_ANSWERS", 1, SIZE_MAX / 2,
+                                   SK_MAX_UNREAD_ANSWERS);
     if (sk_port_path(dir, s->name, &l->addr) != 0) {
-        free(l);
+        l_free(l);
         return FP_STATUS_OBJECT_NAME_INVALID; /* the runtime directory's path is too long */
     }
     snprintf(l->lockpath, sizeof l->lockpath, "%s/.lock", dir);
@@ -820,7 +949,7 @@ static fp_ntstatus k_listen(fsim_server *s)
     /* Serialise check-and-replace with other processes creating ports in this directory. */
     int lk = lock_dir(l->lockpath);
     if (lk < 0) {
-        free(l);
+        l_free(l);
         return FP_STATUS_ACCESS_DENIED;
     }
     struct stat sb;
@@ -861,7 +990,7 @@ static fp_ntstatus k_listen(fsim_server *s)
             close(l->fd);
         if (l->wake >= 0)
             close(l->wake);
-        free(l);
+        l_free(l);
         return st;
     }
     s->listener = l;
@@ -889,7 +1018,7 @@ static void k_unlisten(fsim_server *s)
         close(lk);
     close(l->fd); /* connections waiting in the backlog are refused; live ones go on */
     close(l->wake);
-    free(l);
+    l_free(l);
 }
 
 const fsim_kernel_transport fsim_sock_kernel_transport = {

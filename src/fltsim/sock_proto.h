@@ -106,9 +106,16 @@ typedef struct sk_hello {
     uint32_t ctx_len;
 } sk_hello;
 
-/* Limits on what one connection may ask of the kernel side (emulator's choice). */
+/* Limits on what one connection may ask of the kernel side (emulator's choice; sock_kernel.c says
+ * what happens at each). */
 #define SK_MAX_TAGS   4096u  /* tags in one GET / REVOKE frame (more go in several frames) */
 #define SK_MAX_GROUPS 16384u /* gets waiting at once on one connection */
+#define SK_FRAME_TIMEOUT_MS 10000u /* for the HELLO, and for a frame's rest once begun */
+#define SK_MAX_HANDSHAKES 128u     /* connections in their handshake at once, per port */
+#define SK_MAX_WORKERS 16u         /* threads running MessageNotify, per connection */
+#define SK_MAX_QUEUED_JOBS 64u     /* FilterSendMessage requests waiting for them, per connection */
+#define SK_MAX_QUEUED_BYTES (8u << 20) /* and those requests' input bytes */
+#define SK_MAX_UNREAD_ANSWERS ((size_t)128 << 20) /* unread answers: beyond, hung up on */
 
 /* ---- sockets ---- */
 
@@ -128,12 +135,52 @@ typedef struct sk_reader {
     int fd;
     uint8_t *buf;
     uint32_t cap;
+    /* How long the rest of a frame may take once its first record is in, in ms; 0: no bound.
+     * The kernel side: SK_FRAME_TIMEOUT_MS (a peer that sends half a frame must not pin a thread
+     * forever); the user side: SK_PEER_TIMEOUT_MS (a kernel side stuck inside a frame is hung up
+     * on, as one that does not answer a request). */
+    uint32_t rest_timeout_ms;
 } sk_reader;
 /* Reads one frame into r->buf (*out points at it). Returns 1, 0 at EOF before a frame starts, -1
  * on an error, a truncated or oversized frame, or EOF inside a frame (errno EPROTO for the peer's
- * protocol violations). */
+ * protocol violations), or a frame whose rest did not come in time (errno ETIMEDOUT). The frame's
+ * header and size are checked (sk_frame_start); its body is not (sk_parse_frame). */
 int sk_read_frame(sk_reader *r, sk_hdr **out);
 void sk_reader_free(sk_reader *r);
+
+/* ---- parsing (sock_frame.c: pure functions, no I/O; the fuzz target's subject) ---- */
+
+/* The first record of a frame: n bytes. Returns the frame's length (its header's `len`), or 0 if
+ * the record cannot start a frame (shorter than a header, longer than its frame, or a frame
+ * shorter than a header or longer than SK_FRAME_MAX). */
+uint32_t sk_frame_start(const void *rec, size_t n);
+
+/* Who sent a frame: the rules differ by direction. */
+enum sk_from { SK_FROM_USER, SK_FROM_KERNEL };
+
+/* A frame whose header and body obey the rules of its type (the list at the top of this file,
+ * plus the limits: SK_MAX_TAGS, FSIM_MAX_MESSAGE, FSIM_MAX_NAME, FSIM_MAX_CONTEXT, SK_LAST on
+ * every message). Pointers point into the parsed buffer; nothing in it is aligned. */
+typedef struct sk_frame {
+    sk_hdr h;
+    const uint8_t *body; /* h.len - sizeof(sk_hdr) bytes */
+    size_t body_len;
+    /* HELLO */
+    sk_hello hello;
+    const uint8_t *name, *ctx; /* hello.name_len, hello.ctx_len bytes */
+} sk_frame;
+
+/* Checks len bytes (one whole frame) sent by `from`. Returns 0 and fills *f, or -1 (errno EPROTO)
+ * for anything the receiver must hang up on: a header that does not match the length, a type
+ * that side does not send, a body that breaks its type's rules. */
+int sk_parse_frame(const void *buf, size_t len, enum sk_from from, sk_frame *f);
+
+/* Tag i (< h.count) of a parsed GET / REVOKE frame. */
+uint64_t sk_frame_tag(const sk_frame *f, uint32_t i);
+/* The entries of a parsed REPLY / MSGS frame, in order: *off starts at 0; each call returns 1
+ * with the next entry, or 0 after the last. */
+int sk_next_reply(const sk_frame *f, size_t *off, const uint8_t **data, uint32_t *size);
+int sk_next_msg(const sk_frame *f, size_t *off, sk_msg_ent *ent, const uint8_t **data);
 
 /* pthread_create with every blockable signal blocked in the new thread. */
 int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
@@ -145,11 +192,42 @@ int sk_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
  * Returns -1 if even the hashed form does not fit. */
 int sk_port_path(const char *dir, const char *name, struct sockaddr_un *addr);
 
-/* Creates (0711) or checks (ours, not writable by group/others) the runtime directory. Returns
- * STATUS_SUCCESS or the NTSTATUS fsim_create_port should return. */
+/* The runtime directories (the emulator's rules; the README's "Runtime directory")
+ * ---------------------------------------------------------------------------------
+ * A port's socket file lives in its creator's runtime directory: $FASTPORT_RUNTIME_DIR when set,
+ * else $XDG_RUNTIME_DIR/fastport when $XDG_RUNTIME_DIR is set (an absolute path), else
+ * /tmp/fastport-<euid>. The directory is created 0711 (others may reach an "everyone" port's
+ * socket, not list the directory) and used only if it is a directory owned by the creator that
+ * neither group nor others may write to (for the default ones: not a symlink).
+ * A connect looks in $FASTPORT_RUNTIME_DIR only, when it is set (a directory nobody but its owner
+ * may write to; any owner: the caller chose it). Otherwise in its own directories, the XDG one and
+ * then /tmp/fastport-<euid> (each, if it exists, checked as strictly as above: a directory there
+ * that is not ours, or that others may write to, is refused with E_ACCESSDENIED, not skipped), and
+ * then in other users' /tmp/fastport-<uid> (root's first), skipping any that is not theirs or that
+ * others may write to. In every directory the socket file must belong to the directory's owner
+ * (or root), so a port found there is one its owner created. */
+#define SK_DIR_MAX 108 /* sizeof sun_path: a longer directory cannot hold a socket */
+
+/* The caller's own runtime directories, in the order above: $FASTPORT_RUNTIME_DIR alone, or the
+ * XDG one (if any) and /tmp/fastport-<euid>. Returns how many, or -1 when $FASTPORT_RUNTIME_DIR
+ * is too long. */
+int sk_own_dirs(char dirs[2][SK_DIR_MAX]);
+
+/* Checks that dir is a directory (with nofollow: not a symlink), owned by uid (< 0: any owner),
+ * not writable by group or others; *owner (optional) receives its owner. STATUS_SUCCESS,
+ * STATUS_OBJECT_NAME_NOT_FOUND (absent), or STATUS_ACCESS_DENIED with the reason in
+ * fsim_error_detail(). */
+fp_ntstatus sk_check_dir(const char *dir, int64_t uid, int nofollow, uint32_t *owner);
+
+/* Creates (0711) or checks the caller's first runtime directory and puts its path in dir. Returns
+ * STATUS_SUCCESS or the NTSTATUS fsim_create_port should return (the reason in
+ * fsim_error_detail()). */
 fp_ntstatus sk_prepare_dir(char *dir, size_t cap);
 
-/* The default runtime directory of a uid: /tmp/fastport-<uid>. */
+/* Another user's runtime directory: /tmp/fastport-<uid>. */
 void sk_default_dir(uint32_t uid, char *dir, size_t cap);
+
+/* Sets this thread's fsim_error_detail() (printf-style). */
+void sk_set_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

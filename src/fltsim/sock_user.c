@@ -178,48 +178,44 @@ static void wait_done(ucon *u, uwait *w)
 /* ---- the receiver ---- */
 
 /* Every message goes to the get named by its tag, which it completes (a get is one credit). */
-static int on_msgs(ucon *u, const sk_hdr *h, fsim_done_list *dl)
+static int on_msgs(ucon *u, const sk_frame *f, fsim_done_list *dl)
 {
-    const uint8_t *b = (const uint8_t *)h;
-    size_t off = sizeof *h;
-    for (uint32_t i = 0; i < h->count; i++) {
-        sk_msg_ent me;
-        if (h->len - off < sizeof me)
-            return -1;
-        memcpy(&me, b + off, sizeof me);
-        off += sizeof me;
-        if (me.length > FSIM_MAX_MESSAGE || SK_ALIGN8(me.length) > h->len - off)
-            return -1;
+    size_t off = 0;
+    sk_msg_ent me;
+    const uint8_t *data;
+    while (sk_next_msg(f, &off, &me, &data)) {
         fsim_io *io = g_find(u, me.tag);
-        if (!io || !(me.flags & SK_LAST))
+        if (!io)
             return -1; /* a message nobody asked for: the kernel side broke the protocol */
         uint32_t bytes;
-        fp_hresult hr = fsim_copy_to(io->buffer, io->size, me.reply_length, me.id, b + off,
+        fp_hresult hr = fsim_copy_to(io->buffer, io->size, me.reply_length, me.id, data,
                                      me.length, &bytes);
         g_unlink(u, io);
         fsim_done_add(dl, io, hr, bytes);
-        off += SK_ALIGN8(me.length);
     }
-    return off == h->len ? 0 : -1;
+    return 0;
 }
 
-static int dispatch(ucon *u, const sk_hdr *h, fsim_done_list *dl)
+/* A frame from the kernel side (u->lock held); -1: garbage, hang up. */
+static int dispatch(ucon *u, const sk_hdr *hdr, fsim_done_list *dl)
 {
+    sk_frame f;
+    if (sk_parse_frame(hdr, hdr->len, SK_FROM_KERNEL, &f) != 0)
+        return -1;
+    const sk_hdr *h = &f.h;
     uwait *w;
     fsim_io *io;
     switch (h->type) {
     case SK_MSGS:
         if (h->flags & SK_F_EMPTY)
             u->queued = 0;
-        return on_msgs(u, h, dl);
+        return on_msgs(u, &f, dl);
     case SK_QUEUED:
         u->queued = 1;
-        return h->len == sizeof *h ? 0 : -1;
+        return 0;
     case SK_REVOKE_ACK:
         /* count 1: withdrawn before any message reached it. 0: its message came first and has
          * completed it already. */
-        if (h->len != sizeof *h)
-            return -1;
         if (h->flags & SK_F_EMPTY)
             u->queued = 0;
         io = g_find(u, h->req);
@@ -232,28 +228,26 @@ static int dispatch(ucon *u, const sk_hdr *h, fsim_done_list *dl)
         return 0;
     case SK_REPLY_ACK:
         w = w_find(u, h->req);
-        if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs ||
-            h->len != sizeof *h + (size_t)h->count * sizeof(int32_t))
+        if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs)
             return -1;
-        memcpy(w->hrs, (const uint8_t *)h + sizeof *h, (size_t)h->count * sizeof(int32_t));
+        memcpy(w->hrs, f.body, (size_t)h->count * sizeof(int32_t));
         w->hr = h->hr;
         w->done = 1;
         pthread_cond_signal(w->cv);
         return 0;
     case SK_SEND_ACK:
         w = w_find(u, h->req);
-        if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size ||
-            h->len != sizeof *h + (size_t)h->count)
+        if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size)
             return -1;
         if (h->count)
-            memcpy(w->out, (const uint8_t *)h + sizeof *h, h->count);
+            memcpy(w->out, f.body, h->count);
         w->returned = h->count;
         w->hr = h->hr;
         w->done = 1;
         pthread_cond_signal(w->cv);
         return 0;
     default:
-        return -1;
+        return -1; /* a second HELLO_ACK */
     }
 }
 
@@ -561,16 +555,30 @@ static const fsim_handle_ops sock_handle_ops = {
 
 /* ---- connecting ---- */
 
-/* Connects to the port's socket in dir. FP_E_FILE_NOT_FOUND if there is none (or a stale one);
- * with must_exist, a dir we cannot look into counts as not having it. */
-static fp_hresult try_dir(const char *dir, const char *name, int must_exist, int *fdp)
+/* Connects to the port's socket in dir, a directory owned by dir_uid. FP_E_FILE_NOT_FOUND if
+ * there is none (or a stale one); FP_E_ACCESSDENIED if the socket file belongs to neither the
+ * directory's owner nor root (nobody else can have put it there: the directory was checked), or
+ * we may not reach it. With must_exist, a dir we cannot look into counts as not having it. */
+static fp_hresult try_dir(const char *dir, uint32_t dir_uid, const char *name, int must_exist,
+                          int *fdp)
 {
     struct sockaddr_un a;
     if (sk_port_path(dir, name, &a) != 0)
         return FP_E_FILE_NOT_FOUND;
     struct stat st;
-    if (must_exist && (stat(a.sun_path, &st) != 0 || !S_ISSOCK(st.st_mode)))
+    if (lstat(a.sun_path, &st) != 0) {
+        if (errno != EACCES || must_exist)
+            return FP_E_FILE_NOT_FOUND;
+        sk_set_detail("cannot reach %s: %s", a.sun_path, strerror(EACCES));
+        return FP_E_ACCESSDENIED;
+    }
+    if (!S_ISSOCK(st.st_mode))
         return FP_E_FILE_NOT_FOUND;
+    if (st.st_uid != dir_uid && st.st_uid != 0) {
+        sk_set_detail("refusing %s: the socket file is owned by uid %u, not by the directory's "
+                      "owner (uid %u)", a.sun_path, (unsigned)st.st_uid, (unsigned)dir_uid);
+        return FP_E_ACCESSDENIED;
+    }
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return FP_E_OUTOFMEMORY;
@@ -593,27 +601,40 @@ static int cmp_uid(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* $FASTPORT_RUNTIME_DIR if set; else our /tmp/fastport-<euid>; else another user's
- * /tmp/fastport-<uid> holding that port (root's first). Emulator's choice for the last step: only
- * directories that really belong to the uid in their name and that nobody else can write to, so
- * a third user cannot plant a fake port there. */
+/* Looks for the port where sock_proto.h's rules say: $FASTPORT_RUNTIME_DIR alone if set; else our
+ * own directories (refusing one that is not ours or that others may write to: someone may have
+ * created it first to plant a fake port), then other users' /tmp/fastport-<uid> (root's first),
+ * only those that really belong to the uid in their name and that nobody else can write to. */
 static fp_hresult find_port(const char *name, int *fdp)
 {
-    char dir[sizeof(struct sockaddr_un)];
+    char own[2][SK_DIR_MAX];
+    int n = sk_own_dirs(own);
+    if (n < 0)
+        return FP_E_FILE_NOT_FOUND; /* $FASTPORT_RUNTIME_DIR cannot hold a socket */
     const char *env = getenv("FASTPORT_RUNTIME_DIR");
-    if (env && *env)
-        return try_dir(env, name, 0, fdp);
+    int from_env = env && *env;
     uint32_t me = (uint32_t)geteuid();
-    sk_default_dir(me, dir, sizeof dir);
-    fp_hresult hr = try_dir(dir, name, 0, fdp);
-    if (hr != FP_E_FILE_NOT_FOUND)
-        return hr;
+    fp_hresult hr;
+    for (int i = 0; i < n; i++) {
+        uint32_t owner;
+        fp_ntstatus st = sk_check_dir(own[i], from_env ? -1 : (int64_t)me, !from_env, &owner);
+        if (st == FP_STATUS_OBJECT_NAME_NOT_FOUND)
+            continue;
+        if (!FP_NT_SUCCESS(st))
+            return FP_E_ACCESSDENIED;
+        hr = try_dir(own[i], owner, name, 0, fdp);
+        if (hr != FP_E_FILE_NOT_FOUND)
+            return hr;
+    }
+    if (from_env)
+        return FP_E_FILE_NOT_FOUND;
     uint32_t uids[64];
     size_t nu = 0;
     DIR *d = opendir("/tmp");
     if (!d)
         return FP_E_FILE_NOT_FOUND;
     struct dirent *de;
+    char dir[SK_DIR_MAX];
     while ((de = readdir(d)) && nu < 64) {
         if (strncmp(de->d_name, "fastport-", 9) != 0)
             continue;
@@ -635,7 +656,7 @@ static fp_hresult find_port(const char *name, int *fdp)
     qsort(uids, nu, sizeof uids[0], cmp_uid);
     for (size_t i = 0; i < nu; i++) {
         sk_default_dir(uids[i], dir, sizeof dir);
-        hr = try_dir(dir, name, 1, fdp);
+        hr = try_dir(dir, uids[i], name, 1, fdp);
         if (hr != FP_E_FILE_NOT_FOUND)
             return hr;
     }
@@ -655,6 +676,7 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     }
     u->fd = fd;
     u->rd.fd = fd;
+    u->rd.rest_timeout_ms = peer_timeout_ms(); /* a kernel side stuck inside a frame: hang up */
     u->rec_max = sk_tune_socket(fd);
     u->next_id = 1;
     u->queued = 1; /* until the kernel says otherwise */
@@ -673,12 +695,13 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     struct timeval rto = {pt / 1000, (suseconds_t)(pt % 1000) * 1000}, none = {0, 0};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto);
     errno = 0;
+    sk_frame f;
     if (u_write(u, v, ctx_size ? 4 : 3, total) != 0 || sk_read_frame(&u->rd, &a) != 1 ||
-        a->type != SK_HELLO_ACK || a->len != sizeof *a)
+        sk_parse_frame(a, a->len, SK_FROM_KERNEL, &f) != 0 || f.h.type != SK_HELLO_ACK)
         /* hung up on (the port closed meanwhile), or no answer in time */
         hr = errno == EAGAIN || errno == EWOULDBLOCK ? FP_E_TIMEOUT : FP_E_FILE_NOT_FOUND;
     else
-        hr = a->hr;
+        hr = f.h.hr;
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     if (FP_SUCCEEDED(hr) && sk_thread_create(&u->rx, rx_main, u) != 0)
         hr = FP_E_OUTOFMEMORY;

@@ -42,6 +42,7 @@ fp_hresult SimFilterConnectCommunicationPort(const char *name, uint32_t options,
                                              const void *context, uint32_t context_size,
                                              const void *security_attributes, SIM_HANDLE *port)
 {
+    fsim_error_detail_clear();
     if (!port)
         return FP_E_INVALIDARG;
     *port = 0;

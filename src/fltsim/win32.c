@@ -387,15 +387,17 @@ BOOL WINAPI PostQueuedCompletionStatus(HANDLE port, DWORD bytes, ULONG_PTR key, 
 
 /* ---- overlapped results ---- */
 
-/* GetOverlappedResult(wait) sleeps here; completions broadcast only while someone does. */
+/* GetOverlappedResult(wait) sleeps here; completions broadcast only while someone does. A
+ * completion stores Internal then loads result_waiters; a waiter increments result_waiters then
+ * loads Internal: all four are seq_cst, so at least one of them sees the other's store (no lost
+ * wake-up; seq_cst operations rather than fences, which ThreadSanitizer cannot check). */
 static pthread_mutex_t result_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t result_cv = PTHREAD_COND_INITIALIZER;
 static atomic_int result_waiters;
 
 static void result_published(void)
 {
-    atomic_thread_fence(memory_order_seq_cst); /* the Internal store before the waiters load */
-    if (atomic_load(&result_waiters) == 0)
+    if (atomic_load(&result_waiters) == 0) /* seq_cst: after the seq_cst store of Internal */
         return;
     pthread_mutex_lock(&result_lock);
     pthread_mutex_unlock(&result_lock);
@@ -404,7 +406,7 @@ static void result_published(void)
 
 static DWORD ov_status(LPOVERLAPPED ov)
 {
-    return (DWORD)__atomic_load_n(&ov->Internal, __ATOMIC_ACQUIRE);
+    return (DWORD)__atomic_load_n(&ov->Internal, __ATOMIC_SEQ_CST);
 }
 
 BOOL WINAPI GetOverlappedResult(HANDLE h, LPOVERLAPPED ov, LPDWORD bytes, BOOL wait)
@@ -416,7 +418,6 @@ BOOL WINAPI GetOverlappedResult(HANDLE h, LPOVERLAPPED ov, LPDWORD bytes, BOOL w
         if (!wait)
             return fail(ERROR_IO_INCOMPLETE);
         atomic_fetch_add(&result_waiters, 1); /* before the check: a completion then broadcasts */
-        atomic_thread_fence(memory_order_seq_cst);
         pthread_mutex_lock(&result_lock);
         while (ov_status(ov) == STATUS_PENDING)
             pthread_cond_wait(&result_cv, &result_lock);
@@ -765,7 +766,7 @@ static void wget_done(fsim_io *io, fp_hresult hr, uint32_t bytes)
     uint32_t st = ntstatus_of(hr);
     LPOVERLAPPED ov = g->ov;
     ov->InternalHigh = bytes;
-    __atomic_store_n(&ov->Internal, (ULONG_PTR)st, __ATOMIC_RELEASE);
+    __atomic_store_n(&ov->Internal, (ULONG_PTR)st, __ATOMIC_SEQ_CST);
     result_published();
     /* From the packet on, neither the OVERLAPPED nor g is ours: only local copies are used. */
     HANDLE event = (HANDLE)((uintptr_t)g->event & ~(uintptr_t)1);

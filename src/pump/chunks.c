@@ -140,17 +140,17 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
     const uint32_t msg_bytes = (uint32_t)p->message_bytes;
     const uint32_t rs = p->cfg.reply_size;
     const uint64_t now = fp_now_ns();
-    fp_completion ofl[REAP_MAX];
-    uint32_t nofl = 0, pend = 0, trunc = 0, noreply = 0, msgs = 0, errs = 0;
+    fp_completion ofl[REAP_MAX]; /* overflow slots' completions: answered once no mu is held */
+    uint32_t nofl = 0, ofl_msgs = 0, pend = 0, trunc = 0, noreply = 0, msgs = 0, errs = 0;
     fp_hresult fail = FP_S_OK;
     fp_chunk *locked = NULL;
     for (uint32_t k = 0; k < n; k++) {
         const fp_completion *e = &comp[k];
         if (e->slot >= chunk_slots) {
-            if (is_message(e->hr))
-                ofl[nofl++] = *e;
-            else
-                answer_overflow(p, e, 1); /* gives the slot back */
+            /* not answered here: answer_overflow takes post_mu, which top_up holds while it
+             * takes a chunk's mu (lock order: post_mu before any chunk's mu) */
+            ofl_msgs += is_message(e->hr);
+            ofl[nofl++] = *e;
             continue;
         }
         if (!is_message(e->hr))
@@ -190,7 +190,7 @@ void chunks_process(fp_pump *p, const fp_completion *comp, uint32_t n)
         fp_mutex_unlock(&locked->mu);
 
     /* counted before anything is published: a consumer never holds a message stats lack */
-    count(&p->received, msgs + nofl);
+    count(&p->received, msgs + ofl_msgs);
     count(&p->truncated, trunc);
     count(&p->no_reply, noreply);
 

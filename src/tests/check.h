@@ -3,12 +3,15 @@
 #ifndef FP_TESTS_CHECK_H
 #define FP_TESTS_CHECK_H
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int passed, failed;
+/* Atomic: tests check from several threads at once (a sender thread's CHECK while the main
+ * thread's runs), and no count may be lost. */
+static atomic_int passed, failed;
 
 #define CHECK(cond)                                                                  \
     do {                                                                             \

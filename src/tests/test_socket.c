@@ -5,6 +5,7 @@
  * fork: a user process killed with -9, a kernel process killed, another uid, the stress run.
  * Ports live in a fresh mkdtemp directory ($FASTPORT_RUNTIME_DIR). Last line: "N passed, M failed". */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -142,6 +143,7 @@ typedef struct kstate {
     fp_ntstatus reject; /* ConnectNotify's answer when not 0 */
     pthread_cond_t cv;
     int inside, max_inside; /* MessageNotify calls running at once ("slow" ones) */
+    int gate_open, gated;   /* "gate" MessageNotify calls wait for gate_open; gated: how many came */
 } kstate;
 
 static uint64_t checksum(const void *p, size_t n)
@@ -188,6 +190,13 @@ static fp_ntstatus on_message(void *cookie, fsim_client *c, const void *in, uint
 {
     kstate *k = cookie;
     (void)c;
+    if (in_size >= 4 && memcmp(in, "gate", 4) == 0) {
+        pthread_mutex_lock(&k->lock);
+        k->gated++;
+        while (!k->gate_open)
+            pthread_cond_wait(&k->cv, &k->lock);
+        pthread_mutex_unlock(&k->lock);
+    }
     if (in_size >= 4 && memcmp(in, "slow", 4) == 0) {
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
@@ -457,6 +466,21 @@ static void test_connect_rules(void)
     close_user(b, &k);
 }
 
+/* Creates a port, checks that its socket file is in dir (*a: its address) and that a connect
+ * reaches it. */
+static fsim_server *port_in_dir(const char *dir, const char *name, kstate *k,
+                                struct sockaddr_un *a)
+{
+    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, k, 1);
+    struct stat st;
+    sk_port_path(dir, name, a);
+    CHECK(stat(a->sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    close_user(h, k);
+    return s;
+}
+
 static void test_runtime_dir_rules(void)
 {
     /* the default directory: /tmp/fastport-<euid>, 0711 */
@@ -466,17 +490,14 @@ static void test_runtime_dir_rules(void)
     struct stat st;
     int existed = stat(def, &st) == 0;
     unsetenv("FASTPORT_RUNTIME_DIR");
+    char *xdg = getenv("XDG_RUNTIME_DIR") ? strdup(getenv("XDG_RUNTIME_DIR")) : NULL;
+    unsetenv("XDG_RUNTIME_DIR");
     CHECK(strcmp(fsim_runtime_dir(), def) == 0);
     kstate k;
-    fsim_server *s = make_port(name, 1, FSIM_ACCESS_OWNER, &k, 1);
+    struct sockaddr_un a;
+    fsim_server *s = port_in_dir(def, name, &k, &a);
     CHECK(lstat(def, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
           (st.st_mode & 022) == 0);
-    struct sockaddr_un a;
-    sk_port_path(def, name, &a);
-    CHECK(stat(a.sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
-    SIM_HANDLE h = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
-    close_user(h, &k);
     fsim_close_server(s);
     CHECK(stat(a.sun_path, &st) != 0);
     if (!existed) { /* leave no trace */
@@ -486,6 +507,10 @@ static void test_runtime_dir_rules(void)
     }
     setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
     CHECK(strcmp(fsim_runtime_dir(), rundir) == 0);
+    if (xdg) {
+        setenv("XDG_RUNTIME_DIR", xdg, 1);
+        free(xdg);
+    }
 
     /* a directory others may write to, or (as root) one owned by someone else: refused */
     char bad[80];
@@ -517,6 +542,105 @@ static void test_runtime_dir_rules(void)
     unlink(lock);
     CHECK_EQ(rmdir(path), 0);
     CHECK_EQ(rmdir(bad), 0);
+    setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
+}
+
+/* A port fsim_create_port and SimFilterConnectCommunicationPort refuse, with the reason. */
+static void check_refused(const char *name, const char *dir, const char *why)
+{
+    fsim_server *x = NULL;
+    fsim_callbacks none = {0};
+    CHECK_EQ(fsim_create_port(name, FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
+             FP_STATUS_ACCESS_DENIED);
+    CHECK(strstr(fsim_error_detail(), dir) && strstr(fsim_error_detail(), why));
+    if (!strstr(fsim_error_detail(), why))
+        fprintf(stderr, "  detail: %s\n", fsim_error_detail());
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
+    CHECK(strstr(fsim_error_detail(), dir) && strstr(fsim_error_detail(), why));
+    /* the next call starts with no detail */
+    CHECK_EQ(SimFilterConnectCommunicationPort("", 0, NULL, 0, NULL, &h), FP_E_INVALIDARG);
+    CHECK_EQ(fsim_error_detail()[0], 0);
+}
+
+/* Without $FASTPORT_RUNTIME_DIR ports go in $XDG_RUNTIME_DIR/fastport when it is set, and the
+ * caller's own directories are checked as strictly as other users': one planted by another user
+ * (as root: chown 65534), one others may write to, a symlink, a socket file of another owner are
+ * refused, on both sides, with an error naming the directory and the reason. */
+static void test_spoofed_runtime_dirs(void)
+{
+    char xdg[96], own[120], name[64], path[200], tmpdir[64];
+    snprintf(xdg, sizeof xdg, "%s/xdg", rundir);
+    snprintf(own, sizeof own, "%s/fastport", xdg);
+    snprintf(name, sizeof name, "\\Xdg%d", (int)getpid());
+    char *saved = getenv("XDG_RUNTIME_DIR") ? strdup(getenv("XDG_RUNTIME_DIR")) : NULL;
+    CHECK_EQ(mkdir(xdg, 0700), 0);
+    unsetenv("FASTPORT_RUNTIME_DIR");
+    setenv("XDG_RUNTIME_DIR", xdg, 1);
+    CHECK(strcmp(fsim_runtime_dir(), own) == 0);
+    /* created there, found there */
+    kstate k;
+    struct sockaddr_un a;
+    fsim_server *s = port_in_dir(own, name, &k, &a);
+    struct stat st;
+    CHECK(lstat(own, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0711);
+    SIM_HANDLE h = 0;
+    if (geteuid() == 0) { /* a socket file that is not the directory owner's */
+        CHECK_EQ(lchown(a.sun_path, 65534, 65534), 0);
+        CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
+        CHECK(strstr(fsim_error_detail(), a.sun_path) &&
+              strstr(fsim_error_detail(), "owned by uid 65534"));
+    }
+    fsim_close_server(s);
+
+    /* others may write to it */
+    CHECK_EQ(chmod(own, 0777), 0);
+    check_refused(name, own, "mode 0777");
+    CHECK_EQ(chmod(own, 0770), 0);
+    check_refused(name, own, "mode 0770");
+    CHECK_EQ(chmod(own, 0711), 0);
+    /* someone else's (what a squatter's directory looks like) */
+    if (geteuid() == 0) {
+        CHECK_EQ(chown(own, 65534, 65534), 0);
+        check_refused(name, own, "owned by uid 65534");
+        CHECK_EQ(chown(own, 0, 0), 0);
+    }
+    /* a symlink to a good directory */
+    snprintf(path, sizeof path, "%s/.lock", own);
+    unlink(path);
+    CHECK_EQ(rmdir(own), 0);
+    snprintf(path, sizeof path, "%s/real", xdg);
+    CHECK_EQ(mkdir(path, 0711), 0);
+    CHECK_EQ(symlink(path, own), 0);
+    check_refused(name, own, "not a directory");
+    unlink(own);
+    rmdir(path);
+
+    /* the attack itself: /tmp/fastport-<uid> made by another user before we came (as root, when
+     * no such directory exists yet): our connect refuses it rather than use its fake port */
+    sk_default_dir((uint32_t)geteuid(), tmpdir, sizeof tmpdir);
+    if (geteuid() == 0 && lstat(tmpdir, &st) != 0) {
+        unsetenv("XDG_RUNTIME_DIR");
+        CHECK_EQ(mkdir(tmpdir, 0755), 0);
+        CHECK_EQ(chown(tmpdir, 65534, 65534), 0);
+        check_refused(name, tmpdir, "owned by uid 65534");
+        /* with XDG set, our ports go there, but a connect that finds nothing there still refuses
+         * the planted directory instead of looking into it */
+        setenv("XDG_RUNTIME_DIR", xdg, 1);
+        CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_ACCESSDENIED);
+        CHECK(strstr(fsim_error_detail(), tmpdir) != NULL);
+        CHECK_EQ(rmdir(tmpdir), 0);
+    }
+    snprintf(path, sizeof path, "%s/.lock", own);
+    unlink(path);
+    rmdir(own);
+    CHECK_EQ(rmdir(xdg), 0);
+    if (saved) {
+        setenv("XDG_RUNTIME_DIR", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("XDG_RUNTIME_DIR");
+    }
     setenv("FASTPORT_RUNTIME_DIR", rundir, 1);
 }
 
@@ -1685,6 +1809,190 @@ static void test_garbage_to_user(void)
         CHECK_EQ(SimFilterClose(h), FP_S_OK);
         fake_stop(&f, "\\Fake");
     }
+    /* a kernel side that sends the start of a frame and no more: hung up on after the peer
+     * timeout ($FASTPORT_SOCK_PEER_TIMEOUT_MS, 200 ms here, read at connect), which ends the get */
+    sk_hdr half = {5000, SK_MSGS, 0, 1, 0, 0};
+    fake_start(&f, "\\Fake", FP_S_OK, &half, sizeof half);
+    setenv("FASTPORT_SOCK_PEER_TIMEOUT_MS", "200", 1);
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Fake", 0, NULL, 0, NULL, &h), FP_S_OK);
+    unsetenv("FASTPORT_SOCK_PEER_TIMEOUT_MS");
+    msgbuf m;
+    uint32_t got;
+    uint64_t t0 = now_ms();
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 60000, &got), FP_E_INVALID_HANDLE);
+    CHECK(now_ms() - t0 < 30000); /* not the get's own timeout withdrawing it */
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    fake_stop(&f, "\\Fake");
+}
+
+/* ---- hostile peers: time and memory the kernel side gives them are bounded ---- */
+
+static int thread_count(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static fsim_server_stats sstats(fsim_server *s)
+{
+    fsim_server_stats st;
+    fsim_server_stats_get(s, &st);
+    return st;
+}
+
+/* A port (its environment knob set to value while it is created, when knob is not NULL) and a
+ * raw peer connected to it that has said hello. */
+static fsim_server *port_and_peer(const char *name, const char *knob, const char *value,
+                                  kstate *k, int *fd)
+{
+    if (knob)
+        setenv(knob, value, 1);
+    fsim_server *s = make_port(name, 4, FSIM_ACCESS_OWNER, k, 1);
+    if (knob)
+        unsetenv(knob);
+    *fd = raw_connect(name);
+    CHECK_EQ(raw_hello(*fd, name), FP_S_OK);
+    return s;
+}
+
+/* Peers that send half a HELLO pin a thread each until the frame deadline (the default here, 10 s)
+ * at most: closing the port hangs up on them at once, and their threads go. */
+static void test_partial_hellos_and_close(void)
+{
+    int base = thread_count();
+    kstate k;
+    fsim_server *s = make_port("\\HalfHello", 4, FSIM_ACCESS_OWNER, &k, 1);
+    enum { N = 50 };
+    int fds[N];
+    sk_hdr h = {1000, SK_HELLO, 0, SK_MAGIC, SK_VERSION, 0}; /* 24 of its 1000 bytes */
+    for (int i = 0; i < N; i++) {
+        fds[i] = raw_connect("\\HalfHello");
+        CHECK(fds[i] >= 0);
+        CHECK_EQ(send(fds[i], &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    }
+    /* the accept thread, then a thread per peer, each inside its handshake */
+    CHECK(WAIT_UNTIL(thread_count() >= base + 1 + N, 5000));
+    uint64_t t0 = now_ms();
+    fsim_close_server(s);
+    CHECK(WAIT_UNTIL(thread_count() == base, 5000));
+    CHECK(now_ms() - t0 < 5000);
+    for (int i = 0; i < N; i++) {
+        CHECK(hung_up(fds[i]));
+        close(fds[i]);
+    }
+    CHECK_EQ(kget_connects(&k), 0);
+}
+
+/* A connected peer that sends the start of a frame and no more is hung up on after the frame
+ * deadline ($FASTPORT_SOCK_FRAME_TIMEOUT_MS, 200 ms here), and counted. So is one that never
+ * sends its HELLO. */
+static void test_partial_frame_deadline(void)
+{
+    kstate k;
+    int fd;
+    fsim_server *s = port_and_peer("\\HalfFrame", "FASTPORT_SOCK_FRAME_TIMEOUT_MS", "200", &k, &fd);
+    sk_hdr h = {5000, SK_SEND, 0, 0, 0, 1};
+    CHECK_EQ(send(fd, &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 5000));
+    CHECK(hung_up(fd));
+    close(fd);
+    CHECK_EQ(sstats(s).peers_timed_out, 1);
+    int silent = raw_connect("\\HalfFrame");
+    CHECK(hung_up(silent) || hung_up(silent)); /* within 2 s, 2 s: the deadline is 200 ms */
+    close(silent);
+    CHECK_EQ(sstats(s).peers_timed_out, 2);
+    CHECK_EQ(kget_connects(&k), 1);
+    fsim_close_server(s);
+}
+
+/* A peer that floods FilterSendMessage requests while MessageNotify is busy: at most
+ * SK_MAX_WORKERS run and SK_MAX_QUEUED_JOBS wait; the rest are answered E_OUTOFMEMORY at once and
+ * counted. Each request is answered exactly once. */
+static void test_send_flood(void)
+{
+    kstate k;
+    int fd;
+    fsim_server *s = port_and_peer("\\Flood", NULL, NULL, &k, &fd);
+    enum { N = 400, IN = 16 * 1024 };
+    struct {
+        sk_hdr h;
+        char in[IN];
+    } *f = calloc(1, sizeof *f);
+    memcpy(f->in, "gate", 4);
+    for (uint32_t i = 0; i < N; i++) {
+        f->h = (sk_hdr){sizeof *f, SK_SEND, 0, 4, 0, i + 1};
+        CHECK_EQ(send(fd, f, sizeof *f, MSG_NOSIGNAL), (ssize_t)sizeof *f);
+    }
+    /* every request is either with MessageNotify, waiting for it, or dropped */
+    fsim_client *c = NULL;
+    CHECK(WAIT_UNTIL((c = kget_last(&k)) != NULL, 2000));
+    CHECK(WAIT_UNTIL(sstats(s).sends_dropped >= N - SK_MAX_WORKERS - SK_MAX_QUEUED_JOBS, 5000));
+    uint64_t dropped = sstats(s).sends_dropped;
+    CHECK(dropped <= N - SK_MAX_QUEUED_JOBS);
+    pthread_mutex_lock(&k.lock);
+    k.gate_open = 1;
+    pthread_cond_broadcast(&k.cv);
+    pthread_mutex_unlock(&k.lock);
+    /* every request answered once: the dropped ones with E_OUTOFMEMORY */
+    uint32_t answered = 0, refused = 0;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (answered < N) {
+        struct {
+            sk_hdr h;
+            char out[8];
+        } a;
+        ssize_t r = recv(fd, &a, sizeof a, 0);
+        if (r < (ssize_t)sizeof a.h || a.h.type != SK_SEND_ACK)
+            break;
+        answered++;
+        refused += a.h.hr == FP_E_OUTOFMEMORY;
+    }
+    CHECK_EQ(answered, N);
+    CHECK_EQ(refused, dropped);
+    pthread_mutex_lock(&k.lock);
+    CHECK_EQ(k.gated, N - (int)dropped);
+    pthread_mutex_unlock(&k.lock);
+    CHECK_EQ(sstats(s).sends_dropped, dropped);
+    close(fd);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 2000));
+    fsim_client_release(c);
+    free(f);
+    fsim_close_server(s);
+}
+
+/* A peer that keeps asking (REVOKE frames: an answer per tag) and never reads its answers is hung
+ * up on once more than $FASTPORT_SOCK_MAX_UNREAD_ANSWERS bytes of them wait (1 MiB here), and
+ * counted; the kernel side never stops reading it meanwhile. */
+static void test_peer_that_never_reads(void)
+{
+    kstate k;
+    int fd;
+    fsim_server *s =
+        port_and_peer("\\NoReader", "FASTPORT_SOCK_MAX_UNREAD_ANSWERS", "1048576", &k, &fd);
+    struct {
+        sk_hdr h;
+        uint64_t tags[SK_MAX_TAGS];
+    } *f = calloc(1, sizeof *f);
+    f->h = (sk_hdr){sizeof *f, SK_REVOKE, 0, SK_MAX_TAGS, 0, 0};
+    for (uint32_t i = 0; i < SK_MAX_TAGS; i++)
+        f->tags[i] = 1000000 + i; /* nobody's: answered "not found", 24 bytes each */
+    /* 1 MiB of answers is 11 frames; without the bound, 400 frames pile up 38 MiB and more */
+    int sent = 0;
+    while (sent < 400 && send(fd, f, sizeof *f, MSG_NOSIGNAL) == (ssize_t)sizeof *f)
+        sent++;
+    CHECK(sent < 400);
+    CHECK(WAIT_UNTIL(kget_disconnects(&k) == 1, 5000));
+    CHECK_EQ(sstats(s).slow_peers_dropped, 1);
+    close(fd);
+    free(f);
+    fsim_close_server(s);
 }
 
 /* ---- stress: 32 kernel senders here, 8 getter threads in a user process ---- */
@@ -1859,6 +2167,7 @@ int main(int argc, char **argv)
     } while (0)
     RUN(test_connect_rules());
     RUN(test_runtime_dir_rules());
+    RUN(test_spoofed_runtime_dirs());
     RUN(test_round_trip());
     RUN(test_send_message());
     RUN(test_concurrent_sends());
@@ -1876,6 +2185,10 @@ int main(int argc, char **argv)
     RUN(test_stopped_user());
     RUN(test_garbage_to_kernel());
     RUN(test_garbage_to_user());
+    RUN(test_partial_hellos_and_close());
+    RUN(test_partial_frame_deadline());
+    RUN(test_send_flood());
+    RUN(test_peer_that_never_reads());
     RUN(test_stress());
 #ifdef FASTPORT_DEBUG
     /* every connection thread has dropped its client, every server is gone */
