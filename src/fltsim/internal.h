@@ -158,6 +158,9 @@ fsim_hobj *fsim_handle_ref(SIM_HANDLE h); /* NULL if not a live handle */
 fsim_hobj *fsim_handle_ref_type(SIM_HANDLE h, enum fsim_htype type); /* NULL: not one of that type */
 void fsim_handle_unref(fsim_hobj *o);
 int fsim_handle_close(SIM_HANDLE h);      /* 0, or -1 if not a live handle */
+/* How many fork()s this process descends through since the first handle (or call): a connection
+ * that recorded another value was inherited from the parent, whose it remains. */
+uint32_t fsim_fork_generation(void);
 
 /* user.c: SimFilterGetMessageAsync on a port handle already referenced (checked arguments). */
 fp_hresult fsim_port_get_async(fsim_hobj *o, fsim_io *io);

@@ -1289,6 +1289,55 @@ static void test_kill_9_client(void)
     fsim_close_server(s);
 }
 
+/* fork(): the child inherits the connection (its socket is shared with the parent) but not its
+ * receiver thread. What the child does with it (a get, a send, a close) must neither end the
+ * parent's connection nor hang the child; the parent goes on receiving. */
+static void test_fork_child_leaves_connection(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Forked", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Forked", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = kget_last(&k);
+    getter g;
+    start_getter(&g, h, 1, 0); /* a get pending at the kernel across the fork */
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 1, 5000));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        msgbuf m;
+        char out[8];
+        uint32_t ret = 0;
+        int ok = SimFilterGetMessage(h, &m.h, sizeof m, 0, NULL) == FP_E_INVALID_HANDLE &&
+                 SimFilterSendMessage(h, "ping", 4, out, sizeof out, &ret) ==
+                     FP_E_INVALID_HANDLE &&
+                 SimFilterCancelIo(h, NULL) == FP_E_INVALID_HANDLE &&
+                 SimFilterClose(h) == FP_S_OK;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    wait_child(pid, &status);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ(kget_disconnects(&k), 0);
+    CHECK(fsim_client_connected(c));
+    CHECK_EQ(fsim_client_pending_gets(c), 1); /* the child's cancel never reached the kernel */
+    sender sd;
+    start_sender(&sd, c, "after", 1, 8, -1);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_S_OK);
+    CHECK(memcmp(g.m[0].body, "after", 5) == 0);
+    reply_to(h, g.m[0].h.MessageId, "ok", 0, FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    char out[8];
+    uint32_t ret = 0;
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
+    CHECK_EQ(ret, 3);
+    fsim_client_release(c);
+    close_user(h, &k);
+    fsim_close_server(s);
+}
+
 /* The kernel's process: creates the port, says "r", waits to be killed. */
 static pid_t spawn_kernel(const char *name, int *rfd)
 {
@@ -1870,6 +1919,7 @@ int main(int argc, char **argv)
     RUN(test_one_mib(NULL));
     RUN(test_one_mib("65536"));
     RUN(test_kill_9_client());
+    RUN(test_fork_child_leaves_connection());
     RUN(test_kernel_process_dies());
     RUN(test_other_uid());
     RUN(test_other_users_dir());
