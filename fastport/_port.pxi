@@ -2,8 +2,6 @@
 # message. Blocking calls release the GIL and wake every 100 ms to let Ctrl-C through.
 from cpython.bytearray cimport PyByteArray_AS_STRING
 
-cdef uint32_t _SIGNAL_SLICE_MS = 100
-
 _port_log = _logging.getLogger("fastport.port")
 
 
@@ -37,10 +35,12 @@ cdef class Port(_Source):
     cdef uint64_t _cancels # cancel() calls so far: a get between two of its waits sees them
     cdef void *_iocp       # the completion port the handle joined (for pumps), or NULL
     cdef object _iocp_user # id() of the pump using it now, or None (an id: no reference cycle)
+    cdef int _pid          # the process that connected: a child forked from it may not use it
 
     def __cinit__(self):
         self._h = 0
         self._iocp = NULL
+        self._pid = getpid()
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Port objects come from fastport.connect(name); they cannot be created "
@@ -48,9 +48,25 @@ cdef class Port(_Source):
 
     def __dealloc__(self):
         cdef SIM_HANDLE h = self._h
+        if _forked(self._pid):
+            self._forsake()
+            return
         self._close_completion_port()
         if h:
             self._h = 0
+            with nogil:
+                SimFilterClose(h)
+
+    cdef _forsake(self):
+        """Close in a child forked from the connecting process: the connection is the parent's
+        and goes on there. On the socket transport the child's descriptor is closed (never shut
+        down); inproc state and the completion port are left to die with the child (their locks
+        may be held by threads that do not exist here)."""
+        cdef SIM_HANDLE h = self._h
+        cdef fsim_transport t
+        self._h = 0
+        self._iocp = NULL
+        if h and SimFilterGetTransport(h, &t) == FP_S_OK and t == FSIM_SOCKET:
             with nogil:
                 SimFilterClose(h)
 
@@ -99,6 +115,9 @@ cdef class Port(_Source):
     cdef _backend_done(self, object pump):
         self._release_completion_port(pump)
 
+    cdef _abandon(self):
+        self.close()  # every pending get and reply completes with FP_E_INVALID_HANDLE
+
     cdef bint _local_replies(self) except -1:
         """Whether a reply costs no round trip (not the emulator's socket transport)."""
         cdef fsim_transport t
@@ -109,6 +128,7 @@ cdef class Port(_Source):
             raise RuntimeError("this Port was never connected: make one with fastport.connect(name)")
         if self._h == 0:
             raise _status.error_from_hresult(<uint32_t>FP_E_INVALID_HANDLE, "the port is closed")
+        _own(self._pid, f"port {self.name!r}")
         return self._h
 
     @property
@@ -199,25 +219,40 @@ cdef class Port(_Source):
 
     def send_message(self, data, out_size):
         """FilterSendMessage: run the server's MessageNotify with `data`; returns its output
-        (at most `out_size` bytes)."""
+        (at most `out_size` bytes).
+
+        The wait wakes for signals: Ctrl-C raises KeyboardInterrupt out of it. The send is then
+        abandoned, not withdrawn (FilterSendMessage cannot be): MessageNotify still runs (or
+        finishes) in the kernel side, and its output is discarded."""
         cdef uint32_t cap = _u32_arg(out_size, "out_size", 0, FSIM_MAX_MESSAGE)
         cdef SIM_HANDLE h = self._handle()
         cdef Py_buffer buf
         PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
         out = bytearray(cap)
-        cdef char *op = PyByteArray_AS_STRING(out)
+        cdef char *ob = PyByteArray_AS_STRING(out)
         cdef uint32_t ret = 0
-        cdef int32_t hr
+        cdef int32_t hr = 0
+        cdef int done = 0
+        cdef SIM_SEND_OP *op = NULL
         try:
             if <size_t>buf.len > FSIM_MAX_MESSAGE:
                 raise ValueError(f"message is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
-            with nogil:
-                hr = SimFilterSendMessage(h, buf.buf, <uint32_t>buf.len, op if cap else NULL,
-                                          cap, &ret)
-            _check_hr(hr, "FilterSendMessage")
-            return bytes(out[:ret])
+            with nogil:  # copies the input: it may outlive this call
+                hr = SimFilterSendMessageStart(h, buf.buf, <uint32_t>buf.len, cap, &op)
         finally:
             PyBuffer_Release(&buf)
+        _check_hr(hr, "FilterSendMessage")
+        try:
+            while True:
+                with nogil:
+                    done = SimFilterSendMessageWait(op, _SIGNAL_SLICE_MS, ob, cap, &ret, &hr)
+                if done:
+                    break
+                PyErr_CheckSignals()
+        finally:
+            SimFilterSendMessageEnd(op)  # not done: abandoned
+        _check_hr(hr, "FilterSendMessage")
+        return bytes(out[:ret])
 
     def cancel(self):
         """CancelIoEx(port, NULL): every get pending on this port raises OperationAborted
@@ -231,8 +266,12 @@ cdef class Port(_Source):
             _check_hr(hr, "CancelIoEx")
 
     def close(self):
-        """Close the handle (disconnects). Safe to call twice."""
+        """Close the handle (disconnects). Safe to call twice. In a child forked from the
+        connecting process it only drops the child's copy: the parent stays connected."""
         cdef SIM_HANDLE h = self._h
+        if _forked(self._pid):
+            self._forsake()
+            return
         self._h = 0
         if self._iocp_user is None:  # else the pump closes it once it is done with it
             self._close_completion_port()

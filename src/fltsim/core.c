@@ -650,6 +650,24 @@ uint32_t fsim_client_pending_gets(fsim_client *c)
     return n;
 }
 
+uint32_t fsim_client_queued(fsim_client *c)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (const fsim_msg *m = c->q_head; m; m = m->next)
+        n++;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+uint32_t fsim_client_awaiting_reply(fsim_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint32_t n = c->in_reply_table;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
 fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
 {
     wake_list wl = {0};
@@ -1074,6 +1092,30 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
     for (uint32_t i = 0; i < n; i++)
         fsim_client_release(drop[i]);
     return n;
+}
+
+void fsim_send_abandon(fsim_send_req *req)
+{
+    fsim_areq *a = (fsim_areq *)(void *)req->_private;
+    fsim_client *c = a->c;
+    fsim_sendq *q = a->q;
+    pthread_mutex_lock(&c->lock);
+    if (a->m.state != FSIM_MSG_DONE) { /* as async_expire; finished sends are on their way */
+        if (a->m.state == FSIM_MSG_QUEUED)
+            q_unlink(c, &a->m);
+        else
+            rt_remove(c, a->m.id);
+        a->m.state = FSIM_MSG_DONE;
+        a->m.result = FP_STATUS_TIMEOUT;
+        pthread_mutex_lock(&q->lock);
+        if (!a->claimed) { /* else the waiter timing it out pushes it */
+            if (a->in_tlist)
+                t_unlink(q, a);
+            c_push(q, a);
+        }
+        pthread_mutex_unlock(&q->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 uint32_t fsim_sendq_inflight(fsim_sendq *q)
