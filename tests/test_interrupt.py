@@ -1,6 +1,5 @@
 """Blocking calls wake for signals (Ctrl-C), and what an interrupted call leaves behind is
 defined; pump.stop() is bounded even when the kernel side's process is stopped."""
-import os
 import signal
 import subprocess
 import sys
@@ -13,37 +12,7 @@ import fastport
 from fastport import status
 from fastport.pump import Pump
 from pumpkit import MSG, REP
-
-
-def _interrupt_main_when(cond, give_up):
-    """A thread that waits for `cond()` (observable state: the main thread's call is pending),
-    then sends SIGINT to the main thread. If the main thread is still in its call long after
-    (the bug: it cannot be interrupted), give_up() unblocks it so that the test fails instead of
-    hanging (a KeyboardInterrupt raised after the call returned is no interrupted call).
-    Returns the thread; call its finish() once the main thread is out of its call."""
-    out = threading.Event()
-    gave_up = []
-    main = threading.main_thread().ident
-
-    def run():
-        while not cond():
-            if out.wait(0.001):  # (the call ended before its state showed: the test fails)
-                return
-        signal.pthread_kill(main, signal.SIGINT)
-        if not out.wait(10):
-            gave_up.append(True)
-            give_up()
-
-    t = threading.Thread(target=run, daemon=True)
-
-    def finish():
-        out.set()
-        t.join()
-        assert not gave_up, "the call was not interrupted"
-
-    t.finish = finish
-    t.start()
-    return t
+from waiting import interrupt_main_when
 
 
 def test_ctrl_c_interrupts_a_send_waiting_for_its_reply(served):
@@ -55,7 +24,7 @@ def test_ctrl_c_interrupts_a_send_waiting_for_its_reply(served):
 
     getter = threading.Thread(target=get_then_wait)
     getter.start()
-    t = _interrupt_main_when(lambda: bool(got) and client.awaiting_reply == 1,
+    t = interrupt_main_when(lambda: bool(got) and client.awaiting_reply == 1,
                              lambda: port.reply_message(got[0].message_id, b"late"))
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -80,7 +49,7 @@ def test_ctrl_c_interrupts_a_send_waiting_for_its_reply(served):
 
 def test_ctrl_c_withdraws_a_send_not_delivered_yet(served):
     server, client, port = served
-    t = _interrupt_main_when(lambda: client.queued == 1, client.close)
+    t = interrupt_main_when(lambda: client.queued == 1, client.close)
     try:
         with pytest.raises(KeyboardInterrupt):
             server.send(client, b"queued", reply_length=8, timeout=None)
@@ -102,7 +71,7 @@ def test_ctrl_c_interrupts_send_message(fm, port_name):
 
     fm.create_port(port_name, message_notify=notify)
     with fastport.connect(port_name) as port:
-        t = _interrupt_main_when(inside.is_set, release.set)
+        t = interrupt_main_when(inside.is_set, release.set)
         try:
             with pytest.raises(KeyboardInterrupt):
                 port.send_message(b"slow", 8)
