@@ -1013,7 +1013,7 @@ static void test_cancel_and_disconnect(void)
     uint32_t got;
     CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
     start_sender(&s2, c, "two", 1, 8, -1);
-    usleep(20000);
+    CHECK(WAIT_UNTIL(kqueued(c) == 1, 5000));
     uint64_t t0 = now_ms();
     close_user(h, &k);
     pthread_join(s1.t, NULL);
@@ -1088,7 +1088,7 @@ static void test_one_mib(const char *bufsize)
             b[j].data[i] = (uint8_t)(i * 13 + j + (i >> 9));
         pthread_create(&b[j].t, NULL, bigsend_main, &b[j]);
     }
-    usleep(30000); /* all three queued: one batch get takes them, one frame each */
+    CHECK(WAIT_UNTIL(kqueued(k.last) == N, 5000)); /* one batch get takes them, a frame each */
     struct bigmsg {
         FP_MESSAGE_HEADER h;
         uint8_t body[MIB];
@@ -1190,7 +1190,7 @@ static int child_main(const char *role, const char *name, int fd)
         for (;;)
             pause();
     }
-    if (strcmp(role, "kernel") == 0) { /* creates the port, says "r", waits */
+    if (strcmp(role, "kernel") == 0) { /* creates the port, says "r"; "p" once 4 gets wait */
         kstate k;
         memset(&k, 0, sizeof k);
         pthread_mutex_init(&k.lock, NULL);
@@ -1199,6 +1199,16 @@ static int child_main(const char *role, const char *name, int fd)
         if (fsim_create_port(name, FSIM_SOCKET, 4, FSIM_ACCESS_OWNER, &cb, &s) != 0)
             return 1;
         (void)!write(fd, "r", 1);
+        for (;;) {
+            fsim_client *c = kget_last(&k);
+            int pending = c && fsim_client_pending_gets(c) >= 4;
+            if (c)
+                fsim_client_release(c);
+            if (pending)
+                break;
+            usleep(1000);
+        }
+        (void)!write(fd, "p", 1);
         for (;;)
             pause();
     }
@@ -1272,7 +1282,7 @@ static void test_kill_9_client(void)
     char ch = 0;
     CHECK_EQ(read(p[0], &ch, 1), 1);
     start_sender(&s2, c, "two", 1, 8, -1); /* queued: the child gets no more */
-    usleep(30000);
+    CHECK(WAIT_UNTIL(kqueued(c) == 1, 5000));
     uint64_t t0 = now_ms();
     kill(pid, SIGKILL);
     pthread_join(s1.t, NULL);
@@ -1355,7 +1365,6 @@ static void test_kernel_process_dies(void)
     pid_t pid = spawn_kernel("\\KernelDies", &rfd);
     char ch = 0;
     CHECK_EQ(read(rfd, &ch, 1), 1);
-    close(rfd);
     /* a live port of another process: collision */
     fsim_server *x = NULL;
     fsim_callbacks none = {0};
@@ -1369,7 +1378,9 @@ static void test_kernel_process_dies(void)
     CHECK(ret == 3 && memcmp(out, "cba", 3) == 0);
     getter g;
     start_getter(&g, h, 4, 0);
-    usleep(30000);
+    CHECK_EQ(read(rfd, &ch, 1), 1); /* the kernel sees the 4 gets waiting */
+    CHECK_EQ(ch, 'p');
+    close(rfd);
     uint64_t t0 = now_ms();
     kill(pid, SIGKILL);
     pthread_join(g.t, NULL);
