@@ -1,9 +1,9 @@
 """Blocking calls wake for signals (Ctrl-C), and what an interrupted call leaves behind is
 defined; pump.stop() is bounded even when the kernel side's process is stopped."""
+import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 
 import pytest
@@ -82,26 +82,7 @@ def test_ctrl_c_interrupts_send_message(fm, port_name):
         assert port.send_message(b"fast", 8) == b"FAST"
 
 
-# The kernel side in a process of its own, which the test stops with SIGSTOP: it creates the
-# port, says "ready", and once a client is connected sends it one message wanting a reply.
-KERNEL = textwrap.dedent("""
-    import sys, threading
-    from fastport.sim import FilterManager
-    fm = FilterManager("socket")
-    clients = []
-    connected = threading.Event()
-
-    def on_connect(client, context):
-        clients.append(client)
-        connected.set()
-
-    server = fm.create_port(sys.argv[1], connect_notify=on_connect)
-    print("ready", flush=True)
-    connected.wait()
-    server.send(clients[0], bytes(64), reply_length=8, timeout=None)
-    sys.stdin.read()
-""")
-
+KERNEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_child.py")
 
 def _state(pid):
     with open(f"/proc/{pid}/stat") as f:
@@ -109,7 +90,7 @@ def _state(pid):
 
 
 def test_stop_is_bounded_when_the_kernel_process_is_stopped(port_name):
-    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, port_name], stdin=subprocess.PIPE,
+    kernel = subprocess.Popen([sys.executable, KERNEL, port_name, "send-one"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert kernel.stdout.readline() == "ready\n"

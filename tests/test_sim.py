@@ -441,32 +441,13 @@ CHILD_CLIENT = textwrap.dedent("""
     import signal; signal.pause()  # until killed
 """)
 
-CHILD_SERVER = textwrap.dedent("""
-    import signal, sys, threading, time
-    from fastport.sim import FilterManager
-    fm = FilterManager("socket")
-    clients = []
-    connected = threading.Event()
-
-    def on_connect(client, context):
-        clients.append(client)
-        connected.set()
-
-    server = fm.create_port(sys.argv[1], connect_notify=on_connect)
-    print("ready", flush=True)
-    connected.wait()
-    print("connected", flush=True)
-    if sys.argv[2:] == ["tell-pending"]:  # says when the user's get waits here
-        while clients[0].pending_gets == 0:
-            time.sleep(0.001)
-        print("pending", flush=True)
-    signal.pause()  # until killed
-""")
-
+CHILD_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_child.py")
 
 def _child(code, *args):
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                            text=True, env=os.environ.copy())
+    """A Python child running `code` (a string, or the path of a script) with args."""
+    cmd = [sys.executable, code] if code.endswith(".py") else [sys.executable, "-c", code]
+    return subprocess.Popen(cmd + list(args), stdout=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
 
 
 def test_kill_9_of_client_process_disconnects_senders(port_name, sender):

@@ -26,11 +26,7 @@ static __thread int tl_cond_ready;
 pthread_cond_t *fsim_thread_cond(void)
 {
     if (!tl_cond_ready) {
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-        pthread_cond_init(&tl_cond, &a);
-        pthread_condattr_destroy(&a);
+        fsim_cond_init_mono(&tl_cond);
         tl_cond_ready = 1;
     }
     return &tl_cond;
@@ -878,11 +874,7 @@ fp_ntstatus fsim_sendq_create(fsim_sendq **out)
     if (!q)
         return FP_STATUS_INSUFFICIENT_RESOURCES;
     pthread_mutex_init(&q->lock, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cv, &a);
-    pthread_condattr_destroy(&a);
+    fsim_cond_init_mono(&q->cv);
     return FP_STATUS_SUCCESS;
 }
 

@@ -176,6 +176,16 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
 
 /* A thread-local condition variable on CLOCK_MONOTONIC. */
 pthread_cond_t *fsim_thread_cond(void);
+
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines (fp_timespec_at). */
+static inline void fsim_cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
 /* Takes one post of s, waiting until the CLOCK_MONOTONIC time deadline_ns (0 = none).
  * Returns 0, or ETIMEDOUT. */
 int fsim_sem_take(sem_t *s, uint64_t deadline_ns);

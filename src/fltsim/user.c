@@ -268,11 +268,7 @@ fp_hresult SimFilterSendMessageStart(SIM_HANDLE port, const void *in_buffer, uin
         return FP_E_OUTOFMEMORY;
     }
     pthread_mutex_init(&op->mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&op->cv, &a);
-    pthread_condattr_destroy(&a);
+    fsim_cond_init_mono(&op->cv);
     op->refs = 2;
     op->port = port;
     op->in_size = in_size;
