@@ -303,17 +303,25 @@ static void *echo_main(void *p)
     return NULL;
 }
 
+/* A port named "\\async-<what>-<pid>-<transport>" whose connections k records, and one
+ * connection to it in *h. */
+static fsim_server *open_port(const char *what, enum fsim_transport tr, kstate *k, SIM_HANDLE *h)
+{
+    char name[64];
+    snprintf(name, sizeof name, "\\async-%s-%d-%d", what, (int)getpid(), (int)tr);
+    fsim_callbacks cb = {on_connect, on_disconnect, NULL, k};
+    fsim_server *srv = NULL;
+    CHECK_EQ(fsim_create_port(name, tr, 4, FSIM_ACCESS_OWNER, &cb, &srv), FP_STATUS_SUCCESS);
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, h), FP_S_OK);
+    return srv;
+}
+
 static void test_many_in_flight(enum fsim_transport tr)
 {
     enum { N = 2000, INFLIGHT = 64 };
-    char name[64];
-    snprintf(name, sizeof name, "\\async-many-%d-%d", (int)getpid(), (int)tr);
     kstate k = {PTHREAD_MUTEX_INITIALIZER, NULL};
-    fsim_callbacks cb = {on_connect, on_disconnect, NULL, &k};
-    fsim_server *srv = NULL;
-    CHECK_EQ(fsim_create_port(name, tr, 4, FSIM_ACCESS_OWNER, &cb, &srv), FP_STATUS_SUCCESS);
     echo_user u = {0, N};
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &u.h), FP_S_OK);
+    fsim_server *srv = open_port("many", tr, &k, &u.h);
     pthread_t t;
     pthread_create(&t, NULL, echo_main, &u);
     static fsim_send_req reqs[INFLIGHT];
@@ -356,14 +364,9 @@ static void test_many_in_flight(enum fsim_transport tr)
  * back as it finished. */
 static void test_abandon(enum fsim_transport tr)
 {
-    char name[64];
-    snprintf(name, sizeof name, "\\async-abandon-%d-%d", (int)getpid(), (int)tr);
     kstate k = {PTHREAD_MUTEX_INITIALIZER, NULL};
-    fsim_callbacks cb = {on_connect, on_disconnect, NULL, &k};
-    fsim_server *srv = NULL;
-    CHECK_EQ(fsim_create_port(name, tr, 1, FSIM_ACCESS_OWNER, &cb, &srv), FP_STATUS_SUCCESS);
     SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_server *srv = open_port("abandon", tr, &k, &h);
     fsim_send_req *out[1];
     uint32_t reply = 0;
     struct {
