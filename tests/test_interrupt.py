@@ -66,7 +66,7 @@ def test_ctrl_c_interrupts_send_message(fm, port_name):
     def notify(client, data, out_size):
         if data == b"slow":
             inside.set()
-            release.wait(10)
+            release.wait(60)  # longer than the test gives the interrupt
         return data.upper()
 
     fm.create_port(port_name, message_notify=notify)
