@@ -648,6 +648,24 @@ static void test_send_message(void)
     CHECK_EQ(SimFilterSendMessage(h, "fail", 4, out, sizeof out, &ret), FP_E_ACCESSDENIED);
     CHECK_EQ(ret, 0);
     CHECK_EQ(SimFilterSendMessage(h, "x", 1, out, sizeof out, NULL), FP_E_INVALIDARG);
+    /* the same in steps (a caller that waits in slices), and one walked away from */
+    SIM_SEND_OP *op = NULL;
+    fp_hresult hr = FP_E_INVALID_HANDLE;
+    CHECK_EQ(SimFilterSendMessageStart(h, NULL, 1, 8, &op), FP_E_INVALIDARG);
+    CHECK_EQ(SimFilterSendMessageStart(h, "hello", 5, sizeof out, &op), FP_S_OK);
+    while (!SimFilterSendMessageWait(op, 10, out, sizeof out, &ret, &hr))
+        ;
+    SimFilterSendMessageEnd(op);
+    CHECK_EQ(hr, FP_S_OK);
+    CHECK_EQ(ret, 5);
+    CHECK(memcmp(out, "olleh", 5) == 0);
+    CHECK_EQ(SimFilterSendMessageStart(h, "fail", 4, sizeof out, &op), FP_S_OK);
+    CHECK_EQ(SimFilterSendMessageWait(op, FSIM_INFINITE, out, sizeof out, &ret, &hr), 1);
+    SimFilterSendMessageEnd(op);
+    CHECK_EQ(hr, FP_E_ACCESSDENIED);
+    CHECK_EQ(SimFilterSendMessageStart(h, "abandoned", 9, sizeof out, &op), FP_S_OK);
+    SimFilterSendMessageEnd(op); /* its thread finishes it and frees it */
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
     /* 1 MiB in, 1 MiB out */
     uint8_t *in = malloc(MIB), *big = malloc(MIB);
     for (uint32_t i = 0; i < MIB; i++)
