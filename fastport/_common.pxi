@@ -2,6 +2,17 @@
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+cdef extern from *:
+    """
+    #ifdef _WIN32
+    #include <process.h>
+    #define fp_getpid() _getpid()
+    #else
+    #include <unistd.h>
+    #define fp_getpid() getpid()
+    #endif
+    """
+    int getpid "fp_getpid" () nogil
 
 import numbers as _numbers
 import operator as _operator
@@ -19,6 +30,24 @@ cdef inline int _check_hr(int32_t hr, str what) except -1:
 cdef inline int _check_nt(int32_t st, str what) except -1:
     if st < 0:
         raise _status.error_from_ntstatus(<uint32_t>st, what)
+    return 0
+
+# Blocking calls wait in slices of this many ms, releasing the GIL, and check for signals
+# (Ctrl-C) between two.
+cdef uint32_t _SIGNAL_SLICE_MS = 100
+
+cdef inline bint _forked(int owner) noexcept:
+    """Whether this is a child forked from process `owner` (which made the object)."""
+    return getpid() != owner
+
+cdef inline int _own(int owner, str what) except -1:
+    """Refuse to use, in a child forked from process `owner`, what that process made: its C
+    threads do not exist here, and its connections are the parent's (a call from the child would
+    disturb them)."""
+    if getpid() != owner:
+        raise RuntimeError(f"{what} belongs to process {owner}, and this is process {getpid()}, "
+                           "forked from it: a child cannot use it (its threads and connections "
+                           "stay the parent's); create a new one in the child")
     return 0
 
 cdef object _int_value(object value, str name):

@@ -13,8 +13,6 @@ from libc.string cimport memcpy
 cdef extern from "Python.h":
     wchar_t *PyUnicode_AsWideCharString(object unicode, Py_ssize_t *size) except NULL
 
-cdef uint32_t _SIGNAL_SLICE_MS = 100
-
 _port_log = _logging.getLogger("fastport.port")
 
 
@@ -49,11 +47,13 @@ cdef class Port(_Source):
     cdef uint64_t _cancels # cancel() calls so far: a get between two of its waits sees them
     cdef void *_iocp       # the completion port the handle joined (for pumps), or NULL
     cdef object _iocp_user # id() of the pump using it now, or None (an id: no reference cycle)
+    cdef int _pid          # the process that connected: a child forked from it may not use it
 
     def __cinit__(self):
         self._h = NULL
         self._ops = NULL
         self._iocp = NULL
+        self._pid = getpid()
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Port objects come from fastport.connect(name); they cannot be created "
@@ -62,11 +62,26 @@ cdef class Port(_Source):
     def __dealloc__(self):
         cdef void *h = self._h
         cdef const fp_port_ops *ops = self._ops
+        if _forked(self._pid):
+            self._forsake()
+            return
         self._close_completion_port()
         if h is not NULL:
             self._h = NULL
             with nogil:
                 ops.close(h)
+
+    cdef _forsake(self):
+        """Close in a child forked from the connecting process: the connection is the parent's
+        and goes on there (on the emulator's socket transport the child's descriptor is closed,
+        never shut down; inproc state and the completion port are left to die with the child:
+        their locks may be held by threads that do not exist here)."""
+        cdef void *h = self._h
+        self._h = NULL
+        self._iocp = NULL
+        if h is not NULL and self._ops.forsake is not NULL:
+            with nogil:
+                self._ops.forsake(h)
 
     cdef void *_completion_port(self, object user) except NULL:
         """The completion port of this handle, for one pump at a time (a handle joins one
@@ -112,6 +127,9 @@ cdef class Port(_Source):
     cdef _backend_done(self, object pump):
         self._release_completion_port(pump)
 
+    cdef _abandon(self):
+        self.close()  # every pending get and reply completes with FP_E_INVALID_HANDLE
+
     cdef bint _local_replies(self) except -1:
         """Whether a reply costs no round trip (not the emulator's socket transport)."""
         return self._ops.local_replies(self._handle()) != 0
@@ -121,6 +139,7 @@ cdef class Port(_Source):
             raise RuntimeError("this Port was never connected: make one with fastport.connect(name)")
         if self._h is NULL:
             raise _status.error_from_hresult(<uint32_t>FP_E_INVALID_HANDLE, "the port is closed")
+        _own(self._pid, f"port {self.name!r}")
         return self._h
 
     @property
@@ -221,25 +240,47 @@ cdef class Port(_Source):
 
     def send_message(self, data, out_size):
         """FilterSendMessage: run the server's MessageNotify with `data`; returns its output
-        (at most `out_size` bytes)."""
+        (at most `out_size` bytes).
+
+        The wait wakes for signals where the port allows it (the emulator): Ctrl-C raises
+        KeyboardInterrupt out of it. The send is then abandoned, not withdrawn (FilterSendMessage
+        cannot be): MessageNotify still runs (or finishes) in the kernel side, and its output is
+        discarded."""
         cdef uint32_t cap = _u32_arg(out_size, "out_size", 0, FP_PORT_MAX_MESSAGE)
         cdef void *h = self._handle()
         cdef const fp_port_ops *ops = self._ops
         cdef Py_buffer buf
         PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
         out = bytearray(cap)
-        cdef char *op = PyByteArray_AS_STRING(out)
+        cdef char *ob = PyByteArray_AS_STRING(out)
         cdef uint32_t ret = 0
-        cdef int32_t hr
+        cdef int32_t hr = 0
+        cdef int done = 0
+        cdef void *op = NULL
         try:
             if <size_t>buf.len > FP_PORT_MAX_MESSAGE:
                 raise ValueError(f"message is {buf.len} bytes; the limit is {FP_PORT_MAX_MESSAGE}")
-            with nogil:
-                hr = ops.send(h, buf.buf, <uint32_t>buf.len, op if cap else NULL, cap, &ret)
-            _check_hr(hr, "FilterSendMessage")
-            return bytes(out[:ret])
+            if ops.send_start is NULL:  # one uninterruptible call
+                with nogil:
+                    hr = ops.send(h, buf.buf, <uint32_t>buf.len, ob if cap else NULL, cap, &ret)
+                _check_hr(hr, "FilterSendMessage")
+                return bytes(out[:ret])
+            with nogil:  # copies the input: it may outlive this call
+                hr = ops.send_start(h, buf.buf, <uint32_t>buf.len, cap, &op)
         finally:
             PyBuffer_Release(&buf)
+        _check_hr(hr, "FilterSendMessage")
+        try:
+            while True:
+                with nogil:
+                    done = ops.send_wait(op, _SIGNAL_SLICE_MS, ob, cap, &ret, &hr)
+                if done:
+                    break
+                PyErr_CheckSignals()
+        finally:
+            ops.send_end(op)  # not done: abandoned
+        _check_hr(hr, "FilterSendMessage")
+        return bytes(out[:ret])
 
     def cancel(self):
         """CancelIoEx(port, NULL): every get pending on this port raises OperationAborted
@@ -254,9 +295,13 @@ cdef class Port(_Source):
             _check_hr(hr, "CancelIoEx")
 
     def close(self):
-        """Close the handle (disconnects). Safe to call twice."""
+        """Close the handle (disconnects). Safe to call twice. In a child forked from the
+        connecting process it only drops the child's copy: the parent stays connected."""
         cdef void *h = self._h
         cdef const fp_port_ops *ops = self._ops
+        if _forked(self._pid):
+            self._forsake()
+            return
         self._h = NULL
         if self._iocp_user is None:  # else the pump closes it once it is done with it
             self._close_completion_port()

@@ -7,6 +7,7 @@ from cpython.ref cimport Py_INCREF, PyObject
 cnp.import_array()
 
 import logging as _logging
+import threading as _threading
 import traceback as _traceback
 from types import CoroutineType as _Coroutine
 
@@ -25,6 +26,8 @@ cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(object o)
 
 cdef int _NEXT_SLICE_MS = 100
+# Pump.stop's default bound, in seconds: past it the pump hangs up on its port (see stop).
+STOP_TIMEOUT = 5.0
 _log = _logging.getLogger("fastport.pump")
 
 
@@ -37,7 +40,7 @@ cdef class _BatchHold:
     cdef fp_batch batch
 
     def __dealloc__(self):
-        if self.batch.chunk is not NULL:
+        if self.batch.chunk is not NULL and not _forked(self.core._pid):
             with nogil:
                 fp_batch_release(self.core._p, &self.batch)
             self.batch.chunk = NULL
@@ -188,6 +191,7 @@ cdef class Batch:
         cdef cnp.ndarray m
         cdef const uint8_t *mp = NULL
         self._ok()
+        self.core._ok()
         if mask is not None:
             m = _np.ascontiguousarray(mask, dtype=_np.bool_)
             if m.ndim != 1 or m.shape[0] != self.count:
@@ -205,6 +209,7 @@ cdef class Batch:
         if self._released:
             return
         self._ok()
+        self.core._ok()
         self._released = True
         with nogil:
             fp_batch_finish(self.core._p, &self.hold.batch,
@@ -233,10 +238,12 @@ cdef class _PumpCore:
     cdef cnp.dtype _header_dtype, _status_dtype, _length_dtype, _ns_dtype
     cdef bint _started
     cdef uint64_t _overflow_logged
+    cdef int _pid  # the process that made it: a child forked from it may not use it
 
     def __cinit__(self):
         self._p = NULL
         self._backend = NULL
+        self._pid = getpid()
 
     def __init__(self, _Source port not None, message, reply, uint32_t threads, uint32_t outstanding,
                  uint32_t batch, deadline, default_reply, uint32_t reply_threads,
@@ -296,6 +303,8 @@ cdef class _PumpCore:
     def __dealloc__(self):
         # Every Batch and view holds a reference to this object, so no batch is held here.
         cdef int32_t hr = 0
+        if _forked(self._pid):
+            return  # the parent's threads use this memory there; here it goes with the process
         if self._p is not NULL:
             with nogil:
                 hr = fp_pump_destroy(self._p)
@@ -307,7 +316,7 @@ cdef class _PumpCore:
     cdef inline int _ok(self) except -1:
         if self._p is NULL:
             raise RuntimeError("the pump was not initialised (call Pump(...), not __new__)")
-        return 0
+        return _own(self._pid, "this pump")
 
     def start(self):
         """Start the worker threads (they post the first gets)."""
@@ -320,16 +329,65 @@ cdef class _PumpCore:
         _check_hr(hr, "starting the pump")
         self._started = True
 
-    def stop(self):
+    def stop(self, timeout=STOP_TIMEOUT):
         """Stop: cancel pending gets, answer every received message (default_reply for those
-        without an answer), join every thread. Any thread, the handler included; idempotent."""
+        without an answer), join every thread. Any thread, the handler included; idempotent.
+
+        timeout: seconds (default STOP_TIMEOUT, 5 s; None = no bound) the kernel side gets to
+        answer the cancels and accept the replies. A live kernel side does so at once; one that
+        does not (its process stopped, a hung emulator) is given up on when the bound passes:
+        the pump closes its port (as if port.close() were called; on the socket transport the
+        close itself waits at most 2 s more for the kernel side), so every pending get and
+        reply completes as failed and the threads end. What was not answered then stays
+        unanswered for the kernel: its senders see the connection end (or their own timeout).
+        Returns a dict: `hung_up` (the bound passed and the port was closed), and as counted
+        when it passed: `unanswered` (messages received and not answered yet, whose replies
+        then failed: in stats['errors'] or stats['reply_failed']) and `gets_pending` (gets
+        still in flight). All zero/False for a clean stop (and when already stopped).
+
+        In a child forked from the pump's process it raises RuntimeError at once and frees
+        nothing (the pump is the parent's)."""
+        report = {"hung_up": False, "unanswered": 0, "gets_pending": 0}
         if self._p is NULL:
-            return
-        with nogil:
-            fp_pump_stop(self._p)
-            fp_pump_join(self._p)
+            return report
+        _own(self._pid, "this pump")
+        cdef int64_t t = _timeout_ns(timeout)
+        guard = _threading.Lock()
+        done = []
+
+        def give_up():
+            with guard:
+                if done:
+                    return
+                s = self.stats
+                report.update(hung_up=True, gets_pending=s["inflight"], unanswered=(
+                    s["received"] - s["replied"] - s["reply_failed"] - s["no_reply"]
+                    - s["defaulted"]))
+                _log.warning("pump stop: the port did not answer within %g s; closing it "
+                             "(%d message(s) unanswered, %d get(s) pending)", t / 1e9,
+                             report["unanswered"], report["gets_pending"])
+                (<_Source>self.port)._abandon()
+
+        timer = None
+        if t >= 0:
+            timer = _threading.Timer(t / 1e9, give_up)
+            timer.daemon = True
+            timer.start()
+        try:
+            with nogil:
+                fp_pump_stop(self._p)
+                fp_pump_join(self._p)
+        finally:
+            if timer is not None:
+                with guard:
+                    done.append(True)
+                timer.cancel()
+                timer.join()  # its thread holds give_up, so self: gone before we return
         # drained: nothing of ours is pending on the port's completion port anymore
         (<_Source>self.port)._backend_done(self)
+        if report["hung_up"]:
+            _log.info("pump stopped after closing its port")
+        return report
 
     cdef Batch _wrap(self, const fp_batch *fb):
         cdef _BatchHold hold = _BatchHold.__new__(_BatchHold)

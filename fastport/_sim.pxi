@@ -71,23 +71,26 @@ cdef class ClientPort:
     cdef fsim_client *_c
     cdef readonly ServerPort server
     cdef readonly uint64_t id
+    cdef int _pid  # the process of the server port: a child forked from it may not use it
 
     def __cinit__(self):
         self._c = NULL
+        self._pid = getpid()
 
     def __init__(self, *args, **kwargs):
         raise TypeError("ClientPort objects come from the emulator (ServerPort.clients, the "
                         "callbacks' first argument); they cannot be created directly")
 
     def __dealloc__(self):
-        if self._c is not NULL:
+        if self._c is not NULL and not _forked(self._pid):
             fsim_client_release(self._c)
-            self._c = NULL
+        self._c = NULL
 
     cdef fsim_client *_client(self) except NULL:
         if self._c is NULL:  # made with ClientPort.__new__
             raise RuntimeError("this ClientPort is no connection: client ports come from "
                                "ServerPort.clients and the callbacks")
+        _own(self._pid, "this client port")
         return self._c
 
     @property
@@ -104,6 +107,21 @@ cdef class ClientPort:
     def uid(self):
         """User id of the connecting process."""
         return fsim_client_peer_uid(self._client())
+
+    @property
+    def pending_gets(self):
+        """Gets of the user side waiting at the kernel for a message now (to wait on state)."""
+        return fsim_client_pending_gets(self._client())
+
+    @property
+    def queued(self):
+        """Sends queued on this connection for want of a get now (to wait on state)."""
+        return fsim_client_queued(self._client())
+
+    @property
+    def awaiting_reply(self):
+        """Sends delivered on this connection and waiting for their reply now."""
+        return fsim_client_awaiting_reply(self._client())
 
     def close(self):
         """FltCloseClientPort: disconnect. Senders waiting on it get STATUS_PORT_DISCONNECTED."""
@@ -187,8 +205,10 @@ cdef class ServerPort:
     cdef readonly uint64_t callback_errors_dropped  # older failures no longer kept
     cdef dict _closed_stats     # stats as of close()
     cdef object __weakref__
+    cdef int _pid  # the process that created it: a child forked from it may not use it
 
     def __cinit__(self):
+        self._pid = getpid()
         self._s = NULL
         self._clients = {}
         self.callback_errors = []
@@ -198,8 +218,9 @@ cdef class ServerPort:
                         "they cannot be created directly")
 
     def __dealloc__(self):
-        # Unload: nobody can reach the clients from Python any more.
-        if self._s is not NULL:
+        # Unload: nobody can reach the clients from Python any more. In a child forked from the
+        # creating process the port is the parent's: left alone (it dies with the child).
+        if self._s is not NULL and not _forked(self._pid):
             with nogil:
                 fsim_disconnect_all(self._s)
                 fsim_close_server(self._s)
@@ -240,7 +261,13 @@ cdef class ServerPort:
         reply_length: None = no reply expected (returns once delivered); else the size of the
         reply buffer in bytes (the reply payload, header excluded). timeout: seconds bounding
         delivery plus reply together; None = forever. Returns a SendResult; STATUS_TIMEOUT and
-        STATUS_PORT_DISCONNECTED are statuses, not exceptions."""
+        STATUS_PORT_DISCONNECTED are statuses, not exceptions.
+
+        The wait wakes for signals: Ctrl-C raises KeyboardInterrupt out of it, and the send is
+        abandoned as its timeout would abandon it: a message not delivered yet is withdrawn
+        (never delivered later), a delivered one's reply finds no waiter (the replier gets
+        ERROR_FLT_NO_WAITER_FOR_REPLY). Nothing stays pending."""
+        _own(self._pid, f"server port {self.name!r}")
         cdef fsim_client *c = client._client()
         if client.server is not self:
             raise ValueError("client is not connected to this server port")
@@ -252,7 +279,12 @@ cdef class ServerPort:
         cdef Py_buffer buf
         PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
         cdef char *reply = NULL
-        cdef int32_t st = 0, rst = 0
+        cdef int32_t st = 0
+        cdef fsim_sendq *q = NULL
+        cdef fsim_send_req req
+        cdef fsim_send_req *got = NULL
+        cdef uint32_t n = 0
+        memset(&req, 0, sizeof(req))
         try:
             if <size_t>buf.len > FSIM_MAX_MESSAGE:
                 raise ValueError(f"message is {buf.len} bytes; the limit is {FSIM_MAX_MESSAGE}")
@@ -260,20 +292,48 @@ cdef class ServerPort:
                 reply = <char *>malloc(cap if cap else 1)
                 if reply is NULL:
                     raise MemoryError()
+            if fsim_sendq_create(&q) < 0:
+                raise MemoryError()
+            # fsim_send's path, waited for in slices (a blocked fsim_send would not see Ctrl-C)
+            req.data = buf.buf
+            req.length = <uint32_t>buf.len
+            req.reply = reply
+            req.reply_cap = cap
+            req.timeout_ns = t
             with nogil:
-                st = fsim_send(c, buf.buf, <uint32_t>buf.len, reply,
-                               &cap if want else NULL, t, &rst)
-            if st == FP_STATUS_INVALID_PARAMETER:
-                _check_nt(st, "FltSendMessage")
+                st = fsim_send_async(c, &req, q)
+            _check_nt(st, "FltSendMessage")
+            try:
+                while True:
+                    with nogil:
+                        n = fsim_sendq_wait(q, &got, 1, _SIGNAL_SLICE_MS * 1000000)
+                    if n:
+                        break
+                    PyErr_CheckSignals()
+            except BaseException:
+                with nogil:
+                    fsim_send_abandon(&req)
+                    while fsim_sendq_wait(q, &got, 1, -1) == 0:
+                        pass
+                raise
+            st = req.status
             if want and st == FP_STATUS_SUCCESS:
-                return _send_result(<uint32_t>st, reply[:cap], <uint32_t>rst)
+                return _send_result(<uint32_t>st, reply[:req.reply_length],
+                                    <uint32_t>req.reply_status)
             return _send_result(<uint32_t>st)
         finally:
+            if q is not NULL:
+                fsim_sendq_destroy(q)  # every send on it was handed back
             free(reply)
             PyBuffer_Release(&buf)
 
     def close(self):
-        """FltCloseCommunicationPort: stop accepting connections; live ones go on."""
+        """FltCloseCommunicationPort: stop accepting connections; live ones go on. In a child
+        forked from the creating process it only drops the child's copy (the parent's port goes
+        on)."""
+        if _forked(self._pid):
+            self._s = NULL
+            return
         if self._s is not NULL:
             self._closed_stats = _server_stats(self._s)
             with nogil:
@@ -283,8 +343,12 @@ cdef class ServerPort:
                       len(self.clients))
 
     def _unload(self):
-        """Disconnect every client, then close (what unloading the filter does)."""
+        """Disconnect every client, then close (what unloading the filter does). In a child
+        forked from the creating process: only close (the clients are the parent's)."""
         cdef ClientPort c
+        if _forked(self._pid):
+            self.close()
+            return
         clients = list(self._clients.values())
         if clients:
             _sim_log.debug("server port %r: disconnecting %d client(s)", self.name, len(clients))

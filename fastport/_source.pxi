@@ -13,3 +13,8 @@ cdef class _Source:
     cdef _backend_done(self, object pump):
         """`pump` is done with the source: nothing of its is pending anymore (idempotent)."""
         pass
+
+    cdef _abandon(self):
+        """The pump's stop gave up waiting for the other side: make whatever is pending on the
+        source complete (as failed) so that its threads end."""
+        pass

@@ -24,9 +24,9 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 import numpy as np
 
 from fastport import _ext
-from fastport._ext import Batch, _PumpCore, _Source
+from fastport._ext import STOP_TIMEOUT, Batch, _PumpCore, _Source
 
-__all__ = ["Pump", "Batch"]
+__all__ = ["Pump", "Batch", "STOP_TIMEOUT"]
 
 _log = logging.getLogger("fastport.pump")
 
@@ -71,12 +71,18 @@ class Pump(_PumpCore):
     False leaves all receiving to the worker threads.
 
     A context manager: entering starts the workers, leaving stops them (every received message
-    is answered, every thread joined). A pump nobody refers to any more is stopped and freed
-    when it is collected, as is its port when nothing else refers to it.
+    is answered, every thread joined; bounded by STOP_TIMEOUT, see stop()). A pump nobody
+    refers to any more is stopped and freed when it is collected, as is its port when nothing
+    else refers to it.
 
     Several consumers may share one pump: threads iterating it (each gets its own batches, and
     each `__next__` releases only the previous batch of its own thread), threads in run(), and
-    any number of `pump.batches()` loops on one or several event loops."""
+    any number of `pump.batches()` loops on one or several event loops.
+
+    fork(): a pump belongs to the process that made it. In a child forked from that process
+    every use of it (iterating, run(), stop(), a batch's reply() or release()) raises
+    RuntimeError at once, and collecting it there frees nothing (its threads, slab and port
+    connection go on in the parent, undisturbed)."""
 
     on_error = "default"
 

@@ -1,12 +1,9 @@
 """The pump: correctness, lifetimes and shutdown, on both transports."""
 import asyncio
 import gc
-import os
-import signal
 import struct
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
 from pumpkit import MSG, REP, expected, good_handler
+from waiting import interrupt_main_when, wait_for
 
 
 
@@ -165,9 +163,7 @@ def test_deadline_answers_for_a_hung_handler(served):
         r = server.send(client, bytes(64), reply_length=8, timeout=5)
         assert r.status == status.STATUS_SUCCESS and r.reply == default
         release.set()
-        deadline = time.monotonic() + 5
-        while pump.stats["late_python"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: pump.stats["late_python"] == 1, "the late reply to be counted")
         pump.stop()
         runner.join(5)
     s = pump.stats
@@ -237,11 +233,19 @@ def test_stop_answers_messages_in_flight(served):
 
 def test_disconnect_while_busy_ends_with_port_error(served):
     server, client, port = served
+    busy, closed = threading.Event(), threading.Event()
+
+    def handler(batch):  # the first batch is judged while the connection goes away
+        busy.set()
+        closed.wait(10)
+        good_handler(batch)
+
     with Pump(port, message=MSG, reply=REP, threads=2) as pump:
-        runner, box = in_thread(pump.run, good_handler)
+        runner, box = in_thread(pump.run, handler)
         senders, results = run_senders(server, client, 4, 200, timeout=5)
-        time.sleep(0.05)
+        assert busy.wait(10)
         client.close()
+        closed.set()
         for t in senders:
             t.join()
         runner.join(10)
@@ -255,18 +259,25 @@ def test_disconnect_while_busy_ends_with_port_error(served):
 def test_ctrl_c_stops_cleanly(served):
     server, client, port = served
     senders, results = run_senders(server, client, 2, 50, timeout=5)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     with Pump(port, message=MSG, reply=REP) as pump:
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            pump.run(good_handler)
-        assert threading.active_count() >= 1
-    timer.join()
+        t = interrupt_main_when(lambda: pump.stats["batches"] >= 1, pump.stop)  # while it runs
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pump.run(good_handler)
+        finally:
+            t.finish()
+        assert pump.stats["inflight"] == 0  # run() stopped the pump on its way out
+    s = pump.stats
+    assert s["received"] == s["replied"] + s["defaulted"]  # what it took, it answered
+    port.close()  # the sends it never took end now
     for t in senders:
         t.join()
+    answered = 0
     for out in results.values():
         for r in out:
-            assert r.status in (status.STATUS_SUCCESS, status.STATUS_TIMEOUT)
+            assert r.status in (status.STATUS_SUCCESS, status.STATUS_PORT_DISCONNECTED)
+            answered += r.status == status.STATUS_SUCCESS
+    assert answered == s["received"]
 
 
 def test_ctrl_c_inside_the_handler_stops_the_pump(served):

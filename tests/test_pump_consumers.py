@@ -7,7 +7,6 @@ import gc
 import inspect
 import struct
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from fastport import status
 from fastport.pump import Pump
 from pumpkit import DEFAULT, MSG, REP, expected
 from pumpkit import good_handler as verdicts
+from waiting import wait_for
 
 LIMIT = 1 << 20  # FSIM_MAX_MESSAGE: payload bytes of one reply on either transport
 
@@ -33,14 +33,6 @@ def served(fm, port_name):
     port = fastport.connect(port_name)
     yield server, server.clients[0], port
     port.close()
-
-
-def wait_for(cond, what, timeout=20):
-    """Polls observable state; the timeout only turns a hang into a failure."""
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.001)
 
 
 def send_each(server, client, senders, per_sender=1, timeout=10):

@@ -3,7 +3,6 @@ import asyncio
 import select
 import struct
 import threading
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ import fastport
 from fastport import _ext
 from fastport.pump import Pump
 from pumpkit import MSG, REP
+from waiting import wait_for
 
 
 
@@ -20,15 +20,6 @@ def served(fm, port_name):
     port = fastport.connect(port_name)
     yield server, server.clients[0], port
     port.close()
-
-
-def wait_for(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 class CountingPump(Pump):

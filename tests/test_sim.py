@@ -14,6 +14,7 @@ import fastport
 from fastport import status
 from fastport.sim import FilterManager
 from fastport.status import PortError
+from waiting import interrupt_main_when, wait_for
 
 
 def blocked_get(port):
@@ -71,7 +72,7 @@ def test_max_connections(fm, port_name):
         fastport.connect(port_name)
     assert e.value.hresult == 0x800704D6
     a.close()
-    _wait(lambda: len(server.clients) == 1)
+    wait_for(lambda: len(server.clients) == 1)
     c = fastport.connect(port_name)
     assert len(server.clients) == 2
     b.close()
@@ -142,7 +143,7 @@ def test_message_ids_unique_and_get_waiting_first(fm, port_name, sender):
     got = []
     t = threading.Thread(target=lambda: got.extend(port.get_message() for _ in range(3)))
     t.start()
-    time.sleep(0.05)
+    wait_for(lambda: server.clients[0].pending_gets == 1, "the get to wait at the kernel")
     for i in range(3):
         assert server.send(server.clients[0], b"m%d" % i, timeout=5).status == 0
     t.join(5)
@@ -216,7 +217,7 @@ def test_undersized_get_buffer(fm, port_name, sender):
 def test_cancel_blocked_get(fm, port_name):
     server, port = connected(fm, port_name)
     t, errors = blocked_get(port)
-    time.sleep(0.2)
+    wait_for(lambda: server.clients[0].pending_gets == 1, "the get to wait at the kernel")
     port.cancel()
     t.join(5)
     assert not t.is_alive()
@@ -226,13 +227,13 @@ def test_cancel_blocked_get(fm, port_name):
 
 def test_ctrl_c_interrupts_a_blocking_get(fm, port_name):
     server, port = connected(fm, port_name)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        port.get_message()
-    timer.join()
-    assert time.monotonic() - start < 5
+    client = server.clients[0]
+    t = interrupt_main_when(lambda: client.pending_gets == 1, port.cancel)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            port.get_message()
+    finally:
+        t.finish()
     # the port still works: the interrupted get was withdrawn, not left holding a message
     t = threading.Thread(target=lambda: server.send(server.clients[0], b"after", timeout=5))
     t.start()
@@ -283,11 +284,11 @@ def test_user_close_while_senders_wait(fm, port_name, sender):
     delivered = sender(server, client, b"one", reply_length=4)
     port.get_message()
     queued = sender(server, client, b"two", reply_length=4)
-    time.sleep(0.1)
+    wait_for(lambda: client.queued == 1, "the second send to queue")
     port.close()
     assert delivered.finish().status == status.STATUS_PORT_DISCONNECTED == 0xC0000037
     assert queued.finish().status == status.STATUS_PORT_DISCONNECTED
-    _wait(lambda: gone == [client])
+    wait_for(lambda: gone == [client])
     assert not client.connected
     assert server.send(client, b"x").status == status.STATUS_PORT_DISCONNECTED
     with pytest.raises(status.PortDisconnected):
@@ -297,7 +298,7 @@ def test_user_close_while_senders_wait(fm, port_name, sender):
 def test_kernel_closes_client_while_get_waits(fm, port_name):
     server, port = connected(fm, port_name)
     t, errors = blocked_get(port)
-    time.sleep(0.2)
+    wait_for(lambda: server.clients[0].pending_gets == 1, "the get to wait at the kernel")
     server.clients[0].close()
     t.join(5)
     assert not t.is_alive()
@@ -437,25 +438,16 @@ CHILD_CLIENT = textwrap.dedent("""
     port = fastport.connect(sys.argv[1])
     m = port.get_message()
     print("got", m.message_id, flush=True)
-    import time; time.sleep(60)
+    import signal; signal.pause()  # until killed
 """)
 
-CHILD_SERVER = textwrap.dedent("""
-    import sys, time
-    from fastport.sim import FilterManager
-    fm = FilterManager("socket")
-    server = fm.create_port(sys.argv[1])
-    print("ready", flush=True)
-    while not server.clients:
-        time.sleep(0.01)
-    print("connected", flush=True)
-    time.sleep(60)
-""")
-
+CHILD_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_child.py")
 
 def _child(code, *args):
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                            text=True, env=os.environ.copy())
+    """A Python child running `code` (a string, or the path of a script) with args."""
+    cmd = [sys.executable, code] if code.endswith(".py") else [sys.executable, "-c", code]
+    return subprocess.Popen(cmd + list(args), stdout=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
 
 
 def test_kill_9_of_client_process_disconnects_senders(port_name, sender):
@@ -464,30 +456,30 @@ def test_kill_9_of_client_process_disconnects_senders(port_name, sender):
         server = fm.create_port(port_name, disconnect_notify=gone.append)
         child = _child(CHILD_CLIENT, port_name)
         try:
-            _wait(lambda: server.clients, 10)
+            wait_for(lambda: server.clients)
             client = server.clients[0]
             assert client.pid == child.pid
             delivered = sender(server, client, b"one", reply_length=4)
             assert child.stdout.readline().startswith("got")
             queued = sender(server, client, b"two", reply_length=4)
-            time.sleep(0.1)
+            wait_for(lambda: client.queued == 1, "the second send to queue")
             child.send_signal(signal.SIGKILL)
             assert delivered.finish().status == status.STATUS_PORT_DISCONNECTED
             assert queued.finish().status == status.STATUS_PORT_DISCONNECTED
-            _wait(lambda: gone == [client])
+            wait_for(lambda: gone == [client])
         finally:
             child.kill()
             child.wait()
 
 
 def test_kernel_process_dies_while_get_waits(port_name):
-    child = _child(CHILD_SERVER, port_name)
+    child = _child(CHILD_SERVER, port_name, "tell-pending")
     try:
         assert child.stdout.readline().strip() == "ready"
         port = fastport.connect(port_name)
         assert child.stdout.readline().strip() == "connected"
         t, errors = blocked_get(port)
-        time.sleep(0.2)
+        assert child.stdout.readline().strip() == "pending"
         child.send_signal(signal.SIGKILL)
         t.join(10)
         assert not t.is_alive()
@@ -505,7 +497,7 @@ def test_stopped_kernel_process_does_not_hang_the_user(port_name, monkeypatch):
         port = fastport.connect(port_name)
         assert child.stdout.readline().strip() == "connected"
         child.send_signal(signal.SIGSTOP)
-        _wait(lambda: _proc_state(child.pid) == "T")  # stopped for real before we ask it
+        wait_for(lambda: _proc_state(child.pid) == "T")  # stopped for real before we ask it
         start = time.monotonic()
         with pytest.raises(status.PortDisconnected):
             port.reply_message(1, b"x")  # needs the kernel's answer: given up on, not hung
@@ -553,11 +545,3 @@ def test_other_uid_is_refused_unless_port_allows_everyone(port_name):
         assert _connect_as_other_uid(port_name) == status.E_ACCESSDENIED
         fm.create_port(port_name + "Open", access="everyone")
         assert _connect_as_other_uid(port_name + "Open") == 0
-
-
-def _wait(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)

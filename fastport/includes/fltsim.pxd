@@ -44,6 +44,25 @@ cdef extern from "fltsim/fltsim.h" nogil:
     void fsim_server_stats_get(fsim_server *server, fsim_server_stats *out)
     int32_t fsim_send(fsim_client *client, const void *data, uint32_t length, void *reply,
                       uint32_t *reply_length, int64_t timeout_ns, int32_t *reply_status)
+    ctypedef struct fsim_sendq:
+        pass
+    ctypedef struct fsim_send_req:
+        const void *data
+        uint32_t length
+        uint32_t reply_cap
+        void *reply
+        int64_t timeout_ns
+        void *user
+        int32_t status
+        uint32_t reply_length
+        int32_t reply_status
+        uint64_t message_id
+    int32_t fsim_sendq_create(fsim_sendq **out)
+    void fsim_sendq_destroy(fsim_sendq *q)
+    int32_t fsim_send_async(fsim_client *c, fsim_send_req *req, fsim_sendq *q)
+    uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64_t timeout_ns)
+    uint32_t fsim_sendq_inflight(fsim_sendq *q)
+    void fsim_send_abandon(fsim_send_req *req)
     void fsim_close_client(fsim_client *client)
     void fsim_client_retain(fsim_client *client)
     void fsim_client_release(fsim_client *client)
@@ -53,6 +72,8 @@ cdef extern from "fltsim/fltsim.h" nogil:
     uint32_t fsim_client_peer_pid(const fsim_client *client)
     uint32_t fsim_client_peer_uid(const fsim_client *client)
     uint32_t fsim_client_pending_gets(fsim_client *client)
+    uint32_t fsim_client_queued(fsim_client *client)
+    uint32_t fsim_client_awaiting_reply(fsim_client *client)
 
     ctypedef uint64_t SIM_HANDLE
     cdef struct fsim_io
@@ -79,6 +100,13 @@ cdef extern from "fltsim/fltsim.h" nogil:
     int32_t SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uint32_t count)
     int32_t SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
                                  void *out_buffer, uint32_t out_size, uint32_t *bytes_returned)
+    ctypedef struct SIM_SEND_OP:
+        pass
+    int32_t SimFilterSendMessageStart(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
+                                      uint32_t out_size, SIM_SEND_OP **op)
+    int SimFilterSendMessageWait(SIM_SEND_OP *op, uint32_t timeout_ms, void *out_buffer,
+                                 uint32_t out_size, uint32_t *bytes_returned, int32_t *hr)
+    void SimFilterSendMessageEnd(SIM_SEND_OP *op)
     int32_t SimFilterGetTransport(SIM_HANDLE port, fsim_transport *transport)
     int32_t SimFilterClose(SIM_HANDLE port)
     const char *fsim_runtime_dir()

@@ -18,6 +18,12 @@ cdef extern from "backends/port.h" nogil:
         int32_t (*cancel)(void *port) noexcept nogil
         int (*local_replies)(void *port) noexcept nogil
         void (*close)(void *port) noexcept nogil
+        int32_t (*send_start)(void *port, const void *inp, uint32_t in_size, uint32_t out_size,
+                              void **op) noexcept nogil
+        int (*send_wait)(void *op, uint32_t timeout_ms, void *out, uint32_t out_size,
+                         uint32_t *returned, int32_t *hr) noexcept nogil
+        void (*send_end)(void *op) noexcept nogil
+        void (*forsake)(void *port) noexcept nogil
     const fp_port_ops fp_port_fltlib
     const fp_port_ops fp_port_fltlib_sync
     int32_t fp_port_fltlib_connect(const wchar_t *name, uint32_t options, const void *context,

@@ -34,6 +34,19 @@ typedef struct fp_port_ops {
     /* 1 when a reply costs no round trip (a pump then sends small batches itself). */
     int (*local_replies)(void *port);
     void (*close)(void *port); /* CloseHandle */
+    /* FilterSendMessage in three steps, so that the caller can wake for signals while it waits;
+     * NULL where the port has no such thing (then `send` is used, and the wait is not
+     * interruptible). start copies the input; wait returns 1 once the send is done (its output
+     * in out, *returned, *hr), 0 after timeout_ms; end frees the operation, abandoning it when it
+     * is not done (MessageNotify still runs; its output is discarded). */
+    fp_hresult (*send_start)(void *port, const void *in, uint32_t in_size, uint32_t out_size,
+                             void **op);
+    int (*send_wait)(void *op, uint32_t timeout_ms, void *out, uint32_t out_size,
+                     uint32_t *returned, fp_hresult *hr);
+    void (*send_end)(void *op);
+    /* Drop the handle in a process forked from the one that opened it: the connection stays
+     * the parent's (no disconnect, no shutdown). NULL: nothing to do but forget it. */
+    void (*forsake)(void *port);
 } fp_port_ops;
 
 #ifndef _WIN32

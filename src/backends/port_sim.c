@@ -54,6 +54,36 @@ static void sim_close(void *port)
     SimFilterClose(H(port));
 }
 
+static fp_hresult sim_send_start(void *port, const void *in, uint32_t in_size, uint32_t out_size,
+                                 void **op)
+{
+    SIM_SEND_OP *o = NULL;
+    fp_hresult hr = SimFilterSendMessageStart(H(port), in, in_size, out_size, &o);
+    *op = o;
+    return hr;
+}
+
+static int sim_send_wait(void *op, uint32_t timeout_ms, void *out, uint32_t out_size,
+                         uint32_t *returned, fp_hresult *hr)
+{
+    return SimFilterSendMessageWait(op, timeout_ms, out, out_size, returned, hr);
+}
+
+static void sim_send_end(void *op)
+{
+    SimFilterSendMessageEnd(op);
+}
+
+/* In a forked child: the socket transport's close there drops only the child's descriptor;
+ * inproc state is left to die with the child (its locks may be held by threads not copied). */
+static void sim_forsake(void *port)
+{
+    enum fsim_transport t;
+    if (SimFilterGetTransport(H(port), &t) == FP_S_OK && t == FSIM_SOCKET)
+        SimFilterClose(H(port));
+}
+
 const fp_port_ops fp_port_sim = {
-    "sim", sim_get, sim_reply, sim_send, sim_cancel, sim_local_replies, sim_close,
+    "sim",        sim_get,       sim_reply,    sim_send,   sim_cancel, sim_local_replies,
+    sim_close,    sim_send_start, sim_send_wait, sim_send_end, sim_forsake,
 };

@@ -26,11 +26,7 @@ static __thread int tl_cond_ready;
 pthread_cond_t *fsim_thread_cond(void)
 {
     if (!tl_cond_ready) {
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-        pthread_cond_init(&tl_cond, &a);
-        pthread_condattr_destroy(&a);
+        fsim_cond_init_mono(&tl_cond);
         tl_cond_ready = 1;
     }
     return &tl_cond;
@@ -662,6 +658,24 @@ uint32_t fsim_client_pending_gets(fsim_client *c)
     return n;
 }
 
+uint32_t fsim_client_queued(fsim_client *c)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (const fsim_msg *m = c->q_head; m; m = m->next)
+        n++;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+uint32_t fsim_client_awaiting_reply(fsim_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint32_t n = c->in_reply_table;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
 fp_hresult fsim_client_reply(fsim_client *c, SIM_REPLY_ENTRY *e, uint32_t n)
 {
     wake_list wl = {0};
@@ -872,11 +886,7 @@ fp_ntstatus fsim_sendq_create(fsim_sendq **out)
     if (!q)
         return FP_STATUS_INSUFFICIENT_RESOURCES;
     pthread_mutex_init(&q->lock, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cv, &a);
-    pthread_condattr_destroy(&a);
+    fsim_cond_init_mono(&q->cv);
     return FP_STATUS_SUCCESS;
 }
 
@@ -1086,6 +1096,30 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
     for (uint32_t i = 0; i < n; i++)
         fsim_client_release(drop[i]);
     return n;
+}
+
+void fsim_send_abandon(fsim_send_req *req)
+{
+    fsim_areq *a = (fsim_areq *)(void *)req->_private;
+    fsim_client *c = a->c;
+    fsim_sendq *q = a->q;
+    pthread_mutex_lock(&c->lock);
+    if (a->m.state != FSIM_MSG_DONE) { /* as async_expire; finished sends are on their way */
+        if (a->m.state == FSIM_MSG_QUEUED)
+            q_unlink(c, &a->m);
+        else
+            rt_remove(c, a->m.id);
+        a->m.state = FSIM_MSG_DONE;
+        a->m.result = FP_STATUS_TIMEOUT;
+        pthread_mutex_lock(&q->lock);
+        if (!a->claimed) { /* else the waiter timing it out pushes it */
+            if (a->in_tlist)
+                t_unlink(q, a);
+            c_push(q, a);
+        }
+        pthread_mutex_unlock(&q->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 uint32_t fsim_sendq_inflight(fsim_sendq *q)

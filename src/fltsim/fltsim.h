@@ -159,6 +159,12 @@ uint32_t fsim_sendq_wait(fsim_sendq *q, fsim_send_req **out, uint32_t cap, int64
 /* Sends submitted on q and not yet handed back. */
 uint32_t fsim_sendq_inflight(fsim_sendq *q);
 
+/* Gives up on req (submitted, not handed back yet) now, as its timeout would: a message not
+ * delivered yet is withdrawn (never delivered later), a delivered one's reply finds no waiter
+ * (ERROR_FLT_NO_WAITER_FOR_REPLY for the replier); it is then handed back with STATUS_TIMEOUT.
+ * A send already finished is handed back as it finished. For a sender that is interrupted. */
+void fsim_send_abandon(fsim_send_req *req);
+
 /* FltCloseClientPort: disconnect this connection. Safe to call more than once. */
 void fsim_close_client(fsim_client *client);
 
@@ -174,6 +180,10 @@ uint32_t fsim_client_peer_pid(const fsim_client *client);
 uint32_t fsim_client_peer_uid(const fsim_client *client);
 /* Gets currently waiting at the kernel for this connection (for tests: wait on state, not time). */
 uint32_t fsim_client_pending_gets(fsim_client *client);
+/* Sends waiting on this connection: queued for want of a get, and delivered awaiting their reply
+ * (for tests, like the above). */
+uint32_t fsim_client_queued(fsim_client *client);
+uint32_t fsim_client_awaiting_reply(fsim_client *client);
 
 /* ---- user side (fltuser.h) ---- */
 typedef uint64_t SIM_HANDLE; /* generation-checked handle, a multiple of 4; 0 is never valid */
@@ -254,6 +264,20 @@ fp_hresult SimFilterReplyMessages(SIM_HANDLE port, SIM_REPLY_ENTRY *entries, uin
 /* FilterSendMessage: served by the server's MessageNotify. bytes_returned is required. */
 fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
                                 void *out_buffer, uint32_t out_size, uint32_t *bytes_returned);
+
+/* Emulator extension: a SimFilterSendMessage that its caller may walk away from (an interrupted
+ * caller: Ctrl-C). Start copies the input and runs the send on a thread of its own; Wait waits up
+ * to timeout_ms (FSIM_INFINITE: forever) for it and then copies the output into out_buffer (up
+ * to out_size bytes) and sets *hr and *bytes_returned: 1 = done, 0 = still running. End is the
+ * caller's last call on op, done or not: a send still running is abandoned (it goes on, served
+ * by the kernel side as any other, and its output is discarded when it ends). Start returns
+ * FP_E_INVALIDARG for what SimFilterSendMessage refuses, FP_E_OUTOFMEMORY, or S_OK. */
+typedef struct SIM_SEND_OP SIM_SEND_OP;
+fp_hresult SimFilterSendMessageStart(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
+                                     uint32_t out_size, SIM_SEND_OP **op);
+int SimFilterSendMessageWait(SIM_SEND_OP *op, uint32_t timeout_ms, void *out_buffer,
+                             uint32_t out_size, uint32_t *bytes_returned, fp_hresult *hr);
+void SimFilterSendMessageEnd(SIM_SEND_OP *op);
 
 /* Not in FltLib: the transport this connection runs on. FP_E_INVALID_HANDLE if `port` is not a
  * live handle. */

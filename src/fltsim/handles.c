@@ -3,7 +3,12 @@
  * recognised (ERROR_INVALID_HANDLE) instead of being dereferenced; its two low bits are 0, as a
  * Windows handle's are (an OVERLAPPED's hEvent uses bit 0 as a flag). Each call holds a
  * reference on the handle's object for its duration, so a close on another thread never frees
- * memory under a running call. */
+ * memory under a running call.
+ *
+ * fork(): the table's lock is taken around every fork (pthread_atfork), so a child that closes a
+ * handle it inherited does not find the lock held by a thread that does not exist there; and the
+ * fork generation (fsim_fork_generation) tells a connection made before the fork from one made in
+ * this process: an inherited connection is the parent's (see sock_user.c). */
 #include <stdlib.h>
 #include "internal.h"
 
@@ -15,9 +20,30 @@ typedef struct slot {
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static slot *table;
 static uint32_t table_cap, free_hint;
+static atomic_uint fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void before_fork(void) { pthread_mutex_lock(&table_lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&table_lock); }
+static void after_fork_child(void)
+{
+    atomic_fetch_add(&fork_gen, 1);
+    pthread_mutex_unlock(&table_lock);
+}
+static void register_atfork(void)
+{
+    (void)pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
+
+uint32_t fsim_fork_generation(void)
+{
+    pthread_once(&atfork_once, register_atfork);
+    return atomic_load(&fork_gen);
+}
 
 SIM_HANDLE fsim_handle_new(const fsim_handle_ops *ops, void *impl)
 {
+    pthread_once(&atfork_once, register_atfork);
     fsim_hobj *o = calloc(1, sizeof *o);
     if (!o)
         return 0;

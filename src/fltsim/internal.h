@@ -160,6 +160,9 @@ fsim_hobj *fsim_handle_ref(SIM_HANDLE h); /* NULL if not a live handle */
 fsim_hobj *fsim_handle_ref_type(SIM_HANDLE h, enum fsim_htype type); /* NULL: not one of that type */
 void fsim_handle_unref(fsim_hobj *o);
 int fsim_handle_close(SIM_HANDLE h);      /* 0, or -1 if not a live handle */
+/* How many fork()s this process descends through since the first handle (or call): a connection
+ * that recorded another value was inherited from the parent, whose it remains. */
+uint32_t fsim_fork_generation(void);
 
 /* user.c: SimFilterGetMessageAsync on a port handle already referenced (checked arguments). */
 fp_hresult fsim_port_get_async(fsim_hobj *o, fsim_io *io);
@@ -177,6 +180,16 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
 
 /* A thread-local condition variable on CLOCK_MONOTONIC. */
 pthread_cond_t *fsim_thread_cond(void);
+
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines (fp_timespec_at). */
+static inline void fsim_cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
 /* Takes one post of s, waiting until the CLOCK_MONOTONIC time deadline_ns (0 = none).
  * Returns 0, or ETIMEDOUT. */
 int fsim_sem_take(sem_t *s, uint64_t deadline_ns);

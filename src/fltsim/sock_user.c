@@ -16,6 +16,12 @@
  * Writes are blocking, whole frames under `wlock`; the kernel side never stops reading (it never
  * blocks on its own writes), so they cannot deadlock. A failed write shuts the socket down, which
  * the receiver sees as the end of the connection: nobody waits for an answer that cannot come.
+ *
+ * fork(): a child inherits the socket, shared with the parent, but not the receiver thread. The
+ * connection stays the parent's: in the child every call fails with FP_E_INVALID_HANDLE without
+ * writing a frame (the answer would reach the parent's receiver), and a close just closes the
+ * child's descriptor: no shutdown(), which would end the parent's connection too, and no wait
+ * for a receiver that is not there.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -52,6 +58,7 @@ typedef struct uwait { /* a call waiting for its answer */
 
 typedef struct ucon {
     int fd;
+    uint32_t fork_gen; /* fsim_fork_generation() of the process that connected */
     uint32_t rec_max;
     pthread_mutex_t lock; /* guards dead, queued, next_id, the waiters, the gets */
     int dead;
@@ -67,6 +74,9 @@ typedef struct ucon {
 } ucon;
 
 static const uint8_t zeros[8];
+
+/* Inherited through fork(): the parent's connection (see the top of this file). */
+static int foreign(const ucon *u) { return u->fork_gen != fsim_fork_generation(); }
 
 /* ---- waiters (u->lock held) ---- */
 
@@ -302,6 +312,8 @@ static void write_tags(ucon *u, uint16_t type, const uint64_t *tags, uint32_t n)
 static fp_hresult u_get_async(void *impl, fsim_io *ios, uint32_t n)
 {
     ucon *u = impl;
+    if (foreign(u))
+        return FP_E_INVALID_HANDLE;
     uint64_t stack_tags[U_STACK], *tags = n <= U_STACK ? stack_tags : malloc(n * sizeof *tags);
     if (!tags)
         return FP_E_OUTOFMEMORY;
@@ -340,6 +352,8 @@ static fp_hresult u_cancel(void *impl, const void *key)
     ucon *u = impl;
     uint64_t stack_tags[U_STACK], *tags = stack_tags;
     uint32_t n = 0, any = 0;
+    if (foreign(u))
+        return FP_E_INVALID_HANDLE;
     pthread_mutex_lock(&u->lock);
     if (u->npending > U_STACK && !(tags = malloc(u->npending * sizeof *tags))) {
         pthread_mutex_unlock(&u->lock);
@@ -367,6 +381,8 @@ static fp_hresult u_cancel(void *impl, const void *key)
 static int u_idle(void *impl)
 {
     ucon *u = impl;
+    if (foreign(u))
+        return 0; /* then a get fails at once */
     pthread_mutex_lock(&u->lock);
     int idle = !u->queued && !u->dead; /* a dead connection answers FP_E_INVALID_HANDLE */
     pthread_mutex_unlock(&u->lock);
@@ -383,6 +399,8 @@ static int reply_ok(const SIM_REPLY_ENTRY *x)
 static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
 {
     ucon *u = impl;
+    if (foreign(u))
+        return FP_E_INVALID_HANDLE;
     pthread_mutex_lock(&u->lock);
     int dead = u->dead;
     pthread_mutex_unlock(&u->lock);
@@ -487,6 +505,8 @@ static fp_hresult u_send(void *impl, const void *in, uint32_t in_size, void *out
     w.out_size = out_size;
     w.cv = fsim_thread_cond();
     *returned = 0;
+    if (foreign(u))
+        return FP_E_INVALID_HANDLE;
     pthread_mutex_lock(&u->lock);
     if (u->dead) {
         pthread_mutex_unlock(&u->lock);
@@ -514,6 +534,12 @@ static fp_hresult u_send(void *impl, const void *in, uint32_t in_size, void *out
  * process stopped, say) is hung up on without waiting further. */
 static void u_hangup(ucon *u)
 {
+    if (foreign(u)) { /* the parent's: leave the socket alone, let our descriptor go */
+        if (u->fd >= 0)
+            close(u->fd);
+        u->fd = -1;
+        return;
+    }
     if (u->rx_started) {
         uwait w;
         memset(&w, 0, sizeof w);
@@ -540,8 +566,10 @@ static void u_free(ucon *u)
     if (u->fd >= 0)
         close(u->fd);
     sk_reader_free(&u->rd);
-    pthread_mutex_destroy(&u->lock);
-    pthread_mutex_destroy(&u->wlock);
+    if (!foreign(u)) { /* a child's copies may be locked by threads that are not there */
+        pthread_mutex_destroy(&u->lock);
+        pthread_mutex_destroy(&u->wlock);
+    }
     free(u);
 }
 
@@ -675,6 +703,7 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
         return FP_E_OUTOFMEMORY;
     }
     u->fd = fd;
+    u->fork_gen = fsim_fork_generation();
     u->rd.fd = fd;
     u->rd.rest_timeout_ms = peer_timeout_ms(); /* a kernel side stuck inside a frame: hang up */
     u->rec_max = sk_tune_socket(fd);

@@ -1,9 +1,11 @@
 /* User side of the emulated Filter Manager (fltuser.h): argument checks, handle lookup, and the
  * in-process transport. The socket transport plugs in through the same handle ops. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "internal.h"
+#include "sock_proto.h" /* sk_thread_create */
 
 /* ---- inproc handle ops: straight onto the kernel-side client ---- */
 
@@ -208,6 +210,110 @@ fp_hresult SimFilterSendMessage(SIM_HANDLE port, const void *in_buffer, uint32_t
     fp_hresult hr = o->ops->send(o->impl, in_buffer, in_size, out_buffer, out_size, bytes_returned);
     fsim_handle_unref(o);
     return hr;
+}
+
+/* ---- a send its caller may walk away from ---- */
+
+struct SIM_SEND_OP {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    int done, refs;    /* refs: the caller's and the thread's */
+    SIM_HANDLE port;
+    fp_hresult hr;
+    uint32_t in_size, out_size, returned;
+    uint8_t *out;
+    uint8_t in[];
+};
+
+static void op_unref(SIM_SEND_OP *op)
+{
+    pthread_mutex_lock(&op->mu);
+    int last = --op->refs == 0;
+    pthread_mutex_unlock(&op->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&op->mu);
+    pthread_cond_destroy(&op->cv);
+    free(op->out);
+    free(op);
+}
+
+static void *op_main(void *p)
+{
+    SIM_SEND_OP *op = p;
+    uint32_t ret = 0;
+    fp_hresult hr = SimFilterSendMessage(op->port, op->in_size ? op->in : NULL, op->in_size,
+                                         op->out, op->out_size, &ret);
+    pthread_mutex_lock(&op->mu);
+    op->hr = hr;
+    op->returned = ret;
+    op->done = 1;
+    pthread_cond_signal(&op->cv);
+    pthread_mutex_unlock(&op->mu);
+    op_unref(op);
+    return NULL;
+}
+
+fp_hresult SimFilterSendMessageStart(SIM_HANDLE port, const void *in_buffer, uint32_t in_size,
+                                     uint32_t out_size, SIM_SEND_OP **op_out)
+{
+    if (!op_out || (!in_buffer && in_size) || in_size > FSIM_MAX_MESSAGE ||
+        out_size > FSIM_MAX_MESSAGE)
+        return FP_E_INVALIDARG;
+    *op_out = NULL;
+    SIM_SEND_OP *op = calloc(1, sizeof *op + in_size);
+    if (!op)
+        return FP_E_OUTOFMEMORY;
+    if (out_size && !(op->out = malloc(out_size))) {
+        free(op);
+        return FP_E_OUTOFMEMORY;
+    }
+    pthread_mutex_init(&op->mu, NULL);
+    fsim_cond_init_mono(&op->cv);
+    op->refs = 2;
+    op->port = port;
+    op->in_size = in_size;
+    op->out_size = out_size;
+    if (in_size)
+        memcpy(op->in, in_buffer, in_size);
+    pthread_t t;
+    if (sk_thread_create(&t, op_main, op) != 0) {
+        op->refs = 1;
+        op_unref(op);
+        return FP_E_OUTOFMEMORY;
+    }
+    pthread_detach(t);
+    *op_out = op;
+    return FP_S_OK;
+}
+
+int SimFilterSendMessageWait(SIM_SEND_OP *op, uint32_t timeout_ms, void *out_buffer,
+                             uint32_t out_size, uint32_t *bytes_returned, fp_hresult *hr)
+{
+    struct timespec dl = fp_timespec_at(fp_now_ns() + (uint64_t)timeout_ms * FP_NS_PER_MS);
+    pthread_mutex_lock(&op->mu);
+    while (!op->done) {
+        if (timeout_ms == FSIM_INFINITE)
+            pthread_cond_wait(&op->cv, &op->mu);
+        else if (pthread_cond_timedwait(&op->cv, &op->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    int done = op->done;
+    pthread_mutex_unlock(&op->mu);
+    if (done) {
+        uint32_t n = op->returned < out_size ? op->returned : out_size;
+        if (n)
+            memcpy(out_buffer, op->out, n);
+        *bytes_returned = n;
+        *hr = op->hr;
+    }
+    return done;
+}
+
+void SimFilterSendMessageEnd(SIM_SEND_OP *op)
+{
+    if (op)
+        op_unref(op);
 }
 
 fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport)

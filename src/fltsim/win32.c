@@ -74,15 +74,6 @@ static int cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t dea
     return pthread_cond_timedwait(cv, mu, &ts);
 }
 
-static void cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
 /* ---- completion ports ---- */
 
 typedef struct packet {
@@ -462,7 +453,7 @@ static HANDLE create_event(LPSECURITY_ATTRIBUTES sa, BOOL manual, BOOL initial, 
     SIM_HANDLE h = 0;
     if (e) {
         pthread_mutex_init(&e->lock, NULL);
-        cond_init_mono(&e->cv);
+        fsim_cond_init_mono(&e->cv);
         e->manual = manual != 0;
         e->state = initial != 0;
         h = fsim_handle_new(&event_ops, e);
@@ -576,7 +567,7 @@ HANDLE WINAPI CreateThread(LPSECURITY_ATTRIBUTES sa, SIZE_T stack, LPTHREAD_STAR
     }
     atomic_init(&t->refs, 2);
     pthread_mutex_init(&t->lock, NULL);
-    cond_init_mono(&t->cv);
+    fsim_cond_init_mono(&t->cv);
     t->fn = fn;
     t->arg = arg;
     t->id = atomic_fetch_add(&next_thread_id, 1);

@@ -320,17 +320,6 @@ static void *getter_main(void *p)
     return NULL;
 }
 
-/* Waits (up to 2 s) until n gets are pending at the kernel for c: state, not time. */
-static int wait_pending(fsim_client *c, uint32_t n)
-{
-    for (int i = 0; i < 20000; i++) {
-        if (fsim_client_pending_gets(c) == n)
-            return 1;
-        usleep(100);
-    }
-    return 0;
-}
-
 static void test_cancel_and_disconnect(void)
 {
     kstate k;
@@ -347,7 +336,7 @@ static void test_cancel_and_disconnect(void)
 
     getter g = {.h = h};
     pthread_create(&g.t, NULL, getter_main, &g);
-    CHECK(wait_pending(c, 1));
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 1, 2000));
     CHECK_EQ(SimFilterCancelIo(h, NULL), FP_S_OK);
     CHECK_EQ(SimFilterCancelIo(h, NULL), FP_E_NOT_FOUND);
     pthread_join(g.t, NULL);
@@ -361,16 +350,19 @@ static void test_cancel_and_disconnect(void)
     uint32_t got;
     CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
     start_sender(&s2, c, "two", 1, 8, -1);
-    usleep(20000);
-    pthread_create(&g.t, NULL, getter_main, &g); /* may take "two" or see the close */
-    usleep(20000);
-    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    CHECK(WAIT_UNTIL(fsim_client_queued(c) == 1, 2000)); /* "two" waits for a get */
+    CHECK_EQ(fsim_client_awaiting_reply(c), 1);         /* "one" for its reply */
+    pthread_create(&g.t, NULL, getter_main, &g);         /* takes "two" */
+    CHECK(WAIT_UNTIL(fsim_client_awaiting_reply(c) == 2, 2000));
+    CHECK_EQ(fsim_client_queued(c), 0);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK); /* both delivered, both waiting for replies */
     pthread_join(s1.t, NULL);
     pthread_join(s2.t, NULL);
     pthread_join(g.t, NULL);
     CHECK_EQ(s1.st, FP_STATUS_PORT_DISCONNECTED);
     CHECK_EQ(s2.st, FP_STATUS_PORT_DISCONNECTED);
-    CHECK(g.hr == FP_S_OK || g.hr == FP_E_INVALID_HANDLE);
+    CHECK_EQ(g.hr, FP_S_OK);
+    CHECK(memcmp(g.m[0].body, "two", 3) == 0);
     CHECK_EQ(k.disconnects, 1);
     CHECK(!fsim_client_connected(c));
     CHECK_EQ(fsim_send(c, "x", 1, NULL, NULL, -1, NULL), FP_STATUS_PORT_DISCONNECTED);
@@ -381,7 +373,7 @@ static void test_cancel_and_disconnect(void)
     c = k.last;
     g = (getter){.h = h};
     pthread_create(&g.t, NULL, getter_main, &g);
-    CHECK(wait_pending(c, 1));
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 1, 2000));
     fsim_close_client(c);
     pthread_join(g.t, NULL);
     CHECK_EQ(g.hr, FP_E_INVALID_HANDLE);

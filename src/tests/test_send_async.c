@@ -303,17 +303,25 @@ static void *echo_main(void *p)
     return NULL;
 }
 
+/* A port named "\\async-<what>-<pid>-<transport>" whose connections k records, and one
+ * connection to it in *h. */
+static fsim_server *open_port(const char *what, enum fsim_transport tr, kstate *k, SIM_HANDLE *h)
+{
+    char name[64];
+    snprintf(name, sizeof name, "\\async-%s-%d-%d", what, (int)getpid(), (int)tr);
+    fsim_callbacks cb = {on_connect, on_disconnect, NULL, k};
+    fsim_server *srv = NULL;
+    CHECK_EQ(fsim_create_port(name, tr, 4, FSIM_ACCESS_OWNER, &cb, &srv), FP_STATUS_SUCCESS);
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, h), FP_S_OK);
+    return srv;
+}
+
 static void test_many_in_flight(enum fsim_transport tr)
 {
     enum { N = 2000, INFLIGHT = 64 };
-    char name[64];
-    snprintf(name, sizeof name, "\\async-many-%d-%d", (int)getpid(), (int)tr);
     kstate k = {PTHREAD_MUTEX_INITIALIZER, NULL};
-    fsim_callbacks cb = {on_connect, on_disconnect, NULL, &k};
-    fsim_server *srv = NULL;
-    CHECK_EQ(fsim_create_port(name, tr, 4, FSIM_ACCESS_OWNER, &cb, &srv), FP_STATUS_SUCCESS);
     echo_user u = {0, N};
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &u.h), FP_S_OK);
+    fsim_server *srv = open_port("many", tr, &k, &u.h);
     pthread_t t;
     pthread_create(&t, NULL, echo_main, &u);
     static fsim_send_req reqs[INFLIGHT];
@@ -351,6 +359,68 @@ static void test_many_in_flight(enum fsim_transport tr)
     fsim_close_server(srv);
 }
 
+/* fsim_send_abandon: what an interrupted sender leaves. Queued: withdrawn, never delivered.
+ * Delivered: handed back STATUS_TIMEOUT, the late reply finds no waiter. Finished first: handed
+ * back as it finished. */
+static void test_abandon(enum fsim_transport tr)
+{
+    kstate k = {PTHREAD_MUTEX_INITIALIZER, NULL};
+    SIM_HANDLE h;
+    fsim_server *srv = open_port("abandon", tr, &k, &h);
+    fsim_send_req *out[1];
+    uint32_t reply = 0;
+    struct {
+        FP_MESSAGE_HEADER h;
+        char body[16];
+    } m;
+    struct {
+        FP_REPLY_HEADER h;
+        uint32_t v;
+    } r;
+    memset(&r, 0, sizeof r);
+    r.v = 7;
+
+    fsim_send_req queued = {.data = "q", .length = 1, .reply = &reply, .reply_cap = 4,
+                            .timeout_ns = -1};
+    CHECK_EQ(fsim_send_async(k.last, &queued, q), FP_STATUS_SUCCESS);
+    CHECK(WAIT_UNTIL(kqueued(k.last) == 1, 5000));
+    fsim_send_abandon(&queued);
+    CHECK_EQ(fsim_sendq_wait(q, out, 1, 5000 * MS), 1);
+    CHECK(out[0] == &queued);
+    CHECK_EQ(queued.status, FP_STATUS_TIMEOUT);
+    CHECK_EQ(kqueued(k.last), 0);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 0, NULL), FP_E_TIMEOUT); /* withdrawn */
+
+    fsim_send_req delivered = {.data = "d", .length = 1, .reply = &reply, .reply_cap = 4,
+                               .timeout_ns = -1};
+    CHECK_EQ(fsim_send_async(k.last, &delivered, q), FP_STATUS_SUCCESS);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, NULL), FP_S_OK);
+    CHECK_EQ(fsim_client_awaiting_reply(k.last), 1);
+    fsim_send_abandon(&delivered);
+    CHECK_EQ(fsim_sendq_wait(q, out, 1, 5000 * MS), 1);
+    CHECK_EQ(delivered.status, FP_STATUS_TIMEOUT);
+    CHECK_EQ(fsim_client_awaiting_reply(k.last), 0);
+    r.h.MessageId = m.h.MessageId;
+    CHECK_EQ(SimFilterReplyMessage(h, &r.h, 16 + 4), FP_E_FLT_NO_WAITER_FOR_REPLY);
+
+    fsim_send_req done = {.data = "f", .length = 1, .reply = &reply, .reply_cap = 4,
+                          .timeout_ns = -1};
+    CHECK_EQ(fsim_send_async(k.last, &done, q), FP_STATUS_SUCCESS);
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, NULL), FP_S_OK);
+    r.h.MessageId = m.h.MessageId;
+    CHECK_EQ(SimFilterReplyMessage(h, &r.h, 16 + 4), FP_S_OK); /* finished once accepted */
+    fsim_send_abandon(&done); /* too late: nothing changes */
+    CHECK_EQ(fsim_sendq_wait(q, out, 1, 5000 * MS), 1);
+    CHECK(out[0] == &done);
+    CHECK_EQ(done.status, FP_STATUS_SUCCESS);
+    CHECK_EQ(reply, 7);
+    CHECK_EQ(fsim_sendq_inflight(q), 0);
+
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    fsim_client_release(k.last);
+    fsim_close_server(srv);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/fastport-async-XXXXXX";
@@ -363,6 +433,8 @@ int main(void)
     test_same_transcript(FSIM_SOCKET);
     test_many_in_flight(FSIM_INPROC);
     test_many_in_flight(FSIM_SOCKET);
+    test_abandon(FSIM_INPROC);
+    test_abandon(FSIM_SOCKET);
     fsim_sendq_destroy(q);
     rmdir(dir);
     CHECK_EQ(fsim_debug_live_clients(), 0);

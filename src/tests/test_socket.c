@@ -772,6 +772,24 @@ static void test_send_message(void)
     CHECK_EQ(SimFilterSendMessage(h, "fail", 4, out, sizeof out, &ret), FP_E_ACCESSDENIED);
     CHECK_EQ(ret, 0);
     CHECK_EQ(SimFilterSendMessage(h, "x", 1, out, sizeof out, NULL), FP_E_INVALIDARG);
+    /* the same in steps (a caller that waits in slices), and one walked away from */
+    SIM_SEND_OP *op = NULL;
+    fp_hresult hr = FP_E_INVALID_HANDLE;
+    CHECK_EQ(SimFilterSendMessageStart(h, NULL, 1, 8, &op), FP_E_INVALIDARG);
+    CHECK_EQ(SimFilterSendMessageStart(h, "hello", 5, sizeof out, &op), FP_S_OK);
+    while (!SimFilterSendMessageWait(op, 10, out, sizeof out, &ret, &hr))
+        ;
+    SimFilterSendMessageEnd(op);
+    CHECK_EQ(hr, FP_S_OK);
+    CHECK_EQ(ret, 5);
+    CHECK(memcmp(out, "olleh", 5) == 0);
+    CHECK_EQ(SimFilterSendMessageStart(h, "fail", 4, sizeof out, &op), FP_S_OK);
+    CHECK_EQ(SimFilterSendMessageWait(op, FSIM_INFINITE, out, sizeof out, &ret, &hr), 1);
+    SimFilterSendMessageEnd(op);
+    CHECK_EQ(hr, FP_E_ACCESSDENIED);
+    CHECK_EQ(SimFilterSendMessageStart(h, "abandoned", 9, sizeof out, &op), FP_S_OK);
+    SimFilterSendMessageEnd(op); /* its thread finishes it and frees it */
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
     /* 1 MiB in, 1 MiB out */
     uint8_t *in = malloc(MIB), *big = malloc(MIB);
     for (uint32_t i = 0; i < MIB; i++)
@@ -1137,7 +1155,7 @@ static void test_cancel_and_disconnect(void)
     uint32_t got;
     CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, FSIM_INFINITE, &got), FP_S_OK);
     start_sender(&s2, c, "two", 1, 8, -1);
-    usleep(20000);
+    CHECK(WAIT_UNTIL(kqueued(c) == 1, 5000));
     uint64_t t0 = now_ms();
     close_user(h, &k);
     pthread_join(s1.t, NULL);
@@ -1212,7 +1230,7 @@ static void test_one_mib(const char *bufsize)
             b[j].data[i] = (uint8_t)(i * 13 + j + (i >> 9));
         pthread_create(&b[j].t, NULL, bigsend_main, &b[j]);
     }
-    usleep(30000); /* all three queued: one batch get takes them, one frame each */
+    CHECK(WAIT_UNTIL(kqueued(k.last) == N, 5000)); /* one batch get takes them, a frame each */
     struct bigmsg {
         FP_MESSAGE_HEADER h;
         uint8_t body[MIB];
@@ -1314,7 +1332,7 @@ static int child_main(const char *role, const char *name, int fd)
         for (;;)
             pause();
     }
-    if (strcmp(role, "kernel") == 0) { /* creates the port, says "r", waits */
+    if (strcmp(role, "kernel") == 0) { /* creates the port, says "r"; "p" once 4 gets wait */
         kstate k;
         memset(&k, 0, sizeof k);
         pthread_mutex_init(&k.lock, NULL);
@@ -1323,6 +1341,16 @@ static int child_main(const char *role, const char *name, int fd)
         if (fsim_create_port(name, FSIM_SOCKET, 4, FSIM_ACCESS_OWNER, &cb, &s) != 0)
             return 1;
         (void)!write(fd, "r", 1);
+        for (;;) {
+            fsim_client *c = kget_last(&k);
+            int pending = c && fsim_client_pending_gets(c) >= 4;
+            if (c)
+                fsim_client_release(c);
+            if (pending)
+                break;
+            usleep(1000);
+        }
+        (void)!write(fd, "p", 1);
         for (;;)
             pause();
     }
@@ -1396,7 +1424,7 @@ static void test_kill_9_client(void)
     char ch = 0;
     CHECK_EQ(read(p[0], &ch, 1), 1);
     start_sender(&s2, c, "two", 1, 8, -1); /* queued: the child gets no more */
-    usleep(30000);
+    CHECK(WAIT_UNTIL(kqueued(c) == 1, 5000));
     uint64_t t0 = now_ms();
     kill(pid, SIGKILL);
     pthread_join(s1.t, NULL);
@@ -1410,6 +1438,55 @@ static void test_kill_9_client(void)
     wait_child(pid, &status);
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     close(p[0]);
+    fsim_close_server(s);
+}
+
+/* fork(): the child inherits the connection (its socket is shared with the parent) but not its
+ * receiver thread. What the child does with it (a get, a send, a close) must neither end the
+ * parent's connection nor hang the child; the parent goes on receiving. */
+static void test_fork_child_leaves_connection(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\Forked", 1, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\Forked", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = kget_last(&k);
+    getter g;
+    start_getter(&g, h, 1, 0); /* a get pending at the kernel across the fork */
+    CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 1, 5000));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        msgbuf m;
+        char out[8];
+        uint32_t ret = 0;
+        int ok = SimFilterGetMessage(h, &m.h, sizeof m, 0, NULL) == FP_E_INVALID_HANDLE &&
+                 SimFilterSendMessage(h, "ping", 4, out, sizeof out, &ret) ==
+                     FP_E_INVALID_HANDLE &&
+                 SimFilterCancelIo(h, NULL) == FP_E_INVALID_HANDLE &&
+                 SimFilterClose(h) == FP_S_OK;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    wait_child(pid, &status);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ(kget_disconnects(&k), 0);
+    CHECK(fsim_client_connected(c));
+    CHECK_EQ(fsim_client_pending_gets(c), 1); /* the child's cancel never reached the kernel */
+    sender sd;
+    start_sender(&sd, c, "after", 1, 8, -1);
+    pthread_join(g.t, NULL);
+    CHECK_EQ(g.hr, FP_S_OK);
+    CHECK(memcmp(g.m[0].body, "after", 5) == 0);
+    reply_to(h, g.m[0].h.MessageId, "ok", 0, FP_S_OK);
+    pthread_join(sd.t, NULL);
+    CHECK_EQ(sd.st, FP_STATUS_SUCCESS);
+    char out[8];
+    uint32_t ret = 0;
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
+    CHECK_EQ(ret, 3);
+    fsim_client_release(c);
+    close_user(h, &k);
     fsim_close_server(s);
 }
 
@@ -1430,7 +1507,6 @@ static void test_kernel_process_dies(void)
     pid_t pid = spawn_kernel("\\KernelDies", &rfd);
     char ch = 0;
     CHECK_EQ(read(rfd, &ch, 1), 1);
-    close(rfd);
     /* a live port of another process: collision */
     fsim_server *x = NULL;
     fsim_callbacks none = {0};
@@ -1444,7 +1520,9 @@ static void test_kernel_process_dies(void)
     CHECK(ret == 3 && memcmp(out, "cba", 3) == 0);
     getter g;
     start_getter(&g, h, 4, 0);
-    usleep(30000);
+    CHECK_EQ(read(rfd, &ch, 1), 1); /* the kernel sees the 4 gets waiting */
+    CHECK_EQ(ch, 'p');
+    close(rfd);
     uint64_t t0 = now_ms();
     kill(pid, SIGKILL);
     pthread_join(g.t, NULL);
@@ -2179,6 +2257,7 @@ int main(int argc, char **argv)
     RUN(test_one_mib(NULL));
     RUN(test_one_mib("65536"));
     RUN(test_kill_9_client());
+    RUN(test_fork_child_leaves_connection());
     RUN(test_kernel_process_dies());
     RUN(test_other_uid());
     RUN(test_other_users_dir());
