@@ -1211,6 +1211,24 @@ static void test_holds_keep_chunk(void)
 
 /* ------------------------------------------------------------------ never stop receiving */
 
+/* Sends 8 messages (both chunks' worth of a 2-chunk, batch-4 pump) and takes batches until it
+ * holds them all, into hoard[16]; returns how many batches. */
+static uint32_t hoard_slab(fake_backend *f, fp_pump *p, fp_batch *hoard)
+{
+    uint32_t nh = 0, seen = 0;
+    for (int i = 0; i < 8; i++)
+        fake_push(f, MSG_SIZE, REPLY_LEN);
+    while (seen < 8 && nh < 16) {
+        fp_batch b = {0};
+        if (fp_pump_next(p, 2000 * MS, &b) != FP_PUMP_BATCH)
+            break;
+        hoard[nh++] = b;
+        seen += b.count;
+    }
+    CHECK_EQ(seen, 8);
+    return nh;
+}
+
 /* A consumer that takes batches and never lets go of them (views stored forever), with a
  * deadline: once every chunk is held, new messages are answered from C at once (overflow), and
  * every message gets its answer. */
@@ -1225,17 +1243,7 @@ static void test_hoarding_consumer_keeps_serving(void)
     c.deadline_ns = 50 * MS;
     fp_pump *p = must_start(f, &c);
     fp_batch hoard[16];
-    uint32_t nh = 0, seen = 0;
-    for (int i = 0; i < 8; i++) /* both chunks' worth */
-        fake_push(f, MSG_SIZE, REPLY_LEN);
-    while (seen < 8 && nh < 16) {
-        fp_batch b = {0};
-        if (fp_pump_next(p, 2000 * MS, &b) != FP_PUMP_BATCH)
-            break;
-        hoard[nh++] = b;
-        seen += b.count;
-    }
-    CHECK_EQ(seen, 8);
+    uint32_t nh = hoard_slab(f, p, hoard);
     /* the slab is all held; 100 more messages must still be answered, without the consumer */
     for (int i = 0; i < 100; i++)
         fake_push(f, MSG_SIZE, REPLY_LEN);
@@ -1280,17 +1288,7 @@ static void test_overflow_without_deadline(void)
     c.overflow = 1;
     fp_pump *p = must_start(f, &c);
     fp_batch hoard[16];
-    uint32_t nh = 0, seen = 0;
-    for (int i = 0; i < 8; i++)
-        fake_push(f, MSG_SIZE, REPLY_LEN);
-    while (seen < 8 && nh < 16) {
-        fp_batch b = {0};
-        if (fp_pump_next(p, 2000 * MS, &b) != FP_PUMP_BATCH)
-            break;
-        hoard[nh++] = b;
-        seen += b.count;
-    }
-    CHECK_EQ(seen, 8);
+    uint32_t nh = hoard_slab(f, p, hoard);
     for (int i = 0; i < 50; i++)
         fake_push(f, MSG_SIZE, REPLY_LEN);
     CHECK(fake_wait_answered(f, 50, 5000));
