@@ -11,9 +11,8 @@ import pytest
 from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
-from pumpkit import MSG, REP, expected, good_handler
+from pumpkit import MSG, REP, expected, good_handler, in_thread
 from waiting import interrupt_main_when, wait_for
-
 
 
 def run_senders(server, client, n_senders, per_sender, timeout=30, reply_length=8):
@@ -30,20 +29,6 @@ def run_senders(server, client, n_senders, per_sender, timeout=30, reply_length=
     for t in threads:
         t.start()
     return threads, results
-
-
-def in_thread(fn, *args, **kw):
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args, **kw)
-        except BaseException as e:
-            box["error"] = e
-
-    t = threading.Thread(target=target)
-    t.start()
-    return t, box
 
 
 def test_every_message_answered_once_with_its_own_reply(served):

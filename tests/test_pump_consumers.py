@@ -16,7 +16,7 @@ import fastport
 from fastport import _ext
 from fastport import status
 from fastport.pump import Pump
-from pumpkit import DEFAULT, MSG, REP, expected
+from pumpkit import DEFAULT, MSG, REP, expected, in_thread
 from pumpkit import good_handler as verdicts
 from waiting import wait_for
 
@@ -25,14 +25,6 @@ LIMIT = 1 << 20  # FSIM_MAX_MESSAGE: payload bytes of one reply on either transp
 
 def verdict_of(rec):
     return expected(int(rec["sender"]), int(rec["seq"]))
-
-
-@pytest.fixture
-def served(fm, port_name):
-    server = fm.create_port(port_name)
-    port = fastport.connect(port_name)
-    yield server, server.clients[0], port
-    port.close()
 
 
 def send_each(server, client, senders, per_sender=1, timeout=10):
@@ -53,20 +45,6 @@ def join_all(threads, timeout=30):
     for t in threads:
         t.join(timeout)
         assert not t.is_alive(), "a thread hung"
-
-
-def in_thread(fn, *args, **kw):
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args, **kw)
-        except BaseException as e:
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return t, box
 
 
 # ---- 1. one pump, several consumers ----

@@ -4,22 +4,10 @@ import select
 import struct
 import threading
 
-import pytest
-
-import fastport
 from fastport import _ext
 from fastport.pump import Pump
 from pumpkit import MSG, REP
 from waiting import wait_for
-
-
-
-@pytest.fixture
-def served(fm, port_name):
-    server = fm.create_port(port_name)
-    port = fastport.connect(port_name)
-    yield server, server.clients[0], port
-    port.close()
 
 
 class CountingPump(Pump):
