@@ -93,16 +93,22 @@ static fp_hresult from_errno(int e)
     return (fp_hresult)(0x80070000u | ((uint32_t)e & 0xFFFFu));
 }
 
-static fp_hresult fan_attach(fp_backend *b, uint32_t nslots)
+/* The per-slot arrays attach sizes (a second attach replaces them). */
+static void free_slots(fan_backend *f)
 {
-    fan_backend *f = self(b);
-    size_t n = nslots ? nslots : 1;
     free(f->buf);
     free(f->size);
     free(f->posted);
     free(f->cancelled);
     free(f->fifo);
     free(f->rbuf);
+}
+
+static fp_hresult fan_attach(fp_backend *b, uint32_t nslots)
+{
+    fan_backend *f = self(b);
+    size_t n = nslots ? nslots : 1;
+    free_slots(f);
     f->buf = calloc(n, sizeof *f->buf);
     f->size = calloc(n, sizeof *f->size);
     f->posted = calloc(n, 1);
@@ -434,20 +440,17 @@ static fp_hresult fan_reply(fp_backend *b, fp_reply *r, uint32_t n)
         }
         /* the response first: once the fd is closed the kernel no longer knows the event */
         uint32_t v = verdict(f, &r[i]);
-        int e = respond(f, fd, v);
+        int e = respond(f, fd, v), unaudited = 0;
         if (e == EINVAL && (v & FAN_AUDIT)) { /* no FAN_ENABLE_AUDIT: the verdict without it */
             e = respond(f, fd, v & ~(uint32_t)FAN_AUDIT);
-            if (e == 0) {
-                pthread_mutex_lock(&f->mu);
-                f->st->audit_refused++;
-                pthread_mutex_unlock(&f->mu);
-            }
+            unaudited = 1;
         }
         close(fd);
         r[i].hr = e == 0 ? FP_S_OK : e == ENOENT ? FP_E_FLT_NO_WAITER_FOR_REPLY : from_errno(e);
         if (e == 0) {
             pthread_mutex_lock(&f->mu);
             f->st->replied++;
+            f->st->audit_refused += unaudited;
             pthread_mutex_unlock(&f->mu);
         }
     }
@@ -471,12 +474,7 @@ static void fan_destroy(fp_backend *b)
     if (f->wake_fd >= 0)
         close(f->wake_fd);
     pthread_mutex_destroy(&f->mu);
-    free(f->buf);
-    free(f->size);
-    free(f->posted);
-    free(f->cancelled);
-    free(f->fifo);
-    free(f->rbuf);
+    free_slots(f);
     free(f->tab);
     free((void *)f->cfg.exclude_pids);
     free((void *)f->cfg.exclude_uids);
