@@ -1211,7 +1211,18 @@ static void test_holds_keep_chunk(void)
 
 /* ------------------------------------------------------------------ never stop receiving */
 
-/* Sends 8 messages (both chunks' worth of a 2-chunk, batch-4 pump) and takes batches until it
+/* One worker, 4 gets in flight, two chunks of 4 slots: a slab that hoard_slab fills. */
+static fp_pump_config two_chunk_cfg(void)
+{
+    fp_pump_config c = base_cfg();
+    c.threads = 1;
+    c.batch = 4;
+    c.outstanding = 4;
+    c.nchunks = 2;
+    return c;
+}
+
+/* Sends 8 messages (both chunks' worth of a two_chunk_cfg pump) and takes batches until it
  * holds them all, into hoard[16]; returns how many batches. */
 static uint32_t hoard_slab(fake_backend *f, fp_pump *p, fp_batch *hoard)
 {
@@ -1235,11 +1246,7 @@ static uint32_t hoard_slab(fake_backend *f, fp_pump *p, fp_batch *hoard)
 static void test_hoarding_consumer_keeps_serving(void)
 {
     fake_backend *f = fake_new(256);
-    fp_pump_config c = base_cfg();
-    c.threads = 1;
-    c.batch = 4;
-    c.outstanding = 4;
-    c.nchunks = 2;
+    fp_pump_config c = two_chunk_cfg();
     c.deadline_ns = 50 * MS;
     fp_pump *p = must_start(f, &c);
     fp_batch hoard[16];
@@ -1280,11 +1287,7 @@ static void test_hoarding_consumer_keeps_serving(void)
 static void test_overflow_without_deadline(void)
 {
     fake_backend *f = fake_new(256);
-    fp_pump_config c = base_cfg();
-    c.threads = 1;
-    c.batch = 4;
-    c.outstanding = 4;
-    c.nchunks = 2;
+    fp_pump_config c = two_chunk_cfg();
     c.overflow = 1;
     fp_pump *p = must_start(f, &c);
     fp_batch hoard[16];
