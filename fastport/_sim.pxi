@@ -95,7 +95,8 @@ cdef class ClientPort:
 
     @property
     def connected(self):
-        """True until either side closes the connection."""
+        """True from the moment ConnectNotify returned (admitted) until either side closes the
+        connection; False while ConnectNotify runs."""
         return bool(fsim_client_connected(self._client()))
 
     @property

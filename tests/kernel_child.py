@@ -23,6 +23,8 @@ def on_connect(client, context):
 server = fm.create_port(sys.argv[1], connect_notify=on_connect)
 print("ready", flush=True)
 connected.wait()
+while not clients[0].connected:  # admitted once on_connect has returned, not while it runs
+    time.sleep(0.001)
 print("connected", flush=True)
 if sys.argv[2:] == ["tell-pending"]:
     while clients[0].pending_gets == 0:

@@ -78,6 +78,21 @@ def test_max_connections(fm, port_name):
     c.close()
 
 
+def test_a_connection_is_admitted_once_connect_notify_returns(fm, port_name):
+    seen = []
+
+    def notify(client, ctx):  # the client port is not connected while its ConnectNotify runs
+        seen.append((client.connected, server.send(client, b"early", timeout=0).status))
+
+    server = fm.create_port(port_name, connect_notify=notify)
+    with fastport.connect(port_name) as port:
+        assert seen == [(False, status.STATUS_PORT_DISCONNECTED)]
+        client, = server.clients
+        assert client.connected
+        with pytest.raises(status.PortTimeout):  # the early send was refused, not queued
+            port.get_message(timeout=0)
+
+
 def test_connect_notify_rejects(fm, port_name):
     def notify(client, ctx):
         if ctx == b"deny":
