@@ -1,6 +1,6 @@
 # Shared helpers of the extension: status checks and argument conversion.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.exc cimport PyErr_CheckSignals
+from cpython.exc cimport PyErr_CheckSignals, PyErr_Occurred
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 cdef extern from *:
     """
@@ -35,6 +35,20 @@ cdef inline int _check_nt(int32_t st, str what) except -1:
 # Blocking calls wait in slices of this many ms, releasing the GIL, and check for signals
 # (Ctrl-C) between two.
 cdef uint32_t _SIGNAL_SLICE_MS = 100
+
+cdef extern from "Python.h":
+    int _run_signal_handlers "PyErr_CheckSignals" ()  # leaves a handler's exception set
+
+cdef int _interrupt_hook(void *arg) noexcept nogil:
+    """A port's interrupt hook (fp_port_ops.interrupt_hook): runs Python's signal handlers
+    (on the main thread); nonzero when one raised (Ctrl-C), its exception left set for the
+    caller to raise with _raise_set() once the C call has returned."""
+    with gil:
+        return _run_signal_handlers() != 0
+
+cdef int _raise_set() except -1:
+    """Raises the exception _interrupt_hook left set."""
+    return -1
 
 cdef inline bint _forked(int owner) noexcept:
     """Whether this is a child forked from process `owner` (which made the object)."""

@@ -207,7 +207,12 @@ cdef class Port(_Source):
     def reply_message(self, message_id, data=b"", status=0):
         """FilterReplyMessage: answer message `message_id` with `data` (bytes-like payload; sent
         as FILTER_REPLY_HEADER + data, the padding rule) and FILTER_REPLY_HEADER.Status `status`.
-        Raises NoWaiterForReply (0x801F0020) when the kernel no longer waits for it."""
+        Raises NoWaiterForReply (0x801F0020) when the kernel no longer waits for it.
+
+        On the emulator's socket transport the call waits for the kernel side to take the reply
+        (at once when it runs; a stopped one is hung up on after 30 s). That wait wakes for
+        signals: Ctrl-C raises KeyboardInterrupt out of it, and the reply was then sent but its
+        outcome is unknown (the kernel side takes it when it resumes, or never)."""
         message_id = _int_value(message_id, "message_id")
         if message_id < 0 or message_id > 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"message_id out of range: {message_id}")
@@ -231,8 +236,14 @@ cdef class Port(_Source):
             (<FP_REPLY_HEADER *>rb).MessageId = <uint64_t>message_id
             if buf.len:
                 memcpy(rb + 16, buf.buf, buf.len)
+            if ops.interrupt_hook is not NULL:  # the wait for the kernel side's ack
+                ops.interrupt_hook(_interrupt_hook, NULL)
             with nogil:
                 hr = ops.reply(h, rb, total)
+            if ops.interrupt_hook is not NULL:
+                ops.interrupt_hook(NULL, NULL)
+            if hr == FP_E_OPERATION_ABORTED and PyErr_Occurred():
+                _raise_set()
             _check_hr(hr, "FilterReplyMessage")
         finally:
             free(rb)

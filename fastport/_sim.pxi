@@ -486,12 +486,14 @@ def runtime_dir():
 
 def debug_counters():  # here: the emulator is POSIX-only, and so is this
     """Process-wide counts of live C objects, for leak checks: emulated client and server ports,
-    pumps, and pump slabs/chunks allocated and freed."""
+    pumps, and pump slabs/chunks allocated and freed; and `sim_peer_waits`, the calls waiting
+    for a socket-transport kernel side right now (an acknowledgement, a connect's handshake)."""
     cdef fp_pump_debug d
     fp_pump_debug_counters(&d)
     return {
         "sim_clients": fsim_debug_live_clients(),
         "sim_servers": fsim_debug_live_servers(),
+        "sim_peer_waits": fsim_debug_peer_waits(),
         "pumps_live": d.pumps_live,
         "slabs_allocated": d.slabs_allocated,
         "slabs_freed": d.slabs_freed,

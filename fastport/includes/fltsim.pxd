@@ -113,3 +113,4 @@ cdef extern from "fltsim/fltsim.h" nogil:
     const char *fsim_error_detail()
     int64_t fsim_debug_live_clients()
     int64_t fsim_debug_live_servers()
+    int64_t fsim_debug_peer_waits()

@@ -24,6 +24,7 @@ cdef extern from "backends/port.h" nogil:
                          uint32_t *returned, int32_t *hr) noexcept nogil
         void (*send_end)(void *op) noexcept nogil
         void (*forsake)(void *port) noexcept nogil
+        void (*interrupt_hook)(int (*fn)(void *arg) noexcept nogil, void *arg) noexcept nogil
     const fp_port_ops fp_port_fltlib
     const fp_port_ops fp_port_fltlib_sync
     int32_t fp_port_fltlib_connect(const wchar_t *name, uint32_t options, const void *context,

@@ -47,6 +47,12 @@ typedef struct fp_port_ops {
     /* Drop the handle in a process forked from the one that opened it: the connection stays
      * the parent's (no disconnect, no shutdown). NULL: nothing to do but forget it. */
     void (*forsake)(void *port);
+    /* Sets (fn) or clears (NULL) the calling thread's interrupt hook for the waits of this
+     * route's calls that wait on a kernel side beyond a system call (the emulator's socket
+     * transport: a reply's acknowledgement, connect's handshake): fn(arg) is called every 100 ms
+     * there, and the call gives up with FP_E_OPERATION_ABORTED when it returns nonzero. NULL
+     * where no call waits so (FltLib: FilterReplyMessage is one system call). */
+    void (*interrupt_hook)(int (*fn)(void *arg), void *arg);
 } fp_port_ops;
 
 #ifndef _WIN32

@@ -119,10 +119,10 @@ static void fl_close(void *port)
 
 const fp_port_ops fp_port_fltlib = {
     "fltlib", fl_get, fl_reply, fl_send, fl_cancel, fl_local_replies, fl_close, NULL, NULL, NULL,
-    NULL,
+    NULL,     NULL,
 };
 
 const fp_port_ops fp_port_fltlib_sync = {
     "fltlib", fl_get_sync, fl_reply, fl_send, fl_cancel, fl_local_replies, fl_close, NULL, NULL,
-    NULL, NULL,
+    NULL,     NULL,        NULL,
 };

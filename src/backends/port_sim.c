@@ -85,5 +85,5 @@ static void sim_forsake(void *port)
 
 const fp_port_ops fp_port_sim = {
     "sim",        sim_get,       sim_reply,    sim_send,   sim_cancel, sim_local_replies,
-    sim_close,    sim_send_start, sim_send_wait, sim_send_end, sim_forsake,
+    sim_close,    sim_send_start, sim_send_wait, sim_send_end, sim_forsake, SimSetInterruptHook,
 };

@@ -279,6 +279,17 @@ int SimFilterSendMessageWait(SIM_SEND_OP *op, uint32_t timeout_ms, void *out_buf
                              uint32_t out_size, uint32_t *bytes_returned, fp_hresult *hr);
 void SimFilterSendMessageEnd(SIM_SEND_OP *op);
 
+/* Emulator extension: lets this thread's long waits on a kernel side wake for signals (Ctrl-C in
+ * Python). While fn is set (NULL clears it; per thread), the socket transport's waits made by
+ * this thread (connect's handshake, while ConnectNotify runs; a reply's or a send's
+ * acknowledgement) call fn(arg) every FSIM_INTERRUPT_SLICE_MS, without any lock held, and give
+ * up when it returns nonzero: the call returns FP_E_OPERATION_ABORTED. A connect given up on is
+ * not made (the kernel side sees the connection end). Replies and sends given up on were handed
+ * to the kernel side and may or may not have been taken: their outcome is not known. The inproc
+ * transport never waits on a kernel side. */
+#define FSIM_INTERRUPT_SLICE_MS 100u
+void SimSetInterruptHook(int (*fn)(void *arg), void *arg);
+
 /* Not in FltLib: the transport this connection runs on. FP_E_INVALID_HANDLE if `port` is not a
  * live handle. */
 fp_hresult SimFilterGetTransport(SIM_HANDLE port, enum fsim_transport *transport);
@@ -299,6 +310,8 @@ const char *fsim_error_detail(void);
 /* Live object counts, for leak checks (always compiled in). */
 int64_t fsim_debug_live_clients(void);
 int64_t fsim_debug_live_servers(void);
+/* Calls of this process waiting for a socket-transport kernel side now (an ack, a handshake). */
+int64_t fsim_debug_peer_waits(void);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,12 @@
  * blocks on its own writes), so they cannot deadlock. A failed write shuts the socket down, which
  * the receiver sees as the end of the connection: nobody waits for an answer that cannot come.
  *
+ * Waits that can last (a kernel side whose process is stopped answers nothing until the peer
+ * timeout) wake every FSIM_INTERRUPT_SLICE_MS for the calling thread's interrupt hook
+ * (SimSetInterruptHook) when it has one: Ctrl-C in Python. A call it stops returns
+ * FP_E_OPERATION_ABORTED; the ack that comes for it later is counted off (`abandoned`), not taken
+ * for a protocol error.
+ *
  * fork(): a child inherits the socket, shared with the parent, but not the receiver thread. The
  * connection stays the parent's: in the child every call fails with FP_E_INVALID_HANDLE without
  * writing a frame (the answer would reach the parent's receiver), and a close just closes the
@@ -26,6 +32,9 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +55,7 @@ typedef struct uwait { /* a call waiting for its answer */
     uint64_t id;
     int kind;
     int done; /* ack received */
+    int interrupted; /* given up on by the caller's interrupt hook: its ack is not awaited */
     pthread_cond_t *cv;
     /* reply */
     int32_t *hrs;
@@ -64,6 +74,7 @@ typedef struct ucon {
     int dead;
     int queued; /* the kernel may have messages queued (QUEUED seen, no SK_F_EMPTY since) */
     uint64_t next_id;
+    uint64_t abandoned; /* acks still to come for waiters the interrupt hook gave up on */
     uwait *b[U_BUCKETS];
     fsim_io *g[U_BUCKETS]; /* pending gets by tag */
     uint32_t npending;
@@ -173,14 +184,58 @@ static uint32_t peer_timeout_ms(void)
     return v > 0 && v < 3600000 ? (uint32_t)v : SK_PEER_TIMEOUT_MS;
 }
 
+/* The calling thread's interrupt hook (SimSetInterruptHook). */
+static __thread int (*tl_hook)(void *);
+static __thread void *tl_hook_arg;
+
+void SimSetInterruptHook(int (*fn)(void *arg), void *arg)
+{
+    tl_hook = fn;
+    tl_hook_arg = fn ? arg : NULL;
+}
+
+static int interrupted(void) { return tl_hook && tl_hook(tl_hook_arg); }
+
+static atomic_llong peer_waits; /* calls waiting for the kernel side now */
+int64_t fsim_debug_peer_waits(void) { return atomic_load(&peer_waits); }
+
+static void wait_done_(ucon *u, uwait *w);
+
 static void wait_done(ucon *u, uwait *w)
 {
-    struct timespec dl = fp_timespec_at(fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS);
+    atomic_fetch_add(&peer_waits, 1);
+    wait_done_(u, w);
+    atomic_fetch_sub(&peer_waits, 1);
+}
+
+static void wait_done_(ucon *u, uwait *w)
+{
+    uint64_t end = fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS;
+    int hung_up = 0;
     while (!w->done && !u->dead) {
-        if (pthread_cond_timedwait(w->cv, &u->lock, &dl) == ETIMEDOUT && !w->done && !u->dead) {
-            (void)shutdown(u->fd, SHUT_RDWR);
-            while (!w->done && !u->dead)
-                pthread_cond_wait(w->cv, &u->lock);
+        uint64_t now = fp_now_ns(), until = end;
+        if (tl_hook && now + FSIM_INTERRUPT_SLICE_MS * FP_NS_PER_MS < until)
+            until = now + FSIM_INTERRUPT_SLICE_MS * FP_NS_PER_MS;
+        if (hung_up && !tl_hook) {
+            pthread_cond_wait(w->cv, &u->lock);
+            continue;
+        }
+        struct timespec dl = fp_timespec_at(until);
+        if (pthread_cond_timedwait(w->cv, &u->lock, &dl) != ETIMEDOUT || w->done || u->dead)
+            continue;
+        if (!hung_up && fp_now_ns() >= end) {
+            (void)shutdown(u->fd, SHUT_RDWR); /* the receiver ends the connection */
+            hung_up = 1;
+        }
+        if (tl_hook) {
+            pthread_mutex_unlock(&u->lock); /* the hook may take its time (Python's GIL) */
+            int stop = interrupted();
+            pthread_mutex_lock(&u->lock);
+            if (stop && !w->done && !u->dead) {
+                w->interrupted = 1;
+                u->abandoned++;
+                return;
+            }
         }
     }
 }
@@ -238,6 +293,10 @@ static int dispatch(ucon *u, const sk_hdr *hdr, fsim_done_list *dl)
         return 0;
     case SK_REPLY_ACK:
         w = w_find(u, h->req);
+        if (!w && u->abandoned && h->req < u->next_id) { /* for a call that was interrupted */
+            u->abandoned--;
+            return 0;
+        }
         if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs)
             return -1;
         memcpy(w->hrs, f.body, (size_t)h->count * sizeof(int32_t));
@@ -247,6 +306,10 @@ static int dispatch(ucon *u, const sk_hdr *hdr, fsim_done_list *dl)
         return 0;
     case SK_SEND_ACK:
         w = w_find(u, h->req);
+        if (!w && u->abandoned && h->req < u->next_id) {
+            u->abandoned--;
+            return 0;
+        }
         if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size)
             return -1;
         if (h->count)
@@ -474,7 +537,7 @@ static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
             wait_done(u, &w);
         w_unlink(u, &w);
         pthread_mutex_unlock(&u->lock);
-        hr = !w.done ? FP_E_INVALID_HANDLE : w.hr;
+        hr = w.interrupted ? FP_E_OPERATION_ABORTED : !w.done ? FP_E_INVALID_HANDLE : w.hr;
         if (FP_SUCCEEDED(hr)) {
             r = 0;
             for (uint32_t k = i; k < j; k++)
@@ -523,7 +586,7 @@ static fp_hresult u_send(void *impl, const void *in, uint32_t in_size, void *out
     w_unlink(u, &w);
     pthread_mutex_unlock(&u->lock);
     if (!w.done)
-        return FP_E_INVALID_HANDLE;
+        return w.interrupted ? FP_E_OPERATION_ABORTED : FP_E_INVALID_HANDLE;
     *returned = w.returned;
     return w.hr;
 }
@@ -582,6 +645,36 @@ static const fsim_handle_ops sock_handle_ops = {
 };
 
 /* ---- connecting ---- */
+
+/* Waits until fd can be read (S_OK; also on an error, for the read to report), `end` passes
+ * (FP_E_TIMEOUT) or the interrupt hook gives up (FP_E_OPERATION_ABORTED). */
+static fp_hresult readable_within_(int fd, uint64_t end);
+
+static fp_hresult readable_within(int fd, uint64_t end)
+{
+    atomic_fetch_add(&peer_waits, 1);
+    fp_hresult hr = readable_within_(fd, end);
+    atomic_fetch_sub(&peer_waits, 1);
+    return hr;
+}
+
+static fp_hresult readable_within_(int fd, uint64_t end)
+{
+    for (;;) {
+        uint64_t now = fp_now_ns();
+        if (now >= end)
+            return FP_E_TIMEOUT;
+        uint64_t left_ms = (end - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
+        if (tl_hook && left_ms > FSIM_INTERRUPT_SLICE_MS)
+            left_ms = FSIM_INTERRUPT_SLICE_MS;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            return FP_S_OK;
+        if (interrupted())
+            return FP_E_OPERATION_ABORTED;
+    }
+}
 
 /* Connects to the port's socket in dir, a directory owned by dir_uid. FP_E_FILE_NOT_FOUND if
  * there is none (or a stale one); FP_E_ACCESSDENIED if the socket file belongs to neither the
@@ -720,18 +813,16 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
                          {(void *)ctx, ctx_size}};
     sk_hdr *a;
     /* ConnectNotify runs meanwhile; a kernel side that never answers is given up on */
-    uint32_t pt = peer_timeout_ms();
-    struct timeval rto = {pt / 1000, (suseconds_t)(pt % 1000) * 1000}, none = {0, 0};
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rto, sizeof rto);
-    errno = 0;
     sk_frame f;
-    if (u_write(u, v, ctx_size ? 4 : 3, total) != 0 || sk_read_frame(&u->rd, &a) != 1 ||
-        sk_parse_frame(a, a->len, SK_FROM_KERNEL, &f) != 0 || f.h.type != SK_HELLO_ACK)
-        /* hung up on (the port closed meanwhile), or no answer in time */
-        hr = errno == EAGAIN || errno == EWOULDBLOCK ? FP_E_TIMEOUT : FP_E_FILE_NOT_FOUND;
+    if (u_write(u, v, ctx_size ? 4 : 3, total) != 0)
+        hr = FP_E_FILE_NOT_FOUND; /* hung up on: the port closed meanwhile */
+    else if ((hr = readable_within(fd, fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS)) != FP_S_OK)
+        ; /* no answer in time, or interrupted */
+    else if (sk_read_frame(&u->rd, &a) != 1 ||
+             sk_parse_frame(a, a->len, SK_FROM_KERNEL, &f) != 0 || f.h.type != SK_HELLO_ACK)
+        hr = FP_E_FILE_NOT_FOUND;
     else
         hr = f.h.hr;
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     if (FP_SUCCEEDED(hr) && sk_thread_create(&u->rx, rx_main, u) != 0)
         hr = FP_E_OUTOFMEMORY;
     if (!FP_SUCCEEDED(hr)) {

@@ -1903,6 +1903,112 @@ static void test_garbage_to_user(void)
     fake_stop(&f, "\\Fake");
 }
 
+/* ---- waits that wake for the caller's interrupt hook (SimSetInterruptHook) ---- */
+
+static atomic_int hook_calls;
+static int hook_third(void *arg) /* gives up on its third call */
+{
+    CHECK(arg == &hook_calls);
+    return atomic_fetch_add(&hook_calls, 1) + 1 >= 3;
+}
+
+static int listen_at(const char *name)
+{
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    unlink(a.sun_path);
+    int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    CHECK_EQ(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    CHECK_EQ(listen(lfd, 4), 0);
+    return lfd;
+}
+
+typedef struct greeter { /* accepts one connection and answers its hello, then says no more */
+    pthread_t t;
+    int lfd, fd;
+} greeter;
+
+static void *greeter_main(void *p)
+{
+    greeter *g = p;
+    g->fd = accept(g->lfd, NULL, NULL);
+    char buf[512];
+    (void)!recv(g->fd, buf, sizeof buf, 0);
+    sk_hdr a = {24, SK_HELLO_ACK, 0, 0, FP_S_OK, 0};
+    (void)!send(g->fd, &a, sizeof a, MSG_NOSIGNAL);
+    return NULL;
+}
+
+/* A kernel side that does not answer (its process stopped): connect's handshake and a reply's
+ * acknowledgement give up when the hook says so, and the ack that comes later for the reply is
+ * counted off, not taken for a protocol error: the connection goes on. */
+static void test_interrupt_hook(void)
+{
+    const char *name = "\\Mute";
+    int lfd = listen_at(name); /* connects queue in its backlog; nobody accepts */
+    SIM_HANDLE h = 0;
+    SimSetInterruptHook(hook_third, &hook_calls);
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_E_OPERATION_ABORTED);
+    CHECK_EQ(atomic_load(&hook_calls), 3);
+    CHECK_EQ(fsim_debug_peer_waits(), 0);
+    int fd = accept(lfd, NULL, NULL); /* the abandoned one: its hello, then its end */
+    char buf[512];
+    CHECK(recv(fd, buf, sizeof buf, 0) > 0);
+    CHECK(hung_up(fd));
+    close(fd);
+
+    greeter g = {.lfd = lfd, .fd = -1};
+    pthread_create(&g.t, NULL, greeter_main, &g);
+    SimSetInterruptHook(NULL, NULL); /* cleared: this connect is not interrupted */
+    atomic_store(&hook_calls, 0);
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    CHECK_EQ(atomic_load(&hook_calls), 0);
+    pthread_join(g.t, NULL);
+    SimSetInterruptHook(hook_third, &hook_calls);
+    reply_to(h, 7, "late", 0, FP_E_OPERATION_ABORTED);
+    CHECK_EQ(atomic_load(&hook_calls), 3);
+    SimSetInterruptHook(NULL, NULL);
+    /* the reply went out; its ack comes now */
+    struct {
+        sk_hdr h;
+        sk_reply_ent e;
+        char body[64];
+    } r;
+    CHECK(recv(g.fd, &r, sizeof r, 0) > 0);
+    CHECK_EQ(r.h.type, SK_REPLY);
+    CHECK_EQ(r.h.count, 1);
+    struct {
+        sk_hdr h;
+        int32_t hr[2];
+    } ack = {{28, SK_REPLY_ACK, 0, 1, FP_S_OK, r.h.req}, {FP_S_OK, 0}};
+    CHECK_EQ(send(g.fd, &ack, 28, MSG_NOSIGNAL), 28);
+    /* and the connection goes on: a get, served after the ack */
+    getter gt;
+    start_getter(&gt, h, 1, 5000);
+    struct {
+        sk_hdr h;
+        uint64_t tag;
+    } get;
+    CHECK_EQ(recv(g.fd, &get, sizeof get, 0), (ssize_t)sizeof get);
+    CHECK_EQ(get.h.type, SK_GET);
+    struct {
+        sk_hdr h;
+        sk_msg_ent m;
+        char data[8];
+    } msg = {{sizeof msg, SK_MSGS, 0, 1, 0, 0}, {get.tag, 42, 0, 8, SK_LAST, 0}, "hello..."};
+    CHECK_EQ(send(g.fd, &msg, sizeof msg, MSG_NOSIGNAL), (ssize_t)sizeof msg);
+    pthread_join(gt.t, NULL);
+    CHECK_EQ(gt.hr, FP_S_OK);
+    CHECK_EQ(gt.filled, 1);
+    CHECK_EQ(gt.m[0].h.MessageId, 42);
+    close(g.fd); /* the kernel side hangs up: the close below does not wait */
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    close(lfd);
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    unlink(a.sun_path);
+}
+
 /* ---- hostile peers: time and memory the kernel side gives them are bounded ---- */
 
 static int thread_count(void)
@@ -2264,6 +2370,7 @@ int main(int argc, char **argv)
     RUN(test_stopped_user());
     RUN(test_garbage_to_kernel());
     RUN(test_garbage_to_user());
+    RUN(test_interrupt_hook());
     RUN(test_partial_hellos_and_close());
     RUN(test_partial_frame_deadline());
     RUN(test_send_flood());
