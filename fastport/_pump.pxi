@@ -345,6 +345,10 @@ cdef class _PumpCore:
         then failed: in stats['errors'] or stats['reply_failed']) and `gets_pending` (gets
         still in flight). All zero/False for a clean stop (and when already stopped).
 
+        The wait wakes for signals: Ctrl-C gives up at once, as the bound passing would (the
+        port is closed), the stop then finishes (within the close's 2 s) and KeyboardInterrupt
+        is raised.
+
         In a child forked from the pump's process it raises RuntimeError at once and frees
         nothing (the pump is the parent's)."""
         report = {"hung_up": False, "unanswered": 0, "gets_pending": 0}
@@ -355,28 +359,52 @@ cdef class _PumpCore:
         guard = _threading.Lock()
         done = []
 
-        def give_up():
+        def give_up(why):
             with guard:
-                if done:
+                if done or report["hung_up"]:
                     return
                 s = self.stats
                 report.update(hung_up=True, gets_pending=s["inflight"], unanswered=(
                     s["received"] - s["replied"] - s["reply_failed"] - s["no_reply"]
                     - s["defaulted"]))
-                _log.warning("pump stop: the port did not answer within %g s; closing it "
-                             "(%d message(s) unanswered, %d get(s) pending)", t / 1e9,
-                             report["unanswered"], report["gets_pending"])
+                _log.warning("pump stop: %s; closing the port (%d message(s) unanswered, "
+                             "%d get(s) pending)", why, report["unanswered"],
+                             report["gets_pending"])
                 (<_Source>self.port)._abandon()
 
         timer = None
         if t >= 0:
-            timer = _threading.Timer(t / 1e9, give_up)
+            timer = _threading.Timer(t / 1e9, give_up,
+                                     (f"the port did not answer within {t / 1e9:g} s",))
             timer.daemon = True
             timer.start()
+        interrupted = None
+        finished = _threading.Lock()
+        finished.acquire()
+
+        def join():
+            try:
+                self._join_all()
+            finally:
+                finished.release()
+
         try:
-            with nogil:
-                fp_pump_stop(self._p)
-                fp_pump_join(self._p)
+            # the join runs on a thread of its own so that this one wakes for signals (a plain
+            # lock's acquire does; an interrupted Thread.join may take a running thread for ended)
+            joiner = _threading.Thread(target=join, name="fastport-pump-stop", daemon=True)
+            try:
+                joiner.start()
+            except RuntimeError:  # no new threads (interpreter shutdown): join here, unbounded
+                join()
+            while not finished.acquire(True, _SIGNAL_SLICE_MS / 1000):
+                pass
+        except BaseException as e:
+            # Ctrl-C: give up at once, as the bound passing would; the join then ends within
+            # the close's bound (one already running on the thread is waited for: it is
+            # idempotent), and the exception is raised once the stop is done
+            interrupted = e
+            give_up(f"interrupted ({type(e).__name__})")
+            self._join_all()
         finally:
             if timer is not None:
                 with guard:
@@ -387,7 +415,15 @@ cdef class _PumpCore:
         (<_Source>self.port)._backend_done(self)
         if report["hung_up"]:
             _log.info("pump stopped after closing its port")
+        if interrupted is not None:
+            raise interrupted
         return report
+
+    def _join_all(self):
+        """fp_pump_stop + fp_pump_join, without the GIL (stop()'s joining thread)."""
+        with nogil:
+            fp_pump_stop(self._p)
+            fp_pump_join(self._p)
 
     cdef Batch _wrap(self, const fp_batch *fb):
         cdef _BatchHold hold = _BatchHold.__new__(_BatchHold)

@@ -9,10 +9,10 @@ import threading
 import pytest
 
 import fastport
-from fastport import status
+from fastport import _ext, status
 from fastport.pump import Pump
 from pumpkit import MSG, REP
-from waiting import interrupt_main_when
+from waiting import interrupt_main_when, wait_for
 
 
 def test_ctrl_c_interrupts_a_send_waiting_for_its_reply(served):
@@ -89,6 +89,73 @@ def _state(pid):
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+def _peer_waits():
+    return _ext.debug_counters()["sim_peer_waits"]
+
+
+def _stopped(kernel):
+    kernel.send_signal(signal.SIGSTOP)
+    while _state(kernel.pid) != "T":  # stopped for real before the call that waits on it
+        pass
+
+
+def test_ctrl_c_interrupts_a_reply_waiting_for_a_stopped_kernel(port_name):
+    kernel = subprocess.Popen([sys.executable, KERNEL, port_name, "send-loop"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert kernel.stdout.readline() == "ready\n"
+        with fastport.connect(port_name) as port:
+            assert kernel.stdout.readline() == "connected\n"
+            m = port.get_message(timeout=10)
+            _stopped(kernel)  # the reply goes out; its acknowledgement cannot come
+            t = interrupt_main_when(lambda: _peer_waits() == 1,
+                                    lambda: kernel.send_signal(signal.SIGCONT))
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    port.reply_message(m.message_id, b"first")
+            finally:
+                t.finish()
+            assert _peer_waits() == 0
+            kernel.send_signal(signal.SIGCONT)
+            # the kernel side took the reply when it resumed; its late acknowledgement is no
+            # protocol error: the connection goes on with the next message
+            assert kernel.stdout.readline() == "reply b'first'\n"
+            m2 = port.get_message(timeout=10)
+            assert m2.message_id != m.message_id
+            port.reply_message(m2.message_id, b"second")
+            assert kernel.stdout.readline() == "reply b'second'\n"
+    finally:
+        kernel.kill()
+        kernel.wait()
+
+
+def test_ctrl_c_interrupts_a_connect_to_a_stopped_kernel(port_name):
+    kernel = subprocess.Popen([sys.executable, KERNEL, port_name],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert kernel.stdout.readline() == "ready\n"
+        _stopped(kernel)  # the handshake goes out; its answer cannot come
+        t = interrupt_main_when(lambda: _peer_waits() == 1,
+                                lambda: kernel.send_signal(signal.SIGCONT))
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                fastport.connect(port_name)
+        finally:
+            t.finish()
+        assert _peer_waits() == 0
+        kernel.send_signal(signal.SIGCONT)
+        # the kernel side reads the handshake when it resumes and admits the connection, which
+        # ends at once: the caller has gone
+        assert {kernel.stdout.readline(), kernel.stdout.readline()} == {
+            "connected\n", "disconnected\n"}
+        with fastport.connect(port_name):  # and the port goes on
+            pass
+        assert kernel.stdout.readline() == "disconnected\n"
+    finally:
+        kernel.kill()
+        kernel.wait()
+
+
 def test_stop_is_bounded_when_the_kernel_process_is_stopped(port_name):
     kernel = subprocess.Popen([sys.executable, KERNEL, port_name, "send-one"],
                               stdout=subprocess.PIPE, text=True)
@@ -99,9 +166,7 @@ def test_stop_is_bounded_when_the_kernel_process_is_stopped(port_name):
         pump.start()
         batch = pump._next(timeout=10)  # the kernel's message, held unanswered
         assert batch is not None and len(batch) == 1
-        kernel.send_signal(signal.SIGSTOP)
-        while _state(kernel.pid) != "T":  # stopped for real before we stop the pump
-            pass
+        _stopped(kernel)
         report = pump.stop(timeout=0.2)
         # it returned, and says what it gave up on: the held message and the pending gets
         assert report["hung_up"] is True
@@ -111,6 +176,37 @@ def test_stop_is_bounded_when_the_kernel_process_is_stopped(port_name):
         s = pump.stats
         assert s["inflight"] == 0
         assert s["received"] == 1
+        assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
+        del batch
+    finally:
+        kernel.kill()
+        kernel.wait()
+
+
+def test_ctrl_c_interrupts_an_unbounded_stop(port_name):
+    kernel = subprocess.Popen([sys.executable, KERNEL, port_name, "send-one"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert kernel.stdout.readline() == "ready\n"
+        port = fastport.connect(port_name)
+        pump = Pump(port, message=MSG, reply=REP, threads=1, outstanding=2, batch=4)
+        pump.start()
+        batch = pump._next(timeout=10)  # the kernel's message, held unanswered
+        assert batch is not None and len(batch) == 1
+        _stopped(kernel)  # nothing the stop asks of the kernel side can be answered now
+        t = interrupt_main_when(
+            lambda: any(th.name == "fastport-pump-stop" for th in threading.enumerate()),
+            lambda: kernel.send_signal(signal.SIGCONT))
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pump.stop(timeout=None)  # no bound of its own: only Ctrl-C ends it
+        finally:
+            t.finish()
+        # given up on as the bound would have: the port closed, every thread joined
+        assert port.closed
+        assert pump.stats["inflight"] == 0
+        wait_for(lambda: not any(th.name == "fastport-pump-stop" for th in threading.enumerate()),
+                 "the stop's joining thread to end")
         assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
         del batch
     finally:
