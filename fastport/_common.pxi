@@ -42,9 +42,10 @@ cdef extern from "Python.h":
 cdef int _interrupt_hook(void *arg) noexcept nogil:
     """A port's interrupt hook (fp_port_ops.interrupt_hook): runs Python's signal handlers
     (on the main thread); nonzero when one raised (Ctrl-C), its exception left set for the
-    caller to raise with _raise_set() once the C call has returned."""
+    caller to raise with _raise_set() once the C call has returned; and from then on, so that
+    a call made of several waits gives up on the next one too."""
     with gil:
-        return _run_signal_handlers() != 0
+        return PyErr_Occurred() != NULL or _run_signal_handlers() != 0
 
 cdef int _raise_set() except -1:
     """Raises the exception _interrupt_hook left set."""
