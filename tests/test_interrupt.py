@@ -156,7 +156,10 @@ def test_ctrl_c_interrupts_a_connect_to_a_stopped_kernel(port_name):
         kernel.wait()
 
 
-def test_stop_is_bounded_when_the_kernel_process_is_stopped(port_name):
+@pytest.fixture
+def held_then_stopped(port_name):
+    """A pump holding, unanswered, the one message of a kernel side in a process of its own,
+    which is then stopped (SIGSTOP): nothing the pump's stop asks of it can be answered."""
     kernel = subprocess.Popen([sys.executable, KERNEL, port_name, "send-one"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -164,51 +167,44 @@ def test_stop_is_bounded_when_the_kernel_process_is_stopped(port_name):
         port = fastport.connect(port_name)
         pump = Pump(port, message=MSG, reply=REP, threads=1, outstanding=2, batch=4)
         pump.start()
-        batch = pump._next(timeout=10)  # the kernel's message, held unanswered
+        batch = pump._next(timeout=10)
         assert batch is not None and len(batch) == 1
         _stopped(kernel)
-        report = pump.stop(timeout=0.2)
-        # it returned, and says what it gave up on: the held message and the pending gets
-        assert report["hung_up"] is True
-        assert report["unanswered"] == 1
-        assert report["gets_pending"] >= 1
-        assert port.closed
-        s = pump.stats
-        assert s["inflight"] == 0
-        assert s["received"] == 1
-        assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
+        yield kernel, port, pump
         del batch
     finally:
         kernel.kill()
         kernel.wait()
 
 
-def test_ctrl_c_interrupts_an_unbounded_stop(port_name):
-    kernel = subprocess.Popen([sys.executable, KERNEL, port_name, "send-one"],
-                              stdout=subprocess.PIPE, text=True)
+def test_stop_is_bounded_when_the_kernel_process_is_stopped(held_then_stopped):
+    kernel, port, pump = held_then_stopped
+    report = pump.stop(timeout=0.2)
+    # it returned, and says what it gave up on: the held message and the pending gets
+    assert report["hung_up"] is True
+    assert report["unanswered"] == 1
+    assert report["gets_pending"] >= 1
+    assert port.closed
+    s = pump.stats
+    assert s["inflight"] == 0
+    assert s["received"] == 1
+    assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
+
+
+def _stopping():
+    return any(th.name == "fastport-pump-stop" for th in threading.enumerate())
+
+
+def test_ctrl_c_interrupts_an_unbounded_stop(held_then_stopped):
+    kernel, port, pump = held_then_stopped
+    t = interrupt_main_when(_stopping, lambda: kernel.send_signal(signal.SIGCONT))
     try:
-        assert kernel.stdout.readline() == "ready\n"
-        port = fastport.connect(port_name)
-        pump = Pump(port, message=MSG, reply=REP, threads=1, outstanding=2, batch=4)
-        pump.start()
-        batch = pump._next(timeout=10)  # the kernel's message, held unanswered
-        assert batch is not None and len(batch) == 1
-        _stopped(kernel)  # nothing the stop asks of the kernel side can be answered now
-        t = interrupt_main_when(
-            lambda: any(th.name == "fastport-pump-stop" for th in threading.enumerate()),
-            lambda: kernel.send_signal(signal.SIGCONT))
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                pump.stop(timeout=None)  # no bound of its own: only Ctrl-C ends it
-        finally:
-            t.finish()
-        # given up on as the bound would have: the port closed, every thread joined
-        assert port.closed
-        assert pump.stats["inflight"] == 0
-        wait_for(lambda: not any(th.name == "fastport-pump-stop" for th in threading.enumerate()),
-                 "the stop's joining thread to end")
-        assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
-        del batch
+        with pytest.raises(KeyboardInterrupt):
+            pump.stop(timeout=None)  # no bound of its own: only Ctrl-C ends it
     finally:
-        kernel.kill()
-        kernel.wait()
+        t.finish()
+    # given up on as the bound would have: the port closed, every thread joined
+    assert port.closed
+    assert pump.stats["inflight"] == 0
+    wait_for(lambda: not _stopping(), "the stop's joining thread to end")
+    assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
