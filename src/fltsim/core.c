@@ -198,6 +198,7 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
     if (!s)
         return FP_STATUS_INSUFFICIENT_RESOURCES;
     atomic_init(&s->refs, 1);
+    s->fork_gen = fsim_fork_generation();
     strcpy(s->name, name);
     s->transport = transport;
     s->max_connections = max_connections;
@@ -244,10 +245,19 @@ static void registry_remove(fsim_server *s)
     pthread_mutex_unlock(&registry_lock);
 }
 
+/* A port inherited through fork(): it is the parent's (its threads are not here, its locks may
+ * be held by threads that are not here either). */
+static int forked_server(const fsim_server *s) { return s->fork_gen != fsim_fork_generation(); }
+
 void fsim_close_server(fsim_server *s)
 {
     if (!s)
         return;
+    if (forked_server(s)) {
+        if (s->kt)
+            s->kt->forsake(s);
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     s->open = 0;
     pthread_mutex_unlock(&s->lock);
@@ -282,6 +292,8 @@ size_t fsim_server_clients(fsim_server *s, fsim_client **out, size_t cap)
 
 void fsim_disconnect_all(fsim_server *s)
 {
+    if (forked_server(s))
+        return;
     for (;;) {
         fsim_client *c = NULL;
         pthread_mutex_lock(&s->lock);
@@ -798,7 +810,7 @@ void fsim_client_grant(fsim_client *c, uint32_t n)
 
 void fsim_close_client(fsim_client *c)
 {
-    if (!c)
+    if (!c || forked_server(c->server)) /* the parent's connection: left alone */
         return;
     pthread_mutex_lock(&c->lock);
     if (!c->connected) {

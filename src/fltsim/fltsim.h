@@ -75,7 +75,12 @@ fp_ntstatus fsim_create_port(const char *name, enum fsim_transport transport,
                              const fsim_callbacks *callbacks, fsim_server **server);
 
 /* FltCloseCommunicationPort: no new connections; live connections go on. Drops the caller's
- * reference: the pointer is invalid afterwards. */
+ * reference: the pointer is invalid afterwards.
+ * fork(): a port belongs to the process that created it. In a child forked from that process
+ * fsim_close_server only closes the child's copies of the port's descriptors (the parent's port
+ * goes on listening, its socket file stays), and fsim_disconnect_all and fsim_close_client on
+ * its connections do nothing (the parent's connections go on); nothing else may be called on
+ * them there. */
 void fsim_close_server(fsim_server *server);
 
 /* Disconnect every client of the server (filter unload). */
@@ -165,7 +170,8 @@ uint32_t fsim_sendq_inflight(fsim_sendq *q);
  * A send already finished is handed back as it finished. For a sender that is interrupted. */
 void fsim_send_abandon(fsim_send_req *req);
 
-/* FltCloseClientPort: disconnect this connection. Safe to call more than once. */
+/* FltCloseClientPort: disconnect this connection. Safe to call more than once. Nothing in a
+ * forked child (see fsim_close_server). */
 void fsim_close_client(fsim_client *client);
 
 /* Reference counting of client pointers handed to callbacks or by fsim_server_clients. A client

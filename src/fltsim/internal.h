@@ -46,6 +46,10 @@ typedef struct fsim_kernel_transport {
     /* fsim_create_port / fsim_close_server of a port on this transport. */
     fp_ntstatus (*listen)(fsim_server *s);
     void (*unlisten)(fsim_server *s);
+    /* fsim_close_server in a process forked from the one that created the port: drop this
+     * process's copies of the listener's descriptors and nothing else (no lock taken, no thread
+     * woken or joined, the socket file left to the parent). */
+    void (*forsake)(fsim_server *s);
     /* Called with the client's lock held, once per batch of messages newly delivered against the
      * peer's credits. Returns 0, or -1 if the peer is gone (the core then disconnects). */
     int (*deliver)(void *remote, fsim_msg *const *msgs, uint32_t n);
@@ -82,6 +86,7 @@ struct fsim_client {
 
 struct fsim_server {
     atomic_int refs;
+    uint32_t fork_gen; /* fsim_fork_generation() of the process that created it */
     char name[FSIM_MAX_NAME + 1];
     enum fsim_transport transport;
     uint32_t max_connections;

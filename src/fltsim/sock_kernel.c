@@ -1021,9 +1021,20 @@ static void k_unlisten(fsim_server *s)
     l_free(l);
 }
 
+static void k_forsake(fsim_server *s)
+{
+    klistener *l = s->listener;
+    if (!l)
+        return;
+    s->listener = NULL;
+    close(l->fd); /* this process's copies; the parent's accept thread goes on with its own */
+    close(l->wake);
+}
+
 const fsim_kernel_transport fsim_sock_kernel_transport = {
     .listen = k_listen,
     .unlisten = k_unlisten,
+    .forsake = k_forsake,
     .deliver = k_deliver,
     .disconnected = k_disconnected,
     .release = k_release,

@@ -1310,10 +1310,17 @@ static pid_t spawn(const char *role, const char *name, int fd)
     return pid;
 }
 
+/* The child's exit status; a child still running after 30 s (the hang these tests look for) is
+ * killed and the check fails. */
 static void wait_child(pid_t pid, int *status)
 {
-    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
-        ;
+    int exited = WAIT_UNTIL(waitpid(pid, status, WNOHANG) == pid, 30000);
+    CHECK(exited);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+            ;
+    }
 }
 
 static void stress_user(const char *name, int fd);
@@ -1491,6 +1498,46 @@ static void test_fork_child_leaves_connection(void)
 }
 
 /* The kernel's process: creates the port, says "r", waits to be killed. */
+/* The kernel side's objects in a forked child: closing them there leaves the parent's port
+ * listening (its socket file in place) and its connections up. */
+static void test_fork_child_leaves_port(void)
+{
+    kstate k;
+    fsim_server *s = make_port("\\ForkedPort", 2, FSIM_ACCESS_OWNER, &k, 1);
+    SIM_HANDLE h;
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ForkedPort", 0, NULL, 0, NULL, &h), FP_S_OK);
+    fsim_client *c = kget_last(&k);
+    char path[sizeof(struct sockaddr_un)];
+    sock_path("\\ForkedPort", path, sizeof path);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fsim_close_client(c);
+        fsim_disconnect_all(s);
+        fsim_close_server(s);
+        _exit(0);
+    }
+    int status;
+    wait_child(pid, &status);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ(kget_disconnects(&k), 0);
+    CHECK(fsim_client_connected(c));
+    struct stat st;
+    CHECK_EQ(lstat(path, &st), 0);
+    char out[8];
+    uint32_t ret = 0;
+    CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
+    CHECK_EQ(ret, 3);
+    SIM_HANDLE h2; /* and the port still accepts */
+    CHECK_EQ(SimFilterConnectCommunicationPort("\\ForkedPort", 0, NULL, 0, NULL, &h2), FP_S_OK);
+    CHECK_EQ(kget_connects(&k), 2);
+    fsim_client_release(c);
+    close_user(h2, &k);
+    close_user(h, &k);
+    fsim_close_server(s);
+    CHECK(lstat(path, &st) != 0); /* closed here, in its own process: the file goes */
+}
+
 static pid_t spawn_kernel(const char *name, int *rfd)
 {
     int p[2];
@@ -2364,6 +2411,7 @@ int main(int argc, char **argv)
     RUN(test_one_mib("65536"));
     RUN(test_kill_9_client());
     RUN(test_fork_child_leaves_connection());
+    RUN(test_fork_child_leaves_port());
     RUN(test_kernel_process_dies());
     RUN(test_other_uid());
     RUN(test_other_users_dir());
