@@ -156,6 +156,9 @@ struct fsim_handle_ops {
     fp_hresult (*reply)(void *impl, SIM_REPLY_ENTRY *e, uint32_t n);
     fp_hresult (*send)(void *impl, const void *in, uint32_t in_size, void *out, uint32_t out_size,
                        uint32_t *returned);
+    /* Optional: takes the completion (posted on sem) of a get just cancelled; NULL: waits for
+     * it. */
+    void (*settle)(void *impl, sem_t *sem);
     /* all */
     void (*close)(fsim_hobj *o); /* the handle was closed (a port disconnects) */
     void (*release)(fsim_hobj *o); /* last reference gone */

@@ -13,15 +13,19 @@
  * wakes every waiter: later calls return FP_E_INVALID_HANDLE. Completions run after the
  * receiver has released the connection's lock.
  *
- * Writes are blocking, whole frames under `wlock`; the kernel side never stops reading (it never
- * blocks on its own writes), so they cannot deadlock. A failed write shuts the socket down, which
- * the receiver sees as the end of the connection: nobody waits for an answer that cannot come.
+ * Writes are whole frames under `wlock`; the kernel side never stops reading (it never blocks on
+ * its own writes), so they cannot deadlock. A failed write shuts the socket down, which the
+ * receiver sees as the end of the connection: nobody waits for an answer that cannot come. A
+ * kernel side that takes nothing for the peer timeout (its process stopped, our socket buffer
+ * full) is hung up on, as one that does not answer is.
  *
  * Waits that can last (a kernel side whose process is stopped answers nothing until the peer
  * timeout) wake every FSIM_INTERRUPT_SLICE_MS for the calling thread's interrupt hook
  * (SimSetInterruptHook) when it has one: Ctrl-C in Python. A call it stops returns
- * FP_E_OPERATION_ABORTED; the ack that comes for it later is counted off (`abandoned`), not taken
- * for a protocol error.
+ * FP_E_OPERATION_ABORTED. A frame it stopped before any of it was written was not sent; one it
+ * stopped halfway ends the connection (the stream would be out of step); for one sent whole a
+ * tombstone stays under its id, which the ack that comes later removes (an ack for nobody is
+ * otherwise a protocol error).
  *
  * fork(): a child inherits the socket, shared with the parent, but not the receiver thread. The
  * connection stays the parent's: in the child every call fails with FP_E_INVALID_HANDLE without
@@ -56,6 +60,7 @@ typedef struct uwait { /* a call waiting for its answer */
     int kind;
     int done; /* ack received */
     int interrupted; /* given up on by the caller's interrupt hook: its ack is not awaited */
+    int tomb;        /* a heap copy standing for an interrupted call until its ack comes */
     pthread_cond_t *cv;
     /* reply */
     int32_t *hrs;
@@ -74,7 +79,6 @@ typedef struct ucon {
     int dead;
     int queued; /* the kernel may have messages queued (QUEUED seen, no SK_F_EMPTY since) */
     uint64_t next_id;
-    uint64_t abandoned; /* acks still to come for waiters the interrupt hook gave up on */
     uwait *b[U_BUCKETS];
     fsim_io *g[U_BUCKETS]; /* pending gets by tag */
     uint32_t npending;
@@ -91,15 +95,20 @@ static int foreign(const ucon *u) { return u->fork_gen != fsim_fork_generation()
 
 /* ---- waiters (u->lock held) ---- */
 
-static void w_link(ucon *u, uwait *w)
+static void w_insert(ucon *u, uwait *w) /* under its id */
 {
-    w->id = u->next_id++;
     uwait **b = &u->b[w->id % U_BUCKETS];
     w->prev = NULL;
     w->next = *b;
     if (*b)
         (*b)->prev = w;
     *b = w;
+}
+
+static void w_link(ucon *u, uwait *w)
+{
+    w->id = u->next_id++;
+    w_insert(u, w);
 }
 
 static void w_unlink(ucon *u, uwait *w)
@@ -155,34 +164,7 @@ static fsim_io *g_find(ucon *u, uint64_t tag)
     return NULL;
 }
 
-/* ---- writing ---- */
-
-static int u_write_locked(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
-{
-    size_t done = 0;
-    int rc = sk_send_records(u->fd, iov, iovcnt, total, u->rec_max, 0, &done);
-    if (rc != 0)
-        (void)shutdown(u->fd, SHUT_RDWR); /* the receiver ends the connection */
-    return rc;
-}
-
-static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
-{
-    pthread_mutex_lock(&u->wlock);
-    int rc = u_write_locked(u, iov, iovcnt, total);
-    pthread_mutex_unlock(&u->wlock);
-    return rc;
-}
-
-/* Waits (u->lock held) until the waiter is done or the connection dead. A kernel side that does
- * not answer within SK_PEER_TIMEOUT_MS ($FASTPORT_SOCK_PEER_TIMEOUT_MS; a stopped process: a live
- * one answers at once) is hung up on, so no call waits forever: the receiver ends the connection. */
-static uint32_t peer_timeout_ms(void)
-{
-    const char *e = getenv("FASTPORT_SOCK_PEER_TIMEOUT_MS"); /* tests shorten it */
-    long v = e ? strtol(e, NULL, 10) : 0;
-    return v > 0 && v < 3600000 ? (uint32_t)v : SK_PEER_TIMEOUT_MS;
-}
+/* ---- the interrupt hook and the peer timeout ---- */
 
 /* The calling thread's interrupt hook (SimSetInterruptHook). */
 static __thread int (*tl_hook)(void *);
@@ -196,6 +178,79 @@ void SimSetInterruptHook(int (*fn)(void *arg), void *arg)
 
 static int interrupted(void) { return tl_hook && tl_hook(tl_hook_arg); }
 
+/* When one wait ends: at `until`, or a slice from now when the hook is to be asked before. */
+static uint64_t slice_end(uint64_t until)
+{
+    uint64_t s = fp_now_ns() + FSIM_INTERRUPT_SLICE_MS * FP_NS_PER_MS;
+    return tl_hook && s < until ? s : until;
+}
+
+/* A kernel side that does not answer (or take what we write) within SK_PEER_TIMEOUT_MS
+ * ($FASTPORT_SOCK_PEER_TIMEOUT_MS; a stopped process: a live one answers at once) is hung up on,
+ * so no call waits forever: the receiver ends the connection. */
+static uint32_t peer_timeout_ms(void)
+{
+    const char *e = getenv("FASTPORT_SOCK_PEER_TIMEOUT_MS"); /* tests shorten it */
+    long v = e ? strtol(e, NULL, 10) : 0;
+    return v > 0 && v < 3600000 ? (uint32_t)v : SK_PEER_TIMEOUT_MS;
+}
+
+/* ---- writing ---- */
+
+#define U_INTERRUPTED (-2)
+
+/* Writes a frame (wlock held): 0; -1 when the connection ended (a failed write, or no room for
+ * the peer timeout: the socket is shut down, the receiver ends the connection); U_INTERRUPTED
+ * when the interrupt hook gave up (nothing written; or part, and then the connection is ended
+ * as above: the stream would be out of step). */
+static int u_write_locked(ucon *u, const struct iovec *iov, int iovcnt, size_t total,
+                          int may_interrupt)
+{
+    uint64_t end = fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS;
+    size_t done = 0;
+    int rc;
+    for (;;) {
+        rc = sk_send_records(u->fd, iov, iovcnt, total, u->rec_max, MSG_DONTWAIT, &done);
+        if (rc == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            break;
+        rc = -1;
+        uint64_t now = fp_now_ns(), until = may_interrupt ? slice_end(end) : end;
+        if (now >= end)
+            break; /* no room for the peer timeout */
+        struct pollfd p = {u->fd, POLLOUT, 0};
+        uint64_t ms = (until - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
+        if (poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms) == 0 && may_interrupt && interrupted()) {
+            rc = U_INTERRUPTED;
+            break;
+        }
+    }
+    if (rc == -1 || (rc == U_INTERRUPTED && done))
+        (void)shutdown(u->fd, SHUT_RDWR);
+    return rc;
+}
+
+/* u_write_locked under wlock, which another writer may hold while it waits for room: that wait
+ * is bounded by the peer timeout, and ours wakes for the hook (U_INTERRUPTED, nothing written). */
+static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
+{
+    int locked = 0;
+    while (tl_hook && !locked) {
+        struct timespec now, dl;
+        clock_gettime(CLOCK_REALTIME, &now); /* timedlock's clock: it only measures a slice */
+        uint64_t ns = (uint64_t)now.tv_nsec + FSIM_INTERRUPT_SLICE_MS * FP_NS_PER_MS;
+        dl.tv_sec = now.tv_sec + (time_t)(ns / 1000000000u);
+        dl.tv_nsec = (long)(ns % 1000000000u);
+        locked = pthread_mutex_timedlock(&u->wlock, &dl) == 0;
+        if (!locked && interrupted())
+            return U_INTERRUPTED;
+    }
+    if (!locked)
+        pthread_mutex_lock(&u->wlock);
+    int rc = u_write_locked(u, iov, iovcnt, total, 1);
+    pthread_mutex_unlock(&u->wlock);
+    return rc;
+}
+
 static atomic_llong peer_waits; /* calls waiting for the kernel side now */
 int64_t fsim_debug_peer_waits(void) { return atomic_load(&peer_waits); }
 
@@ -208,35 +263,46 @@ static void wait_done(ucon *u, uwait *w)
     atomic_fetch_sub(&peer_waits, 1);
 }
 
+/* Gives up on w (u->lock held): a tombstone takes its place under its id until its ack comes.
+ * 0 if there is no memory for one (then w goes on waiting). */
+static int w_bury(ucon *u, uwait *w)
+{
+    uwait *t = calloc(1, sizeof *t);
+    if (!t)
+        return 0;
+    t->id = w->id;
+    t->kind = w->kind;
+    t->tomb = 1;
+    w_unlink(u, w);
+    w_insert(u, t);
+    w->interrupted = 1;
+    return 1;
+}
+
+/* Waits (u->lock held) until w is done, the connection dead, or the interrupt hook gives up (then
+ * w->interrupted is set and w is no longer linked). */
 static void wait_done_(ucon *u, uwait *w)
 {
     uint64_t end = fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS;
-    int hung_up = 0;
     while (!w->done && !u->dead) {
-        uint64_t now = fp_now_ns(), until = end;
-        if (tl_hook && now + FSIM_INTERRUPT_SLICE_MS * FP_NS_PER_MS < until)
-            until = now + FSIM_INTERRUPT_SLICE_MS * FP_NS_PER_MS;
-        if (hung_up && !tl_hook) {
+        if (end != UINT64_MAX && fp_now_ns() >= end) {
+            (void)shutdown(u->fd, SHUT_RDWR); /* no answer: hang up, the receiver ends it */
+            end = UINT64_MAX;
+        }
+        uint64_t until = slice_end(end);
+        if (until == UINT64_MAX) {
             pthread_cond_wait(w->cv, &u->lock);
             continue;
         }
         struct timespec dl = fp_timespec_at(until);
-        if (pthread_cond_timedwait(w->cv, &u->lock, &dl) != ETIMEDOUT || w->done || u->dead)
+        if (pthread_cond_timedwait(w->cv, &u->lock, &dl) != ETIMEDOUT || w->done || u->dead ||
+            !tl_hook)
             continue;
-        if (!hung_up && fp_now_ns() >= end) {
-            (void)shutdown(u->fd, SHUT_RDWR); /* the receiver ends the connection */
-            hung_up = 1;
-        }
-        if (tl_hook) {
-            pthread_mutex_unlock(&u->lock); /* the hook may take its time (Python's GIL) */
-            int stop = interrupted();
-            pthread_mutex_lock(&u->lock);
-            if (stop && !w->done && !u->dead) {
-                w->interrupted = 1;
-                u->abandoned++;
-                return;
-            }
-        }
+        pthread_mutex_unlock(&u->lock); /* the hook may take its time (Python's GIL) */
+        int stop = interrupted();
+        pthread_mutex_lock(&u->lock);
+        if (stop && !w->done && !u->dead && w_bury(u, w))
+            return;
     }
 }
 
@@ -293,11 +359,12 @@ static int dispatch(ucon *u, const sk_hdr *hdr, fsim_done_list *dl)
         return 0;
     case SK_REPLY_ACK:
         w = w_find(u, h->req);
-        if (!w && u->abandoned && h->req < u->next_id) { /* for a call that was interrupted */
-            u->abandoned--;
+        if (w && w->tomb && w->kind == UW_REPLY) { /* for a call that was interrupted */
+            w_unlink(u, w);
+            free(w);
             return 0;
         }
-        if (!w || w->kind != UW_REPLY || w->done || h->count != w->nhrs)
+        if (!w || w->tomb || w->kind != UW_REPLY || w->done || h->count != w->nhrs)
             return -1;
         memcpy(w->hrs, f.body, (size_t)h->count * sizeof(int32_t));
         w->hr = h->hr;
@@ -306,11 +373,12 @@ static int dispatch(ucon *u, const sk_hdr *hdr, fsim_done_list *dl)
         return 0;
     case SK_SEND_ACK:
         w = w_find(u, h->req);
-        if (!w && u->abandoned && h->req < u->next_id) {
-            u->abandoned--;
+        if (w && w->tomb && w->kind == UW_SEND) {
+            w_unlink(u, w);
+            free(w);
             return 0;
         }
-        if (!w || w->kind != UW_SEND || w->done || h->count > w->out_size)
+        if (!w || w->tomb || w->kind != UW_SEND || w->done || h->count > w->out_size)
             return -1;
         if (h->count)
             memcpy(w->out, f.body, h->count);
@@ -342,7 +410,8 @@ static void *rx_main(void *p)
     u->dead = 1;
     for (uint32_t i = 0; i < U_BUCKETS; i++) {
         for (uwait *w = u->b[i]; w; w = w->next)
-            pthread_cond_signal(w->cv);
+            if (!w->tomb)
+                pthread_cond_signal(w->cv);
         while (u->g[i]) {
             fsim_io *io = u->g[i];
             g_unlink(u, io);
@@ -364,7 +433,7 @@ static void write_tags(ucon *u, uint16_t type, const uint64_t *tags, uint32_t n)
         uint32_t k = n - i < SK_MAX_TAGS ? n - i : SK_MAX_TAGS;
         sk_hdr h = {(uint32_t)(sizeof h + k * sizeof *tags), type, 0, k, 0, 0};
         struct iovec v[2] = {{&h, sizeof h}, {(void *)(tags + i), k * sizeof *tags}};
-        if (u_write_locked(u, v, 2, h.len) != 0)
+        if (u_write_locked(u, v, 2, h.len, 0) != 0) /* not interruptible: gets wait on it */
             return;
         i += k;
     }
@@ -531,13 +600,16 @@ static fp_hresult u_reply(void *impl, SIM_REPLY_ENTRY *e, uint32_t n)
         w_link(u, &w);
         h.req = w.id;
         pthread_mutex_unlock(&u->lock);
-        int sent = u_write(u, iov, iv, total) == 0;
+        int wr = u_write(u, iov, iv, total);
         pthread_mutex_lock(&u->lock);
-        if (sent)
+        if (wr == 0)
             wait_done(u, &w);
-        w_unlink(u, &w);
+        if (!w.interrupted)
+            w_unlink(u, &w);
         pthread_mutex_unlock(&u->lock);
-        hr = w.interrupted ? FP_E_OPERATION_ABORTED : !w.done ? FP_E_INVALID_HANDLE : w.hr;
+        hr = w.interrupted || wr == U_INTERRUPTED ? FP_E_OPERATION_ABORTED
+             : !w.done                            ? FP_E_INVALID_HANDLE
+                                                  : w.hr;
         if (FP_SUCCEEDED(hr)) {
             r = 0;
             for (uint32_t k = i; k < j; k++)
@@ -579,16 +651,35 @@ static fp_hresult u_send(void *impl, const void *in, uint32_t in_size, void *out
     pthread_mutex_unlock(&u->lock);
     sk_hdr h = {(uint32_t)(sizeof h + in_size), SK_SEND, 0, out_size, 0, w.id};
     struct iovec v[2] = {{&h, sizeof h}, {(void *)in, in_size}};
-    int sent = u_write(u, v, in_size ? 2 : 1, sizeof h + in_size) == 0;
+    int wr = u_write(u, v, in_size ? 2 : 1, sizeof h + in_size);
     pthread_mutex_lock(&u->lock);
-    if (sent)
+    if (wr == 0)
         wait_done(u, &w);
-    w_unlink(u, &w);
+    if (!w.interrupted)
+        w_unlink(u, &w);
     pthread_mutex_unlock(&u->lock);
     if (!w.done)
-        return w.interrupted ? FP_E_OPERATION_ABORTED : FP_E_INVALID_HANDLE;
+        return w.interrupted || wr == U_INTERRUPTED ? FP_E_OPERATION_ABORTED : FP_E_INVALID_HANDLE;
     *returned = w.returned;
     return w.hr;
+}
+
+/* The kernel side answers a cancel at once when it runs. One that does not within the peer
+ * timeout (its process stopped), or when the caller's interrupt hook gives up, is hung up on: the
+ * connection ends, and the receiver completes every pending get, this one included. */
+static void u_settle(void *impl, sem_t *sem)
+{
+    ucon *u = impl;
+    uint64_t end = fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS;
+    atomic_fetch_add(&peer_waits, 1);
+    while (fsim_sem_take(sem, slice_end(end)) != 0) {
+        if (fp_now_ns() >= end || interrupted()) {
+            (void)shutdown(u->fd, SHUT_RDWR);
+            fsim_sem_take(sem, 0);
+            break;
+        }
+    }
+    atomic_fetch_sub(&peer_waits, 1);
 }
 
 /* CloseHandle. Like FltLib's, it returns once the kernel side has disconnected the client port
@@ -626,6 +717,12 @@ static void u_hangup(ucon *u)
 
 static void u_free(ucon *u)
 {
+    for (uint32_t i = 0; i < U_BUCKETS; i++) /* only tombstones are left: every call returned */
+        while (u->b[i]) {
+            uwait *t = u->b[i];
+            w_unlink(u, t);
+            free(t);
+        }
     if (u->fd >= 0)
         close(u->fd);
     sk_reader_free(&u->rd);
@@ -641,7 +738,8 @@ static void u_release(fsim_hobj *o) { u_free(o->impl); }
 
 static const fsim_handle_ops sock_handle_ops = {
     .type = FSIM_H_PORT, .transport = FSIM_SOCKET, .get_async = u_get_async, .cancel = u_cancel,
-    .idle = u_idle, .reply = u_reply, .send = u_send, .close = u_close, .release = u_release,
+    .idle = u_idle, .reply = u_reply, .send = u_send, .settle = u_settle, .close = u_close,
+    .release = u_release,
 };
 
 /* ---- connecting ---- */
@@ -814,8 +912,9 @@ fp_hresult fsim_sock_connect(const char *name, const void *ctx, uint32_t ctx_siz
     sk_hdr *a;
     /* ConnectNotify runs meanwhile; a kernel side that never answers is given up on */
     sk_frame f;
-    if (u_write(u, v, ctx_size ? 4 : 3, total) != 0)
-        hr = FP_E_FILE_NOT_FOUND; /* hung up on: the port closed meanwhile */
+    int wr = u_write(u, v, ctx_size ? 4 : 3, total);
+    if (wr != 0) /* hung up on: the port closed meanwhile; or interrupted */
+        hr = wr == U_INTERRUPTED ? FP_E_OPERATION_ABORTED : FP_E_FILE_NOT_FOUND;
     else if ((hr = readable_within(fd, fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS)) != FP_S_OK)
         ; /* no answer in time, or interrupted */
     else if (sk_read_frame(&u->rd, &a) != 1 ||

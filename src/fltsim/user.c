@@ -159,7 +159,10 @@ fp_hresult SimFilterGetMessage(SIM_HANDLE port, FP_MESSAGE_HEADER *buffer, uint3
         int timed_out = fsim_sem_take(w.sem, deadline) != 0;
         if (timed_out) { /* withdraw it, then take its completion (a message may have won) */
             (void)o->ops->cancel(o->impl, &w);
-            fsim_sem_take(w.sem, 0);
+            if (o->ops->settle)
+                o->ops->settle(o->impl, w.sem);
+            else
+                fsim_sem_take(w.sem, 0);
         }
         hr = w.hr;
         if (timed_out && hr == FP_E_OPERATION_ABORTED)

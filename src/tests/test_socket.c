@@ -1953,7 +1953,7 @@ static void test_garbage_to_user(void)
 /* ---- waits that wake for the caller's interrupt hook (SimSetInterruptHook) ---- */
 
 static atomic_int hook_calls;
-static int hook_third(void *arg) /* gives up on its third call */
+static int hook_third(void *arg) /* gives up from its third call on, as Python's stays tripped */
 {
     CHECK(arg == &hook_calls);
     return atomic_fetch_add(&hook_calls, 1) + 1 >= 3;
@@ -2049,6 +2049,59 @@ static void test_interrupt_hook(void)
     CHECK_EQ(gt.filled, 1);
     CHECK_EQ(gt.m[0].h.MessageId, 42);
     close(g.fd); /* the kernel side hangs up: the close below does not wait */
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+    close(lfd);
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    unlink(a.sun_path);
+}
+
+/* A kernel side that reads nothing (stopped): replies fill the socket, and a write that cannot
+ * go on gives up for the hook too; one cut halfway ends the connection (the stream would be out
+ * of step), so no call is left blocked and none hangs. */
+static void test_interrupt_hook_full_socket(void)
+{
+    const char *name = "\\MuteFull";
+    int lfd = listen_at(name);
+    greeter g = {.lfd = lfd, .fd = -1};
+    pthread_create(&g.t, NULL, greeter_main, &g);
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    pthread_join(g.t, NULL);
+    uint32_t size = 16 + FSIM_MAX_MESSAGE;
+    FP_REPLY_HEADER *r = calloc(1, size);
+    r->MessageId = 1;
+    SimSetInterruptHook(hook_third, &hook_calls);
+    /* each reply is given up on (waiting for its ack, or for room to write it) until one is cut
+     * halfway, which ends the connection: only a cut write does (a mute kernel side is given 30 s
+     * otherwise) */
+    fp_hresult hr = FP_S_OK;
+    int n = 0;
+    for (; n < 128; n++) {
+        atomic_store(&hook_calls, 0);
+        hr = SimFilterReplyMessage(h, r, size);
+        CHECK(atomic_load(&hook_calls) <= 3);
+        if (hr != FP_E_OPERATION_ABORTED)
+            break;
+    }
+    SimSetInterruptHook(NULL, NULL);
+    CHECK_EQ(hr, FP_E_INVALID_HANDLE);
+    CHECK(n > 0 && n < 128);
+    CHECK_EQ(fsim_debug_peer_waits(), 0);
+    free(r);
+    close(g.fd);
+    CHECK_EQ(SimFilterClose(h), FP_S_OK);
+
+    /* a get whose cancel a mute kernel side never answers: hung up on after the peer timeout */
+    g = (greeter){.lfd = lfd, .fd = -1};
+    pthread_create(&g.t, NULL, greeter_main, &g);
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    pthread_join(g.t, NULL);
+    setenv("FASTPORT_SOCK_PEER_TIMEOUT_MS", "200", 1);
+    msgbuf m;
+    CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 10, NULL), FP_E_INVALID_HANDLE);
+    unsetenv("FASTPORT_SOCK_PEER_TIMEOUT_MS");
+    close(g.fd);
     CHECK_EQ(SimFilterClose(h), FP_S_OK);
     close(lfd);
     struct sockaddr_un a;
@@ -2419,6 +2472,7 @@ int main(int argc, char **argv)
     RUN(test_garbage_to_kernel());
     RUN(test_garbage_to_user());
     RUN(test_interrupt_hook());
+    RUN(test_interrupt_hook_full_socket());
     RUN(test_partial_hellos_and_close());
     RUN(test_partial_frame_deadline());
     RUN(test_send_flood());
