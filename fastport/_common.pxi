@@ -36,20 +36,43 @@ cdef inline int _check_nt(int32_t st, str what) except -1:
 # (Ctrl-C) between two.
 cdef uint32_t _SIGNAL_SLICE_MS = 100
 
-cdef extern from "Python.h":
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX >= 0x030D0000
+    #define fp_py_finalizing() Py_IsFinalizing()
+    #else
+    #define fp_py_finalizing() _Py_IsFinalizing()
+    #endif
+    """
+    int _py_finalizing "fp_py_finalizing" () nogil
     int _run_signal_handlers "PyErr_CheckSignals" ()  # leaves a handler's exception set
 
 cdef int _interrupt_hook(void *arg) noexcept nogil:
     """A port's interrupt hook (fp_port_ops.interrupt_hook): runs Python's signal handlers
     (on the main thread); nonzero when one raised (Ctrl-C), its exception left set for the
-    caller to raise with _raise_set() once the C call has returned; and from then on, so that
-    a call made of several waits gives up on the next one too."""
+    caller to raise with _raise_interrupt() once the C call has returned; and from then on, so
+    that a call made of several waits gives up on the next one too. While the interpreter
+    finalizes it gives up without taking the GIL (a thread that took it then would never return
+    to unlink its waiters)."""
+    if _py_finalizing():
+        return 1
     with gil:
         return PyErr_Occurred() != NULL or _run_signal_handlers() != 0
 
-cdef int _raise_set() except -1:
-    """Raises the exception _interrupt_hook left set."""
-    return -1
+cdef inline void _hook_on(const fp_port_ops *ops) noexcept:
+    if ops.interrupt_hook is not NULL:
+        ops.interrupt_hook(_interrupt_hook, NULL)
+
+cdef inline void _hook_off(const fp_port_ops *ops) noexcept:
+    if ops.interrupt_hook is not NULL:
+        ops.interrupt_hook(NULL, NULL)
+
+cdef int _raise_interrupt() except -1:
+    """Raises what _interrupt_hook left set (a signal handler's exception), if anything: the
+    C call it interrupted may have completed all the same."""
+    if PyErr_Occurred() != NULL:
+        return -1
+    return 0
 
 cdef inline bint _forked(int owner) noexcept:
     """Whether this is a child forked from process `owner` (which made the object)."""

@@ -186,8 +186,11 @@ cdef class Port(_Source):
             if t >= 0:
                 left = deadline - _time.monotonic()
                 slice_ms = <uint32_t>max(0.0, min(left * 1000.0, <double>_SIGNAL_SLICE_MS))
+            _hook_on(ops)  # a slice's cancel waits for the kernel side's answer
             with nogil:
                 hr = ops.get(h, hdr, n, slice_ms, &got)
+            _hook_off(ops)
+            _raise_interrupt()
             if hr != FP_E_TIMEOUT or (t >= 0 and _time.monotonic() >= deadline):
                 break
             PyErr_CheckSignals()
@@ -236,14 +239,11 @@ cdef class Port(_Source):
             (<FP_REPLY_HEADER *>rb).MessageId = <uint64_t>message_id
             if buf.len:
                 memcpy(rb + 16, buf.buf, buf.len)
-            if ops.interrupt_hook is not NULL:  # the wait for the kernel side's ack
-                ops.interrupt_hook(_interrupt_hook, NULL)
+            _hook_on(ops)  # the waits for the kernel side (room to write, its ack)
             with nogil:
                 hr = ops.reply(h, rb, total)
-            if ops.interrupt_hook is not NULL:
-                ops.interrupt_hook(NULL, NULL)
-            if hr == FP_E_OPERATION_ABORTED and PyErr_Occurred():
-                _raise_set()
+            _hook_off(ops)
+            _raise_interrupt()
             _check_hr(hr, "FilterReplyMessage")
         finally:
             free(rb)

@@ -15,14 +15,16 @@ def _connect_sim(str name not None, context, bint sync):
     try:
         if <size_t>ctx.len > FP_PORT_MAX_CONTEXT:
             raise ValueError(f"context is {ctx.len} bytes; the limit is {FP_PORT_MAX_CONTEXT}")
-        fp_port_sim.interrupt_hook(_interrupt_hook, NULL)  # the socket transport's handshake
+        _hook_on(&fp_port_sim)  # the socket transport's handshake
         with nogil:
             hr = fp_port_sim_connect(cname, opts, ctx.buf if ctx.len else NULL,
                                      <uint32_t>ctx.len, &h)
-        fp_port_sim.interrupt_hook(NULL, NULL)
+        _hook_off(&fp_port_sim)
     finally:
         PyBuffer_Release(&ctx)
-    if hr == FP_E_OPERATION_ABORTED and PyErr_Occurred():
-        _raise_set()
+    if PyErr_Occurred() != NULL:  # interrupted (it may have connected all the same)
+        if hr >= 0:
+            fp_port_sim.close(h)
+        _raise_interrupt()
     _check_hr(hr, _sim_context(f"FilterConnectCommunicationPort({name!r})"))
     return _connected(name, h, &fp_port_sim, sync)

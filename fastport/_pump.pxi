@@ -357,20 +357,20 @@ cdef class _PumpCore:
         _own(self._pid, "this pump")
         cdef int64_t t = _timeout_ns(timeout)
         guard = _threading.Lock()
-        done = []
+        state = {"done": False, "abandoned": False}
 
-        def give_up(why):
+        def give_up(why):  # idempotent; a retry after an interruption finishes what it began
             with guard:
-                if done or report["hung_up"]:
+                if state["done"] or state["abandoned"]:
                     return
                 s = self.stats
-                report.update(hung_up=True, gets_pending=s["inflight"], unanswered=(
-                    s["received"] - s["replied"] - s["reply_failed"] - s["no_reply"]
-                    - s["defaulted"]))
-                _log.warning("pump stop: %s; closing the port (%d message(s) unanswered, "
-                             "%d get(s) pending)", why, report["unanswered"],
-                             report["gets_pending"])
+                unanswered = (s["received"] - s["replied"] - s["reply_failed"] - s["no_reply"]
+                              - s["defaulted"])
                 (<_Source>self.port)._abandon()
+                state["abandoned"] = True
+                report.update(hung_up=True, gets_pending=s["inflight"], unanswered=unanswered)
+            _log.warning("pump stop: %s; closed the port (%d message(s) unanswered, %d get(s) "
+                         "pending)", why, unanswered, s["inflight"])
 
         timer = None
         if t >= 0:
@@ -381,11 +381,13 @@ cdef class _PumpCore:
         interrupted = None
         finished = _threading.Lock()
         finished.acquire()
+        joined = []
 
         def join():
             try:
                 self._join_all()
             finally:
+                joined.append(True)
                 finished.release()
 
         try:
@@ -399,20 +401,27 @@ cdef class _PumpCore:
             while not finished.acquire(True, _SIGNAL_SLICE_MS / 1000):
                 pass
         except BaseException as e:
-            # Ctrl-C: give up at once, as the bound passing would; the join then ends within
-            # the close's bound (one already running on the thread is waited for: it is
-            # idempotent), and the exception is raised once the stop is done
             interrupted = e
-            give_up(f"interrupted ({type(e).__name__})")
-            self._join_all()
-        finally:
-            if timer is not None:
-                with guard:
-                    done.append(True)
-                timer.cancel()
-                timer.join()  # its thread holds give_up, so self: gone before we return
-        # drained: nothing of ours is pending on the port's completion port anymore
-        (<_Source>self.port)._backend_done(self)
+        # Ctrl-C: give up at once, as the bound passing would; the join then ends within the
+        # close's bound (one running on the thread is waited for: it is idempotent). What
+        # follows is finished whatever else is raised meanwhile; the first exception is raised
+        # once the stop is done.
+        while True:
+            try:
+                if interrupted is not None and not joined:
+                    give_up(f"interrupted ({type(interrupted).__name__})")
+                    self._join_all()
+                if timer is not None:
+                    with guard:
+                        state["done"] = True
+                    timer.cancel()
+                    timer.join()  # its thread holds give_up, so self: gone before we return
+                # drained: nothing of ours is pending on the port's completion port anymore
+                (<_Source>self.port)._backend_done(self)
+                break
+            except BaseException as e:
+                if interrupted is None:
+                    interrupted = e
         if report["hung_up"]:
             _log.info("pump stopped after closing its port")
         if interrupted is not None:

@@ -1,5 +1,6 @@
 """Blocking calls wake for signals (Ctrl-C), and what an interrupted call leaves behind is
 defined; pump.stop() is bounded even when the kernel side's process is stopped."""
+import logging
 import os
 import signal
 import subprocess
@@ -204,6 +205,32 @@ def test_ctrl_c_interrupts_an_unbounded_stop(held_then_stopped):
     finally:
         t.finish()
     # given up on as the bound would have: the port closed, every thread joined
+    assert port.closed
+    assert pump.stats["inflight"] == 0
+    wait_for(lambda: not _stopping(), "the stop's joining thread to end")
+    assert pump.stop() == {"hung_up": False, "unanswered": 0, "gets_pending": 0}
+
+
+def test_a_second_ctrl_c_does_not_leave_the_stop_half_done(held_then_stopped):
+    kernel, port, pump = held_then_stopped
+    main = threading.main_thread().ident
+
+    class CtrlCAgain(logging.Handler):  # a second Ctrl-C while the stop gives up
+        def emit(self, record):
+            if "interrupted" in record.getMessage():
+                signal.pthread_kill(main, signal.SIGINT)
+                sum(range(1000))  # Python work: the signal's handler runs here
+
+    again = CtrlCAgain()
+    log = logging.getLogger("fastport")
+    log.addHandler(again)
+    t = interrupt_main_when(_stopping, lambda: kernel.send_signal(signal.SIGCONT))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pump.stop(timeout=None)
+    finally:
+        t.finish()
+        log.removeHandler(again)
     assert port.closed
     assert pump.stats["inflight"] == 0
     wait_for(lambda: not _stopping(), "the stop's joining thread to end")
