@@ -1497,7 +1497,6 @@ static void test_fork_child_leaves_connection(void)
     fsim_close_server(s);
 }
 
-/* The kernel's process: creates the port, says "r", waits to be killed. */
 /* The kernel side's objects in a forked child: closing them there leaves the parent's port
  * listening (its socket file in place) and its connections up. */
 static void test_fork_child_leaves_port(void)
@@ -1538,6 +1537,7 @@ static void test_fork_child_leaves_port(void)
     CHECK(lstat(path, &st) != 0); /* closed here, in its own process: the file goes */
 }
 
+/* The kernel's process: creates the port, says "r", waits to be killed. */
 static pid_t spawn_kernel(const char *name, int *rfd)
 {
     int p[2];
@@ -1986,6 +1986,25 @@ static void *greeter_main(void *p)
     return NULL;
 }
 
+/* A connection to a greeter on lfd; g->fd is the kernel side's end of it. */
+static SIM_HANDLE connect_greeted(const char *name, int lfd, greeter *g)
+{
+    *g = (greeter){.lfd = lfd, .fd = -1};
+    pthread_create(&g->t, NULL, greeter_main, g);
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    pthread_join(g->t, NULL);
+    return h;
+}
+
+static void unlisten_at(const char *name, int lfd)
+{
+    close(lfd);
+    struct sockaddr_un a;
+    sk_port_path(rundir, name, &a);
+    unlink(a.sun_path);
+}
+
 /* A kernel side that does not answer (its process stopped): connect's handshake and a reply's
  * acknowledgement give up when the hook says so, and the ack that comes later for the reply is
  * counted off, not taken for a protocol error: the connection goes on. */
@@ -2004,13 +2023,11 @@ static void test_interrupt_hook(void)
     CHECK(hung_up(fd));
     close(fd);
 
-    greeter g = {.lfd = lfd, .fd = -1};
-    pthread_create(&g.t, NULL, greeter_main, &g);
+    greeter g;
     SimSetInterruptHook(NULL, NULL); /* cleared: this connect is not interrupted */
     atomic_store(&hook_calls, 0);
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_greeted(name, lfd, &g);
     CHECK_EQ(atomic_load(&hook_calls), 0);
-    pthread_join(g.t, NULL);
     SimSetInterruptHook(hook_third, &hook_calls);
     reply_to(h, 7, "late", 0, FP_E_OPERATION_ABORTED);
     CHECK_EQ(atomic_load(&hook_calls), 3);
@@ -2050,10 +2067,7 @@ static void test_interrupt_hook(void)
     CHECK_EQ(gt.m[0].h.MessageId, 42);
     close(g.fd); /* the kernel side hangs up: the close below does not wait */
     CHECK_EQ(SimFilterClose(h), FP_S_OK);
-    close(lfd);
-    struct sockaddr_un a;
-    sk_port_path(rundir, name, &a);
-    unlink(a.sun_path);
+    unlisten_at(name, lfd);
 }
 
 /* A kernel side that reads nothing (stopped): replies fill the socket, and a write that cannot
@@ -2063,11 +2077,8 @@ static void test_interrupt_hook_full_socket(void)
 {
     const char *name = "\\MuteFull";
     int lfd = listen_at(name);
-    greeter g = {.lfd = lfd, .fd = -1};
-    pthread_create(&g.t, NULL, greeter_main, &g);
-    SIM_HANDLE h = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
-    pthread_join(g.t, NULL);
+    greeter g;
+    SIM_HANDLE h = connect_greeted(name, lfd, &g);
     uint32_t size = 16 + FSIM_MAX_MESSAGE;
     FP_REPLY_HEADER *r = calloc(1, size);
     r->MessageId = 1;
@@ -2093,20 +2104,14 @@ static void test_interrupt_hook_full_socket(void)
     CHECK_EQ(SimFilterClose(h), FP_S_OK);
 
     /* a get whose cancel a mute kernel side never answers: hung up on after the peer timeout */
-    g = (greeter){.lfd = lfd, .fd = -1};
-    pthread_create(&g.t, NULL, greeter_main, &g);
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
-    pthread_join(g.t, NULL);
+    h = connect_greeted(name, lfd, &g);
     setenv("FASTPORT_SOCK_PEER_TIMEOUT_MS", "200", 1);
     msgbuf m;
     CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 10, NULL), FP_E_INVALID_HANDLE);
     unsetenv("FASTPORT_SOCK_PEER_TIMEOUT_MS");
     close(g.fd);
     CHECK_EQ(SimFilterClose(h), FP_S_OK);
-    close(lfd);
-    struct sockaddr_un a;
-    sk_port_path(rundir, name, &a);
-    unlink(a.sun_path);
+    unlisten_at(name, lfd);
 }
 
 /* ---- hostile peers: time and memory the kernel side gives them are bounded ---- */
