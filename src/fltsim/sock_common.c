@@ -109,21 +109,21 @@ static ssize_t recv_retry(int fd, void *buf, size_t len)
     return r;
 }
 
-/* Waits until fd is readable or the CLOCK_MONOTONIC time end_ns passes: 1, or 0 with errno
- * ETIMEDOUT. */
-static int readable_by(int fd, uint64_t end_ns)
+int sk_wait_fd(int fd, short events, uint64_t end_ns, int (*stop)(void), uint32_t slice_ms)
 {
     for (;;) {
         uint64_t now = fp_now_ns();
         if (now >= end_ns)
             break;
-        uint64_t left_ms = (end_ns - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
-        struct pollfd p = {fd, POLLIN, 0};
-        int r = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
-        if (r > 0)
-            return 1;
-        if (r < 0 && errno != EINTR)
-            return 1; /* let recv report it */
+        uint64_t ms = (end_ns - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
+        if (stop && ms > slice_ms)
+            ms = slice_ms;
+        struct pollfd p = {fd, events, 0};
+        int r = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            return 1; /* (an error: let the I/O call report it) */
+        if (r == 0 && stop && stop())
+            return -1;
     }
     errno = ETIMEDOUT;
     return 0;
@@ -153,7 +153,7 @@ int sk_read_frame(sk_reader *r, sk_hdr **out)
     uint64_t end = r->rest_timeout_ms ? fp_now_ns() + r->rest_timeout_ms * FP_NS_PER_MS : 0;
     size_t got = (size_t)n;
     while (got < len) {
-        if (end && !readable_by(r->fd, end))
+        if (end && !sk_wait_fd(r->fd, POLLIN, end, NULL, 0))
             return -1;
         n = recv_retry(r->fd, r->buf + got, len - got);
         if (n < 0)

@@ -628,22 +628,6 @@ static int dispatch(kconn *k, const sk_hdr *h)
 
 /* ---- one connection ---- */
 
-static int wait_readable(int fd, int timeout_ms)
-{
-    struct pollfd p = {fd, POLLIN, 0};
-    uint64_t end = fp_now_ns() + (uint64_t)timeout_ms * FP_NS_PER_MS;
-    for (;;) {
-        int r = poll(&p, 1, timeout_ms);
-        if (r > 0)
-            return 1;
-        if (r == 0 || errno != EINTR)
-            return 0;
-        uint64_t now = fp_now_ns();
-        if (now >= end)
-            return 0;
-        timeout_ms = (int)((end - now) / FP_NS_PER_MS);
-    }
-}
 
 static void pend_free(kpending *p)
 {
@@ -684,10 +668,9 @@ static fsim_client *handshake(kconn *k)
     int rc = -1;
     errno = 0;
     if (getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0) {
-        if (wait_readable(k->fd, (int)k->rd.rest_timeout_ms))
+        if (sk_wait_fd(k->fd, POLLIN, fp_now_ns() + k->rd.rest_timeout_ms * FP_NS_PER_MS, NULL,
+                       0))
             rc = sk_read_frame(&k->rd, &h);
-        else
-            errno = ETIMEDOUT;
     }
     if (rc < 0 && errno == ETIMEDOUT)
         atomic_fetch_add(&k->srv->peers_timed_out, 1);

@@ -146,6 +146,10 @@ typedef struct sk_reader {
  * protocol violations), or a frame whose rest did not come in time (errno ETIMEDOUT). The frame's
  * header and size are checked (sk_frame_start); its body is not (sk_parse_frame). */
 int sk_read_frame(sk_reader *r, sk_hdr **out);
+/* Waits until fd is ready for `events` (poll(2)'s) or the CLOCK_MONOTONIC time end_ns passes:
+ * 1 (also on a poll error: the I/O call that follows reports it), or 0 with errno ETIMEDOUT.
+ * With `stop`, it is asked every slice_ms whether to give up: -1 when it says so. */
+int sk_wait_fd(int fd, short events, uint64_t end_ns, int (*stop)(void), uint32_t slice_ms);
 void sk_reader_free(sk_reader *r);
 
 /* ---- parsing (sock_frame.c: pure functions, no I/O; the fuzz target's subject) ---- */

@@ -36,7 +36,6 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
-#include <limits.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -213,14 +212,10 @@ static int u_write_locked(ucon *u, const struct iovec *iov, int iovcnt, size_t t
         rc = sk_send_records(u->fd, iov, iovcnt, total, u->rec_max, MSG_DONTWAIT, &done);
         if (rc == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
             break;
-        rc = -1;
-        uint64_t now = fp_now_ns(), until = may_interrupt ? slice_end(end) : end;
-        if (now >= end)
-            break; /* no room for the peer timeout */
-        struct pollfd p = {u->fd, POLLOUT, 0};
-        uint64_t ms = (until - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
-        if (poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms) == 0 && may_interrupt && interrupted()) {
-            rc = U_INTERRUPTED;
+        int w = sk_wait_fd(u->fd, POLLOUT, end, may_interrupt && tl_hook ? interrupted : NULL,
+                           FSIM_INTERRUPT_SLICE_MS);
+        if (w <= 0) { /* no room for the peer timeout, or interrupted */
+            rc = w < 0 ? U_INTERRUPTED : -1;
             break;
         }
     }
@@ -254,15 +249,6 @@ static int u_write(ucon *u, const struct iovec *iov, int iovcnt, size_t total)
 static atomic_llong peer_waits; /* calls waiting for the kernel side now */
 int64_t fsim_debug_peer_waits(void) { return atomic_load(&peer_waits); }
 
-static void wait_done_(ucon *u, uwait *w);
-
-static void wait_done(ucon *u, uwait *w)
-{
-    atomic_fetch_add(&peer_waits, 1);
-    wait_done_(u, w);
-    atomic_fetch_sub(&peer_waits, 1);
-}
-
 /* Gives up on w (u->lock held): a tombstone takes its place under its id until its ack comes.
  * 0 if there is no memory for one (then w goes on waiting). */
 static int w_bury(ucon *u, uwait *w)
@@ -281,9 +267,10 @@ static int w_bury(ucon *u, uwait *w)
 
 /* Waits (u->lock held) until w is done, the connection dead, or the interrupt hook gives up (then
  * w->interrupted is set and w is no longer linked). */
-static void wait_done_(ucon *u, uwait *w)
+static void wait_done(ucon *u, uwait *w)
 {
     uint64_t end = fp_now_ns() + peer_timeout_ms() * FP_NS_PER_MS;
+    atomic_fetch_add(&peer_waits, 1);
     while (!w->done && !u->dead) {
         if (end != UINT64_MAX && fp_now_ns() >= end) {
             (void)shutdown(u->fd, SHUT_RDWR); /* no answer: hang up, the receiver ends it */
@@ -302,8 +289,9 @@ static void wait_done_(ucon *u, uwait *w)
         int stop = interrupted();
         pthread_mutex_lock(&u->lock);
         if (stop && !w->done && !u->dead && w_bury(u, w))
-            return;
+            break;
     }
+    atomic_fetch_sub(&peer_waits, 1);
 }
 
 /* ---- the receiver ---- */
@@ -746,32 +734,12 @@ static const fsim_handle_ops sock_handle_ops = {
 
 /* Waits until fd can be read (S_OK; also on an error, for the read to report), `end` passes
  * (FP_E_TIMEOUT) or the interrupt hook gives up (FP_E_OPERATION_ABORTED). */
-static fp_hresult readable_within_(int fd, uint64_t end);
-
 static fp_hresult readable_within(int fd, uint64_t end)
 {
     atomic_fetch_add(&peer_waits, 1);
-    fp_hresult hr = readable_within_(fd, end);
+    int r = sk_wait_fd(fd, POLLIN, end, tl_hook ? interrupted : NULL, FSIM_INTERRUPT_SLICE_MS);
     atomic_fetch_sub(&peer_waits, 1);
-    return hr;
-}
-
-static fp_hresult readable_within_(int fd, uint64_t end)
-{
-    for (;;) {
-        uint64_t now = fp_now_ns();
-        if (now >= end)
-            return FP_E_TIMEOUT;
-        uint64_t left_ms = (end - now + FP_NS_PER_MS - 1) / FP_NS_PER_MS;
-        if (tl_hook && left_ms > FSIM_INTERRUPT_SLICE_MS)
-            left_ms = FSIM_INTERRUPT_SLICE_MS;
-        struct pollfd p = {fd, POLLIN, 0};
-        int r = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
-        if (r > 0 || (r < 0 && errno != EINTR))
-            return FP_S_OK;
-        if (interrupted())
-            return FP_E_OPERATION_ABORTED;
-    }
+    return r > 0 ? FP_S_OK : r < 0 ? FP_E_OPERATION_ABORTED : FP_E_TIMEOUT;
 }
 
 /* Connects to the port's socket in dir, a directory owned by dir_uid. FP_E_FILE_NOT_FOUND if
