@@ -256,6 +256,14 @@ static void close_user(SIM_HANDLE h, kstate *k)
     CHECK_EQ(kget_disconnects(k), before + 1);
 }
 
+/* A connection to port `name` (it must succeed). */
+static SIM_HANDLE connect_user(const char *name)
+{
+    SIM_HANDLE h = 0;
+    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    return h;
+}
+
 static fsim_client *kget_last(kstate *k)
 {
     pthread_mutex_lock(&k->lock);
@@ -420,7 +428,7 @@ static void test_connect_rules(void)
     close_user(a, &k);
     CHECK_EQ(SimFilterClose(a), FP_E_INVALID_HANDLE);
     CHECK_EQ(fsim_server_clients(s, NULL, 0), 1);
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\ConnectRules", 0, NULL, 0, NULL, &c), FP_S_OK);
+    c = connect_user("\\ConnectRules");
     close_user(c, &k);
 
     /* ConnectNotify rejects: its NTSTATUS, as the user sees it */
@@ -447,7 +455,7 @@ static void test_connect_rules(void)
     CHECK(strstr(path, "/h-") != NULL && strlen(strrchr(path, '/')) == 1 + 2 + 16);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0666);
     SIM_HANDLE d = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(longname, 0, NULL, 0, NULL, &d), FP_S_OK);
+    d = connect_user(longname);
     close_user(d, &k2);
     fsim_close_server(s2);
     CHECK(stat(path, &st) != 0);
@@ -476,7 +484,7 @@ static fsim_server *port_in_dir(const char *dir, const char *name, kstate *k,
     sk_port_path(dir, name, a);
     CHECK(stat(a->sun_path, &st) == 0 && S_ISSOCK(st.st_mode));
     SIM_HANDLE h = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_user(name);
     close_user(h, k);
     return s;
 }
@@ -648,8 +656,7 @@ static void test_round_trip(void)
 {
     kstate k;
     fsim_server *s = make_port("\\RoundTrip", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\RoundTrip", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\RoundTrip");
     fsim_client *c = k.last;
 
     /* send first (the message queues: no get waits), then get */
@@ -758,8 +765,7 @@ static void test_send_message(void)
 {
     kstate k;
     fsim_server *s = make_port("\\SendMsg", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\SendMsg", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\SendMsg");
     char out[16];
     uint32_t ret = 99;
     CHECK_EQ(SimFilterSendMessage(h, "hello", 5, out, sizeof out, &ret), FP_S_OK);
@@ -807,7 +813,7 @@ static void test_send_message(void)
 
     /* no MessageNotify: E_INVALIDARG */
     s = make_port("\\SendNone", 1, FSIM_ACCESS_OWNER, &k, 0);
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\SendNone", 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_user("\\SendNone");
     CHECK_EQ(SimFilterSendMessage(h, "hello", 5, out, sizeof out, &ret), FP_E_INVALIDARG);
     close_user(h, &k);
     fsim_close_server(s);
@@ -843,8 +849,7 @@ static void test_concurrent_sends(void)
 {
     kstate k;
     fsim_server *s = make_port("\\ManySends", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\ManySends", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\ManySends");
     usend u[8];
     for (int i = 0; i < 8; i++) {
         u[i] = (usend){0, h, i, 0};
@@ -867,8 +872,7 @@ static void test_timeouts_and_credits(void)
 {
     kstate k;
     fsim_server *s = make_port("\\Timeouts", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Timeouts", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\Timeouts");
     fsim_client *c = k.last;
     char rep[8];
     uint32_t cap = sizeof rep;
@@ -932,7 +936,7 @@ static void test_polls(void)
     msgbuf m;
     uint32_t got;
     /* queued before the user ever asked: the first poll finds it */
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Polls", 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_user("\\Polls");
     c = k.last;
     sender sd;
     start_sender(&sd, c, "early", 0, 0, -1);
@@ -981,8 +985,7 @@ static void test_batches_and_many_getters(void)
 {
     kstate k;
     fsim_server *s = make_port("\\Batches", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Batches", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\Batches");
     fsim_client *c = k.last;
 
     /* five messages queued (by five no-reply senders); one batch get of 8 takes them all */
@@ -1091,7 +1094,7 @@ static void test_cancel_and_timeout_races(void)
     kstate k;
     fsim_server *s = make_port("\\Races", 1, FSIM_ACCESS_OWNER, &k, 1);
     race *r = calloc(1, sizeof *r);
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Races", 0, NULL, 0, NULL, &r->h), FP_S_OK);
+    r->h = connect_user("\\Races");
     r->c = k.last;
     pthread_t tg[4], tc;
     for (int i = 0; i < 4; i++)
@@ -1129,8 +1132,7 @@ static void test_cancel_and_disconnect(void)
 {
     kstate k;
     fsim_server *s = make_port("\\Cancel", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\Cancel");
     fsim_client *c = kget_last(&k);
     enum fsim_transport t = FSIM_INPROC;
     CHECK_EQ(SimFilterGetTransport(h, &t), FP_S_OK);
@@ -1169,7 +1171,7 @@ static void test_cancel_and_disconnect(void)
     fsim_client_release(c);
 
     /* the kernel closes the client port: a waiting get and every later call see INVALID_HANDLE */
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_user("\\Cancel");
     c = kget_last(&k);
     start_getter(&g, h, 4, 0);
     CHECK(WAIT_UNTIL(fsim_client_pending_gets(c) == 4, 5000)); /* waiting at the kernel */
@@ -1185,8 +1187,7 @@ static void test_cancel_and_disconnect(void)
     fsim_client_release(c);
 
     /* fsim_disconnect_all (filter unload) */
-    SIM_HANDLE a;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Cancel", 0, NULL, 0, NULL, &a), FP_S_OK);
+    SIM_HANDLE a = connect_user("\\Cancel");
     fsim_disconnect_all(s);
     CHECK_EQ(SimFilterGetMessage(a, &m.h, sizeof m, 2000, &got), FP_E_INVALID_HANDLE);
     CHECK_EQ(SimFilterClose(a), FP_S_OK);
@@ -1218,8 +1219,7 @@ static void test_one_mib(const char *bufsize)
         setenv("FASTPORT_SOCK_BUFSIZE", bufsize, 1);
     kstate k;
     fsim_server *s = make_port("\\OneMiB", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\OneMiB", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\OneMiB");
     enum { N = 3 };
     bigsend b[N];
     for (int j = 0; j < N; j++) {
@@ -1455,8 +1455,7 @@ static void test_fork_child_leaves_connection(void)
 {
     kstate k;
     fsim_server *s = make_port("\\Forked", 1, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Forked", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\Forked");
     fsim_client *c = kget_last(&k);
     getter g;
     start_getter(&g, h, 1, 0); /* a get pending at the kernel across the fork */
@@ -1503,8 +1502,7 @@ static void test_fork_child_leaves_port(void)
 {
     kstate k;
     fsim_server *s = make_port("\\ForkedPort", 2, FSIM_ACCESS_OWNER, &k, 1);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\ForkedPort", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\ForkedPort");
     fsim_client *c = kget_last(&k);
     char path[sizeof(struct sockaddr_un)];
     sock_path("\\ForkedPort", path, sizeof path);
@@ -1528,7 +1526,7 @@ static void test_fork_child_leaves_port(void)
     CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
     CHECK_EQ(ret, 3);
     SIM_HANDLE h2; /* and the port still accepts */
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\ForkedPort", 0, NULL, 0, NULL, &h2), FP_S_OK);
+    h2 = connect_user("\\ForkedPort");
     CHECK_EQ(kget_connects(&k), 2);
     fsim_client_release(c);
     close_user(h2, &k);
@@ -1559,8 +1557,7 @@ static void test_kernel_process_dies(void)
     fsim_callbacks none = {0};
     CHECK_EQ(fsim_create_port("\\KernelDies", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
              FP_STATUS_OBJECT_NAME_COLLISION);
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\KernelDies", 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user("\\KernelDies");
     char out[8];
     uint32_t ret;
     CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
@@ -1586,7 +1583,7 @@ static void test_kernel_process_dies(void)
              FP_E_FILE_NOT_FOUND);
     CHECK_EQ(fsim_create_port("\\KernelDies", FSIM_SOCKET, 1, FSIM_ACCESS_OWNER, &none, &x),
              FP_STATUS_SUCCESS);
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\KernelDies", 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_user("\\KernelDies");
     CHECK_EQ(SimFilterClose(h), FP_S_OK);
     fsim_close_server(x);
 }
@@ -1716,8 +1713,7 @@ static void test_other_users_dir(void)
     CHECK_EQ(read(p[0], &ch, 1), 1);
     close(p[0]);
     unsetenv("FASTPORT_RUNTIME_DIR");
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user(name);
     char out[8];
     uint32_t ret = 0;
     CHECK_EQ(SimFilterSendMessage(h, "abc", 3, out, sizeof out, &ret), FP_S_OK);
@@ -1844,8 +1840,7 @@ static void test_garbage_to_kernel(void)
     close(fd);
     CHECK_EQ(k.connects, base + 1);
     /* the port still works */
-    SIM_HANDLE hh;
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Garbage", 0, NULL, 0, NULL, &hh), FP_S_OK);
+    SIM_HANDLE hh = connect_user("\\Garbage");
     char out[4];
     uint32_t ret;
     CHECK_EQ(SimFilterSendMessage(hh, "ab", 2, out, sizeof out, &ret), FP_S_OK);
@@ -1927,7 +1922,7 @@ static void test_garbage_to_user(void)
     size_t lens[] = {sizeof bad1, sizeof bad2, 24};
     for (int i = 0; i < 3; i++) {
         fake_start(&f, "\\Fake", FP_S_OK, frames[i], lens[i]);
-        CHECK_EQ(SimFilterConnectCommunicationPort("\\Fake", 0, NULL, 0, NULL, &h), FP_S_OK);
+        h = connect_user("\\Fake");
         msgbuf m;
         uint32_t got;
         CHECK_EQ(SimFilterGetMessage(h, &m.h, sizeof m, 3000, &got), FP_E_INVALID_HANDLE);
@@ -1939,7 +1934,7 @@ static void test_garbage_to_user(void)
     sk_hdr half = {5000, SK_MSGS, 0, 1, 0, 0};
     fake_start(&f, "\\Fake", FP_S_OK, &half, sizeof half);
     setenv("FASTPORT_SOCK_PEER_TIMEOUT_MS", "200", 1);
-    CHECK_EQ(SimFilterConnectCommunicationPort("\\Fake", 0, NULL, 0, NULL, &h), FP_S_OK);
+    h = connect_user("\\Fake");
     unsetenv("FASTPORT_SOCK_PEER_TIMEOUT_MS");
     msgbuf m;
     uint32_t got;
@@ -1991,8 +1986,7 @@ static SIM_HANDLE connect_greeted(const char *name, int lfd, greeter *g)
 {
     *g = (greeter){.lfd = lfd, .fd = -1};
     pthread_create(&g->t, NULL, greeter_main, g);
-    SIM_HANDLE h = 0;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user(name);
     pthread_join(g->t, NULL);
     return h;
 }
@@ -2369,8 +2363,7 @@ static void *stress_getter(void *p)
  * cancel the others' gets, close, and report {received, bad} on fd. */
 static void stress_user(const char *name, int fd)
 {
-    SIM_HANDLE h;
-    CHECK_EQ(SimFilterConnectCommunicationPort(name, 0, NULL, 0, NULL, &h), FP_S_OK);
+    SIM_HANDLE h = connect_user(name);
     pthread_t tg[NGET];
     stress sg[NGET];
     atomic_store(&stress_running, NGET);
