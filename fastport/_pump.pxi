@@ -379,26 +379,23 @@ cdef class _PumpCore:
             timer.daemon = True
             timer.start()
         interrupted = None
-        finished = _threading.Lock()
-        finished.acquire()
-        joined = []
+        joined = _threading.Event()
 
         def join():
             try:
                 self._join_all()
             finally:
-                joined.append(True)
-                finished.release()
+                joined.set()
 
         try:
-            # the join runs on a thread of its own so that this one wakes for signals (a plain
-            # lock's acquire does; an interrupted Thread.join may take a running thread for ended)
+            # the join runs on a thread of its own so that this one wakes for signals (an
+            # Event's wait does; an interrupted Thread.join may take a running thread for ended)
             joiner = _threading.Thread(target=join, name="fastport-pump-stop", daemon=True)
             try:
                 joiner.start()
             except RuntimeError:  # no new threads (interpreter shutdown): join here, unbounded
                 join()
-            while not finished.acquire(True, _SIGNAL_SLICE_MS / 1000):
+            while not joined.wait(_SIGNAL_SLICE_MS / 1000):
                 pass
         except BaseException as e:
             interrupted = e
@@ -408,7 +405,7 @@ cdef class _PumpCore:
         # once the stop is done.
         while True:
             try:
-                if interrupted is not None and not joined:
+                if interrupted is not None and not joined.is_set():
                     give_up(f"interrupted ({type(interrupted).__name__})")
                     self._join_all()
                 if timer is not None:

@@ -487,7 +487,8 @@ def runtime_dir():
 def debug_counters():  # here: the emulator is POSIX-only, and so is this
     """Process-wide counts of live C objects, for leak checks: emulated client and server ports,
     pumps, and pump slabs/chunks allocated and freed; and `sim_peer_waits`, the calls waiting
-    for a socket-transport kernel side right now (an acknowledgement, a connect's handshake)."""
+    for a socket-transport kernel side's answer right now (an acknowledgement, a connect's
+    handshake, a get's cancel)."""
     cdef fp_pump_debug d
     fp_pump_debug_counters(&d)
     return {

@@ -316,7 +316,8 @@ const char *fsim_error_detail(void);
 /* Live object counts, for leak checks (always compiled in). */
 int64_t fsim_debug_live_clients(void);
 int64_t fsim_debug_live_servers(void);
-/* Calls of this process waiting for a socket-transport kernel side now (an ack, a handshake). */
+/* Calls of this process waiting for a socket-transport kernel side's answer now (an ack, a
+ * handshake, a get's cancel). */
 int64_t fsim_debug_peer_waits(void);
 
 #ifdef __cplusplus
